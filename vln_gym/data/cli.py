@@ -1,0 +1,142 @@
+"""`vln-gym validate` and `vln-gym convert`: exit 0 when clean, 1 on data problems, 2 on usage errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from vln_gym.data.fields import FORMATS, MAPPABLE_FIELDS, LoadOptions
+from vln_gym.data.loader import collect_episodes, validate_files
+from vln_gym.data.ownjsonl import write_episodes_jsonl
+
+
+class _UsageError(Exception):
+    """Bad command-line arguments (exit code 2)."""
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    pairs = {}
+    for value in values or []:
+        key, sep, target = value.partition("=")
+        if not sep or not key or not target:
+            raise _UsageError(f"{option} expects KEY=VALUE, got {value!r}")
+        pairs[key] = target
+    return pairs
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="jsonl / JSON files or VLN-Ego trajectory folders"
+    )
+    parser.add_argument(
+        "--format", default="auto", choices=FORMATS, help="input format (default: per-file auto)"
+    )
+    parser.add_argument("--media-dir", help="folder that relative image paths resolve against")
+    parser.add_argument(
+        "--path-remap", action="append", metavar="OLD=NEW", help="replace an image path prefix (repeatable)"
+    )
+    parser.add_argument(
+        "--field-map",
+        action="append",
+        metavar="OURS=THEIRS",
+        help=f"read our field from the file's column THEIRS (repeatable): {', '.join(MAPPABLE_FIELDS)}",
+    )
+    parser.add_argument(
+        "--check-images", action="store_true", help="decode every image to catch broken files"
+    )
+    parser.add_argument(
+        "--allow-outside-media", action="store_true", help="accept images outside the media folder"
+    )
+    parser.add_argument(
+        "--heading-unit", default="rad", choices=("rad", "deg"), help="unit of heading fields"
+    )
+    parser.add_argument(
+        "--forward-step", type=float, default=0.25, help="metres per MOVE_FORWARD (VLN-Ego poses)"
+    )
+    parser.add_argument("--turn-angle", type=float, default=15.0, help="degrees per turn (VLN-Ego poses)")
+    parser.add_argument("--no-require-pose", action="store_true", help="accept records without pose fields")
+    return parser
+
+
+def _parse(
+    parser: argparse.ArgumentParser, argv: list[str]
+) -> tuple[argparse.Namespace, dict[str, Any]] | int:
+    """Parsed arguments and load options, or an exit code (0 for --help, 2 for usage errors)."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        options = {
+            "format": args.format,
+            "media_dir": args.media_dir,
+            "path_remap": _pairs(args.path_remap, "--path-remap"),
+            "field_map": _pairs(args.field_map, "--field-map"),
+            "check_images": args.check_images,
+            "allow_outside_media": args.allow_outside_media,
+            "heading_unit": args.heading_unit,
+            "forward_step": args.forward_step,
+            "turn_angle": args.turn_angle,
+            "require_pose": not args.no_require_pose,
+        }
+        LoadOptions.create(**options)  # option values checked here, before any file is read
+    except (_UsageError, ValueError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    return args, options
+
+
+def validate_main(argv: list[str]) -> int:
+    """``vln-gym validate PATH...``: one line per problem, then a summary; exit 0 clean, 1 otherwise."""
+    parsed = _parse(_parser("vln-gym validate", "Check VLN dataset files; one line per problem."), argv)
+    if isinstance(parsed, int):
+        return parsed
+    args, options = parsed
+    report = validate_files(args.paths, **options)
+    for problem in report.problems:
+        print(problem)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def convert_main(argv: list[str]) -> int:
+    """``vln-gym convert INPUT... --out FILE``: write vln-gym jsonl; exit 1 (nothing written) on problems
+    unless ``--on-error skip``, which writes the good records and reports the skipped ones on stderr."""
+    parser = _parser("vln-gym convert", "Write any supported input as vln-gym jsonl.")
+    parser.add_argument("--out", required=True, help="output .jsonl file")
+    parser.add_argument(
+        "--out-media-dir",
+        help="write image paths relative to this folder (default: the output file's folder)",
+    )
+    parser.add_argument(
+        "--on-error", default="raise", choices=("raise", "skip"), help="bad records: stop or skip"
+    )
+    parsed = _parse(parser, argv)
+    if isinstance(parsed, int):
+        return parsed
+    args, options = parsed
+    episodes, report = collect_episodes(args.paths, LoadOptions.create(**options))
+    if report.problems and args.on_error == "raise":
+        for problem in report.problems:
+            print(problem)
+        print(f"{report.summary()}; nothing written (--on-error skip keeps the good records)")
+        return 1
+    if report.problems:
+        print(
+            f"skipped {report.num_with_problems} of {report.num_records} records with problems:",
+            file=sys.stderr,
+        )
+        for problem in report.problems:
+            print(f"  {problem}", file=sys.stderr)
+    out = Path(args.out)
+    media_dir = args.out_media_dir or out.absolute().parent
+    try:
+        write_episodes_jsonl(episodes, out, media_dir=media_dir)
+    except (OSError, ValueError) as error:
+        print(f"vln-gym convert: cannot write {out}: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(episodes)} episodes to {out}")
+    return 0

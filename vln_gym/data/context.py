@@ -1,0 +1,21 @@
+"""`ReadContext`: the options and per-load caches shared by every reader during one load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vln_gym.data.fields import LoadOptions
+from vln_gym.data.media import ImageChecker
+from vln_gym.data.vlnego import TrajectoryCache
+
+
+@dataclass
+class ReadContext:
+    """Options plus caches that live for one `load_episodes` / `validate_files` call."""
+
+    options: LoadOptions
+    trajectories: TrajectoryCache = field(init=False)
+    images: ImageChecker = field(default_factory=ImageChecker)
+
+    def __post_init__(self) -> None:
+        self.trajectories = TrajectoryCache(self.options)

@@ -1,0 +1,209 @@
+"""Load options, the field map, and field conversion: numbers, positions, headings, paths, actions.
+
+Every converter takes the *file's* column name (what the user sees in the file) and raises `FieldError`
+with a precise message; readers attach path and line. Units are converted here, at load time:
+2-D ``[x, z]`` positions are lifted to ``[x, 0, z]``, headings in degrees become radians.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from vln_gym.data.problems import FieldError
+from vln_gym.geometry import ACTION_NAMES, Vec3, lift
+
+FORMATS = ("auto", "vlm-r1", "sharegpt", "vln-ego", "vln-gym")
+HEADING_UNITS = ("rad", "deg")
+ON_ERROR = ("raise", "skip")
+
+# Our field names that a field map may rename (LLaMA-Factory ``dataset_info`` style: ours -> file's column).
+MAPPABLE_FIELDS = (
+    "id",
+    "instruction",
+    "images",
+    "conversations",
+    "messages",
+    "system",
+    "agent_position",
+    "agent_heading",
+    "goal_position",
+    "distance_to_goal",
+    "reference_path",
+    "expert_actions",
+    "geodesic_distance",
+    "scene_id",
+    "success_distance",
+    "trajectory_id",
+    "step_index",
+)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Every reader option of `load_episodes` (see its docstring), validated once."""
+
+    format: str = "auto"
+    field_map: tuple[tuple[str, str], ...] = ()
+    media_dir: str | None = None
+    path_remap: tuple[tuple[str, str], ...] = ()
+    allow_outside_media: bool = False
+    heading_unit: str = "rad"
+    forward_step: float = 0.25
+    turn_angle: float = 15.0
+    check_images: bool = False
+    require_pose: bool = True
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        format: str = "auto",
+        field_map: Mapping[str, str] | None = None,
+        media_dir: str | Path | None = None,
+        path_remap: Mapping[str, str] | None = None,
+        allow_outside_media: bool = False,
+        heading_unit: str = "rad",
+        forward_step: float = 0.25,
+        turn_angle: float = 15.0,
+        check_images: bool = False,
+        require_pose: bool = True,
+    ) -> LoadOptions:
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+        if heading_unit not in HEADING_UNITS:
+            raise ValueError(f"heading_unit must be 'rad' or 'deg'; got {heading_unit!r}")
+        if not (forward_step > 0 and math.isfinite(forward_step)):
+            raise ValueError(f"forward_step must be a positive number of metres; got {forward_step!r}")
+        if not (turn_angle > 0 and math.isfinite(turn_angle)):
+            raise ValueError(f"turn_angle must be a positive number of degrees; got {turn_angle!r}")
+        field_map = dict(field_map or {})
+        unknown = sorted(set(field_map) - set(MAPPABLE_FIELDS))
+        if unknown:
+            raise ValueError(f"field_map: unknown field(s) {unknown}; known: {', '.join(MAPPABLE_FIELDS)}")
+        remap = sorted((str(old), str(new)) for old, new in (path_remap or {}).items())
+        return cls(
+            format=format,
+            field_map=tuple(sorted(field_map.items())),
+            media_dir=None if media_dir is None else str(Path(media_dir).absolute()),
+            # Longest prefix first, so that a more specific remap wins.
+            path_remap=tuple(sorted(remap, key=lambda item: -len(item[0]))),
+            allow_outside_media=allow_outside_media,
+            heading_unit=heading_unit,
+            forward_step=float(forward_step),
+            turn_angle=float(turn_angle),
+            check_images=check_images,
+            require_pose=require_pose,
+        )
+
+    @cached_property
+    def columns(self) -> dict[str, str]:
+        return dict(self.field_map)
+
+    def column(self, name: str, default: str | None = None) -> str:
+        """The file's column name for our field ``name``."""
+        return self.columns.get(name, default if default is not None else name)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def as_text(value: Any, name: str, *, allow_empty: bool = False) -> str:
+    """A string (non-empty unless ``allow_empty``)."""
+    if not isinstance(value, str):
+        raise FieldError(name, f"expected a string, got {_type_name(value)} {_describe(value)}")
+    if not allow_empty and not value.strip():
+        raise FieldError(name, "is empty")
+    return value
+
+
+def as_number(value: Any, name: str) -> float:
+    """A finite number (not a boolean, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FieldError(name, f"expected a number, got {_type_name(value)} {_describe(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise FieldError(name, f"is {value!r}; must be a finite number")
+    return number
+
+
+def as_nonnegative(value: Any, name: str) -> float:
+    number = as_number(value, name)
+    if number < 0:
+        raise FieldError(name, f"is {number!r}; must be >= 0")
+    return number
+
+
+def as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldError(name, f"expected an integer, got {_type_name(value)} {_describe(value)}")
+    return value
+
+
+def as_position(value: Any, name: str) -> Vec3:
+    """``[x, z]`` or ``[x, y, z]`` finite numbers in metres -> ``(x, y, z)`` (2-D lifted at y = 0)."""
+    if not isinstance(value, list | tuple):
+        raise FieldError(
+            name,
+            f"expected a list of 2 ([x, z]) or 3 ([x, y, z]) numbers, got {_type_name(value)} "
+            f"{_describe(value)}",
+        )
+    if len(value) not in (2, 3):
+        raise FieldError(name, f"expected 2 ([x, z]) or 3 ([x, y, z]) coordinates, got {len(value)}")
+    for index, coordinate in enumerate(value):
+        if isinstance(coordinate, bool) or not isinstance(coordinate, int | float):
+            raise FieldError(
+                name,
+                f"coordinate {index} must be a number, got {_type_name(coordinate)} {_describe(coordinate)}",
+            )
+        if not math.isfinite(coordinate):
+            raise FieldError(name, f"coordinate {index} is {coordinate!r}; must be finite")
+    return lift(value)
+
+
+def as_heading(value: Any, name: str, unit: str) -> float:
+    """Heading in ``unit`` ('rad': |h| <= 2 pi, 'deg': |h| <= 360) -> radians."""
+    number = as_number(value, name)
+    if unit == "deg":
+        if abs(number) > 360.0:
+            raise FieldError(name, f"is {number!r} degrees; must be within [-360, 360]")
+        return math.radians(number)
+    if abs(number) > 2.0 * math.pi + 1e-9:
+        hint = " (degrees? pass heading_unit='deg')" if abs(number) <= 360.0 else ""
+        raise FieldError(name, f"is {number!r} radians; must be within [-2*pi, 2*pi]{hint}")
+    return number
+
+
+def as_path(value: Any, name: str) -> tuple[Vec3, ...]:
+    """A non-empty list of positions."""
+    if not isinstance(value, list | tuple) or not value:
+        raise FieldError(name, f"expected a non-empty list of positions, got {_describe(value)}")
+    return tuple(as_position(point, f"{name}[{index}]") for index, point in enumerate(value))
+
+
+def as_actions(value: Any, name: str) -> tuple[int, ...]:
+    """A list of Habitat action ids 0..3."""
+    if not isinstance(value, list | tuple):
+        raise FieldError(
+            name, f"expected a list of action ids 0-3, got {_type_name(value)} {_describe(value)}"
+        )
+    actions = []
+    for index, action in enumerate(value):
+        if isinstance(action, bool) or not isinstance(action, int) or not 0 <= action < len(ACTION_NAMES):
+            raise FieldError(
+                f"{name}[{index}]", f"expected an action id 0-3 ({', '.join(ACTION_NAMES)}), got {action!r}"
+            )
+        actions.append(action)
+    return tuple(actions)

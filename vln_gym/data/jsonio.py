@@ -1,0 +1,143 @@
+"""Streaming JSON record readers that know where each record is: jsonl lines and JSON array elements.
+
+Both accept a UTF-8 BOM (stripped; the first record is kept) and Windows line endings. Unparseable
+input becomes a `Problem` in the stream instead of an exception, so validation reports every line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vln_gym.data.problems import Location, Problem
+
+BOM = b"\xef\xbb\xbf"
+Item = tuple[Location, Any] | Problem
+
+
+def _decode_error(text: str, error: json.JSONDecodeError) -> str:
+    where = f"{error.msg}{'' if error.msg.endswith(' at') else ' at'} column {error.colno}"
+    # The scanner only reports an unterminated string when it reached the end of the text.
+    if error.pos >= len(text.rstrip()) or error.msg.startswith("Unterminated string"):
+        return f"truncated JSON ({where})"
+    return f"invalid JSON ({where})"
+
+
+def _utf8_problem(path: str, line: int, error: UnicodeDecodeError) -> Problem:
+    return Problem(path, line, "json", f"not valid UTF-8 (byte {error.object[error.start]:#04x})")
+
+
+def _first_char(path: Path) -> str:
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    return head.removeprefix(BOM).lstrip()[:1].decode("ascii", errors="replace")
+
+
+def iter_json_records(path: Path) -> Iterator[Item]:
+    """Records of a ``.jsonl`` file, or of a ``.json`` file (a JSON array, one object, or one per line)."""
+    name = str(path)
+    try:
+        first = _first_char(path)
+    except FileNotFoundError:
+        yield Problem(name, None, "file", "file not found")
+        return
+    except OSError as error:
+        yield Problem(name, None, "file", f"cannot read file ({error.strerror or error})")
+        return
+    if not first:
+        yield Problem(name, None, "file", "empty file: no records")
+        return
+    is_json = path.suffix.lower() == ".json"
+    if first == "[" and is_json:
+        yield from iter_json_array(path)
+    elif first == "{" and is_json and (single := _single_object(path)) is not None:
+        yield Location(name, 1), single
+    else:
+        yield from iter_jsonl(path)
+
+
+def _single_object(path: Path) -> dict | None:
+    """The object of a ``.json`` file holding exactly one (pretty-printed) object, else ``None``."""
+    try:
+        value = json.loads(path.read_bytes().removeprefix(BOM).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def iter_jsonl(path: Path) -> Iterator[Item]:
+    """One JSON value per line; blank lines are skipped; ``line`` is 1-based."""
+    name = str(path)
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1:
+                raw = raw.removeprefix(BOM)
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                yield _utf8_problem(name, number, error)
+                continue
+            if not text.strip():
+                continue
+            try:
+                yield Location(name, number), json.loads(text)
+            except json.JSONDecodeError as error:
+                yield Problem(name, number, "json", _decode_error(text, error))
+
+
+def iter_json_array(path: Path) -> Iterator[Item]:
+    """Elements of one top-level JSON array, each with the line it starts on and its index."""
+    name = str(path)
+    data = path.read_bytes().removeprefix(BOM)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        yield _utf8_problem(name, data.count(b"\n", 0, error.start) + 1, error)
+        return
+    decoder = json.JSONDecoder()
+    position = text.index("[") + 1
+    line, counted = 1, 0
+    index = 0
+    while True:
+        position = _skip_space(text, position)
+        if position < len(text) and text[position] == "]" and index == 0:
+            yield Problem(name, text.count("\n", 0, position) + 1, "file", "empty JSON array: no records")
+            return
+        line += text.count("\n", counted, position)
+        counted = position
+        if position >= len(text):
+            yield Problem(name, line, f"[{index}]", "truncated JSON array (no closing ']')")
+            return
+        try:
+            value, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            line_of_error = text.count("\n", 0, error.pos) + 1
+            yield Problem(name, line_of_error, f"[{index}]", _decode_error(text, error))
+            return
+        yield Location(name, line, index), value
+        index += 1
+        position = _skip_space(text, end)
+        if position >= len(text):
+            line += text.count("\n", counted, position)
+            yield Problem(name, line, f"[{index}]", "truncated JSON array (no closing ']')")
+            return
+        if text[position] == "]":
+            break
+        if text[position] != ",":
+            line += text.count("\n", counted, position)
+            yield Problem(
+                name, line, f"[{index}]", f"invalid JSON array (expected ',' or ']', got {text[position]!r})"
+            )
+            return
+        position += 1
+    rest = text[position + 1 :].strip()
+    if rest:
+        yield Problem(name, text.count("\n", 0, position) + 1, "json", "extra data after the JSON array")
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position

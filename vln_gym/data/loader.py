@@ -1,0 +1,158 @@
+"""Public entry points: `iter_episodes`, `load_episodes`, `validate_files`.
+
+Records are parsed and validated by our own streaming readers (that is where line numbers come from);
+ids must be unique across all inputs of one call. ``on_error="raise"`` raises `DataError` listing every
+problem (`iter_episodes` raises at the first bad record, since it streams); ``on_error="skip"`` keeps
+every good record and logs, as a warning on the ``vln_gym.data`` logger, how many were skipped and why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from vln_gym.data.context import ReadContext
+from vln_gym.data.fields import ON_ERROR, LoadOptions
+from vln_gym.data.problems import DataError, Problem, ValidationReport, format_problems
+from vln_gym.data.readers import Item, iter_path
+from vln_gym.episode import Episode
+
+logger = logging.getLogger("vln_gym.data")
+PathsLike = str | Path | Sequence[str | Path]
+MAX_LOGGED_PROBLEMS = 20
+
+
+def as_paths(paths: PathsLike) -> list[Path]:
+    """One path or a sequence of paths, as a non-empty list."""
+    if isinstance(paths, str | Path):
+        return [Path(paths)]
+    result = [Path(path) for path in paths]
+    if not result:
+        raise ValueError("no input paths given")
+    return result
+
+
+def iter_items(paths: PathsLike, options: LoadOptions) -> Iterator[Item]:
+    """Every record of every input as ``(location, Episode)`` or `DataError`, duplicate ids flagged."""
+    ctx = ReadContext(options)
+    first_seen: dict[str, str] = {}
+    id_column = options.column("id")
+    for path in as_paths(paths):
+        for item in iter_path(path, ctx):
+            if isinstance(item, DataError):
+                yield item
+                continue
+            location, episode = item
+            first = first_seen.setdefault(episode.episode_id, str(location))
+            if first != str(location):
+                yield DataError(
+                    [location.problem(id_column, f"duplicate id {episode.episode_id!r} (first at {first})")]
+                )
+            else:
+                yield item
+
+
+def log_skipped(problems: list[Problem], skipped: int, total: int) -> None:
+    if skipped:
+        logger.warning(
+            "skipped %d of %d records with problems:\n%s",
+            skipped,
+            total,
+            format_problems(problems, MAX_LOGGED_PROBLEMS),
+        )
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
+
+
+def iter_episodes(paths: PathsLike, *, on_error: str = "raise", **options: Any) -> Iterator[Episode]:
+    """Stream episodes (``options`` as for `load_episodes`); raises at the first bad record unless skip."""
+    _check_on_error(on_error)
+    load_options = LoadOptions.create(**options)
+    problems: list[Problem] = []
+    skipped = total = 0
+    try:
+        for item in iter_items(paths, load_options):
+            total += 1
+            if isinstance(item, DataError):
+                if on_error == "raise":
+                    raise item
+                skipped += 1
+                problems.extend(item.problems)
+                continue
+            yield item[1]
+    finally:
+        log_skipped(problems, skipped, total)
+
+
+def load_episodes(
+    paths: PathsLike,
+    *,
+    format: str = "auto",
+    field_map: Mapping[str, str] | None = None,
+    media_dir: str | Path | None = None,
+    path_remap: Mapping[str, str] | None = None,
+    allow_outside_media: bool = False,
+    on_error: str = "raise",
+    heading_unit: str = "rad",
+    forward_step: float = 0.25,
+    turn_angle: float = 15.0,
+    check_images: bool = False,
+    require_pose: bool = True,
+) -> list[Episode]:
+    """Read VLN records from files / folders into Episodes.
+
+    Args:
+        paths: one path or several: jsonl / JSON array files, or VLN-Ego trajectory folders.
+        format: ``"auto"`` (per file), ``"vlm-r1"``, ``"sharegpt"``, ``"vln-ego"`` or ``"vln-gym"``.
+        field_map: our field name -> the file's column name (LLaMA-Factory ``dataset_info`` style).
+        media_dir: folder that relative image paths resolve against (default: the data file's folder);
+            image paths must stay inside it unless ``allow_outside_media``.
+        path_remap: path prefix written on another machine -> local folder.
+        on_error: ``"raise"`` (DataError with every problem) or ``"skip"`` (keep good records, log the rest).
+        heading_unit: unit of heading fields in the file, ``"rad"`` or ``"deg"`` (converted to radians).
+        forward_step, turn_angle: metres / degrees used to integrate VLN-Ego expert actions into poses.
+        check_images: decode every image once to catch missing, truncated or non-image files.
+        require_pose: missing pose fields are an error (else NaN pose, ``extra["pose_source"] = "missing"``).
+    """
+    _check_on_error(on_error)
+    options = LoadOptions.create(
+        format=format,
+        field_map=field_map,
+        media_dir=media_dir,
+        path_remap=path_remap,
+        allow_outside_media=allow_outside_media,
+        heading_unit=heading_unit,
+        forward_step=forward_step,
+        turn_angle=turn_angle,
+        check_images=check_images,
+        require_pose=require_pose,
+    )
+    episodes, report = collect_episodes(paths, options)
+    if report.problems and on_error == "raise":
+        raise DataError(report.problems)
+    log_skipped(report.problems, report.num_with_problems, report.num_records)
+    return episodes
+
+
+def collect_episodes(paths: PathsLike, options: LoadOptions) -> tuple[list[Episode], ValidationReport]:
+    """Every good episode plus the report of the bad records (for callers that print problems themselves)."""
+    episodes: list[Episode] = []
+    report = ValidationReport()
+    for item in iter_items(paths, options):
+        report.num_records += 1
+        if isinstance(item, DataError):
+            report.problems.extend(item.problems)
+        else:
+            report.num_ok += 1
+            episodes.append(item[1])
+    return episodes, report
+
+
+def validate_files(paths: PathsLike, *, on_error: str | None = None, **options: Any) -> ValidationReport:
+    """Check every record (``options`` as for `load_episodes`; ``on_error`` is accepted and ignored)."""
+    return collect_episodes(paths, LoadOptions.create(**options))[1]

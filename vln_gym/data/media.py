@@ -1,0 +1,110 @@
+"""Image path resolution (path remap, media root, containment) and optional image checks.
+
+Rules, in order:
+1. ``path_remap`` replaces a path prefix written on another machine (longest prefix first); the result
+   must stay inside the remap target (``OLD/../..`` cannot climb out).
+2. Otherwise a relative path is joined to ``media_dir``, or to the data file's folder when no
+   ``media_dir`` is given, and must stay inside that folder.
+3. An absolute path must be inside ``media_dir`` when one is given; without ``media_dir`` it is used as is.
+Paths that break 2 or 3 are refused unless ``allow_outside_media=True``. Images stay path strings;
+``check_images=True`` decodes each distinct file once per load to catch missing or broken files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from vln_gym.data.fields import LoadOptions
+from vln_gym.data.problems import FieldError, RecordProblems
+from vln_gym.images import ImageLoadError, decode_image
+
+if TYPE_CHECKING:
+    from vln_gym.data.context import ReadContext
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _remap(raw: str, options: LoadOptions) -> tuple[str, str] | None:
+    for old, new in options.path_remap:
+        prefix = old.rstrip("/")
+        if raw == prefix or raw.startswith(prefix + "/"):
+            root = os.path.abspath(new)
+            return os.path.normpath(os.path.join(root, raw[len(prefix) :].lstrip("/"))), root
+    return None
+
+
+def resolve_image(raw: str, name: str, *, base_dir: str, options: LoadOptions) -> str:
+    """Absolute, normalised path of image reference ``raw`` from column ``name`` of a file in ``base_dir``."""
+    remapped = _remap(raw, options)
+    if remapped is not None:
+        path, root = remapped
+    elif os.path.isabs(raw):
+        path, root = os.path.normpath(raw), options.media_dir
+    else:
+        root = options.media_dir or base_dir
+        path = os.path.normpath(os.path.join(root, raw))
+    if root is not None and not options.allow_outside_media and not _inside(path, root):
+        raise FieldError(
+            name,
+            f"image {raw!r} resolves to {path}, outside the media folder {root} "
+            "(pass allow_outside_media=True / --allow-outside-media to accept it)",
+        )
+    return path
+
+
+class ImageChecker:
+    """Decodes each distinct image once (``check_images=True``) and remembers the verdict."""
+
+    def __init__(self) -> None:
+        self._verdicts: dict[str, str | None] = {}
+
+    def problem(self, path: str) -> str | None:
+        """``None`` if ``path`` decodes as an image, else why not."""
+        if path not in self._verdicts:
+            try:
+                decode_image(path)
+                self._verdicts[path] = None
+            except ImageLoadError as error:
+                self._verdicts[path] = str(error).removeprefix(f"{path}: ")
+        return self._verdicts[path]
+
+
+def read_images(
+    value: object,
+    name: str,
+    *,
+    base_dir: str,
+    ctx: ReadContext,
+    report: RecordProblems,
+    allow_string: bool = False,
+) -> tuple[str, ...] | None:
+    """Resolve a record's image list (``allow_string``: a single path string is a list of one).
+
+    Problems go to ``report``; returns ``None`` when the list itself is unusable.
+    """
+    if allow_string and isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        kind = "a path string or a list of paths" if allow_string else "a list of image paths"
+        report.add(name, f"expected {kind}, got {type(value).__name__} {value!r:.40}")
+        return None
+    if not value:
+        report.add(name, "no images (a VLN record needs at least the current view)")
+        return None
+    paths = []
+    for index, raw in enumerate(value):
+        if not isinstance(raw, str) or not raw.strip():
+            report.add(f"{name}[{index}]", f"expected a non-empty path string, got {raw!r:.40}")
+            continue
+        path = report.check(resolve_image, raw, f"{name}[{index}]", base_dir=base_dir, options=ctx.options)
+        if path is None:
+            continue
+        if ctx.options.check_images:
+            reason = ctx.images.problem(path)
+            if reason is not None:
+                report.add(f"{name}[{index}]", f"{path}: {reason}")
+        paths.append(path)
+    return tuple(paths) if len(paths) == len(value) else None

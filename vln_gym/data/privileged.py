@@ -1,0 +1,136 @@
+"""Privileged fields of a record: pose, goal, distance, reference path, expert actions, ids.
+
+Pose fields (``agent_position``, ``agent_heading``, ``goal_position``) come from the record. When a
+record has none of them and its current (last) image is ``step_N.*`` in a VLN-Ego trajectory folder
+with ``action_list.json`` (e.g. the LLaMA-Factory export of VLN-Ego, after ``path_remap``), the pose is
+rebuilt from that trajectory (see `vln_gym.data.vlnego`) and ``extra["pose_source"]`` says
+``"vln-ego-actions"``. Otherwise missing pose fields are an error naming each field; with
+``require_pose=False`` they become NaN and ``extra["pose_source"] = "missing"`` (text-only use).
+``distance_to_goal`` is Euclidean from the pose when the record does not give it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from vln_gym.data.context import ReadContext
+from vln_gym.data.fields import (
+    as_actions,
+    as_heading,
+    as_int,
+    as_nonnegative,
+    as_path,
+    as_position,
+    as_text,
+)
+from vln_gym.data.problems import FieldError, RecordProblems
+from vln_gym.data.vlnego import POSE_SOURCE
+from vln_gym.geometry import distance
+
+POSE_FIELDS = ("agent_position", "agent_heading", "goal_position")
+OPTIONAL_FIELDS = (
+    "distance_to_goal",
+    "reference_path",
+    "expert_actions",
+    "geodesic_distance",
+    "scene_id",
+    "success_distance",
+    "trajectory_id",
+    "step_index",
+)
+PRIVILEGED_FIELDS = POSE_FIELDS + OPTIONAL_FIELDS
+NAN3 = (math.nan, math.nan, math.nan)
+
+
+def _step_index(value: Any, name: str) -> int:
+    step = as_int(value, name)
+    if step < 0:
+        raise FieldError(name, f"is {step}; must be >= 0")
+    return step
+
+
+CONVERTERS = {
+    "distance_to_goal": as_nonnegative,
+    "reference_path": as_path,
+    "expert_actions": as_actions,
+    "geodesic_distance": as_nonnegative,
+    "scene_id": as_text,
+    "success_distance": as_nonnegative,
+    "trajectory_id": as_text,
+    "step_index": _step_index,
+}
+
+
+def _pose_from_record(record: Mapping, ctx: ReadContext, report: RecordProblems) -> dict:
+    column = ctx.options.column
+    values = {}
+    for name in POSE_FIELDS:
+        if column(name) not in record:
+            report.add(column(name), "missing (required privileged field)")
+    if column("agent_position") in record:
+        values["agent_position"] = report.check(
+            as_position, record[column("agent_position")], column("agent_position")
+        )
+    if column("agent_heading") in record:
+        values["agent_heading"] = report.check(
+            as_heading, record[column("agent_heading")], column("agent_heading"), ctx.options.heading_unit
+        )
+    if column("goal_position") in record:
+        values["goal_position"] = report.check(
+            as_position, record[column("goal_position")], column("goal_position")
+        )
+    return values
+
+
+def _pose_without_fields(
+    images: tuple[str, ...] | None, ctx: ReadContext, report: RecordProblems
+) -> dict | None:
+    """Pose rebuilt from a VLN-Ego trajectory, NaN pose when not required, else ``None`` (problems added)."""
+    column = ctx.options.column
+    if images:
+        try:
+            found = ctx.trajectories.for_image(images[-1], column("images"))
+        except FieldError as error:
+            report.add(error.field, error.message)
+            return None
+        if found is not None:
+            trajectory, step = found
+            return {**trajectory.pose_fields(step), "pose_source": POSE_SOURCE}
+    if not ctx.options.require_pose:
+        return {
+            "agent_position": NAN3,
+            "agent_heading": math.nan,
+            "goal_position": NAN3,
+            "distance_to_goal": math.nan,
+            "pose_source": "missing",
+        }
+    for name in POSE_FIELDS:
+        report.add(
+            column(name),
+            "missing (required privileged field; the current image is not in a VLN-Ego trajectory folder "
+            "with action_list.json to rebuild it from)",
+        )
+    return None
+
+
+def read_privileged(
+    record: Mapping, images: tuple[str, ...] | None, ctx: ReadContext, report: RecordProblems
+) -> dict:
+    """Episode keyword arguments of the privileged fields, plus ``pose_source``; problems go to ``report``."""
+    column = ctx.options.column
+    if any(column(name) in record for name in POSE_FIELDS):
+        values = {**_pose_from_record(record, ctx, report), "pose_source": "record"}
+    else:
+        values = _pose_without_fields(images, ctx, report) or {}
+    for name in OPTIONAL_FIELDS:
+        if column(name) in record and record[column(name)] is not None:
+            values[name] = report.check(CONVERTERS[name], record[column(name)], column(name))
+    if (
+        values.get("distance_to_goal") is None
+        and values.get("agent_position")
+        and values.get("goal_position")
+    ):
+        values["distance_to_goal"] = distance(values["agent_position"], values["goal_position"])
+    return values

@@ -1,0 +1,110 @@
+"""Problems in dataset files: `Problem` (one ``path:line: field: message`` line), `DataError`, reports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+MAX_PROBLEMS_IN_MESSAGE = 5
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in one record. ``line`` is 1-based (``None`` for a whole folder or file).
+
+    In a JSON array file ``line`` is the line where the record starts and ``field`` is prefixed
+    with the record index, e.g. ``[3].images``.
+    """
+
+    path: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.field}: {self.message}"
+
+
+def format_problems(problems: Iterable[Problem], limit: int = MAX_PROBLEMS_IN_MESSAGE) -> str:
+    """The first ``limit`` problems, one per line, plus a count of the rest."""
+    problems = list(problems)
+    lines = [str(problem) for problem in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"... and {len(problems) - limit} more problem(s)")
+    return "\n".join(lines)
+
+
+class DataError(ValueError):
+    """Dataset input is invalid. ``.problems`` lists every problem; ``str`` shows the first ones."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems: list[Problem] = list(problems)
+        super().__init__(format_problems(self.problems))
+
+
+class FieldError(ValueError):
+    """One bad field of one record (internal: readers turn it into a `Problem` with path and line)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a record is: file, 1-based line, and its index when the file is a JSON array."""
+
+    path: str
+    line: int | None
+    index: int | None = None
+
+    def problem(self, field: str, message: str) -> Problem:
+        prefix = "" if self.index is None else f"[{self.index}]."
+        return Problem(self.path, self.line, f"{prefix}{field}", message)
+
+    def __str__(self) -> str:
+        return self.path if self.line is None else f"{self.path}:{self.line}"
+
+
+class RecordProblems:
+    """Collects the problems of one record so that every bad field is reported, not only the first."""
+
+    def __init__(self, location: Location):
+        self.location = location
+        self.problems: list[Problem] = []
+
+    def add(self, field: str, message: str) -> None:
+        self.problems.append(self.location.problem(field, message))
+
+    def check(self, function, *args, **kwargs):
+        """Return ``function(*args, **kwargs)``; on `FieldError` record it and return ``None``."""
+        try:
+            return function(*args, **kwargs)
+        except FieldError as error:
+            self.add(error.field, error.message)
+            return None
+
+    def __bool__(self) -> bool:
+        return bool(self.problems)
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of `validate_files`. A file that cannot be read at all counts as one record with problems."""
+
+    problems: list[Problem] = field(default_factory=list)
+    num_records: int = 0
+    num_ok: int = 0
+
+    @property
+    def num_with_problems(self) -> int:
+        return self.num_records - self.num_ok
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        return f"{self.num_records} records, {self.num_ok} ok, {self.num_with_problems} with problems"

@@ -1,0 +1,86 @@
+"""Format detection and per-file reading: every input path becomes a stream of episodes and problems.
+
+Auto-detection is per file, from its first JSON object: ``"format": "vln-gym/1"`` -> vln-gym;
+``conversations``/``messages`` with ``images`` -> sharegpt, with ``image`` -> vlm-r1; a folder -> vln-ego.
+An explicit ``format`` wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vln_gym.data.chat import chat_episode
+from vln_gym.data.context import ReadContext
+from vln_gym.data.jsonio import iter_json_records
+from vln_gym.data.ownjsonl import FORMAT_TAG, own_episode
+from vln_gym.data.problems import DataError, Location, Problem
+from vln_gym.data.vlnego import iter_vln_ego
+from vln_gym.episode import Episode
+
+# A stream item: a good episode with where it was read, or the problems of one bad record.
+Item = tuple[Location, Episode] | DataError
+
+
+def detect_format(record: Any, ctx: ReadContext) -> str | None:
+    """The format of a file whose first record is ``record``, or ``None`` if it cannot tell."""
+    if not isinstance(record, dict):
+        return None
+    column = ctx.options.column
+    if str(record.get("format", "")).startswith("vln-gym/"):
+        return "vln-gym"
+    if column("conversations") in record or column("messages") in record:
+        if column("images") not in record and column("images", "image") in record:
+            return "vlm-r1"
+        return "sharegpt"
+    return None
+
+
+def _episode(record: Any, location: Location, ctx: ReadContext, fmt: str) -> Episode:
+    if fmt == "vln-gym":
+        return own_episode(record, location, ctx)
+    return chat_episode(record, location, ctx, fmt)
+
+
+def iter_path(path: Path, ctx: ReadContext) -> Iterator[Item]:
+    """Items of one input: a jsonl / JSON file, or a VLN-Ego folder."""
+    fmt = ctx.options.format
+    if path.is_dir():
+        if fmt not in ("auto", "vln-ego"):
+            yield DataError(
+                [Problem(str(path), None, "file", f"is a folder, but format {fmt!r} is read from files")]
+            )
+            return
+        yield from iter_vln_ego(path, ctx.options, ctx.trajectories, ctx.images)
+        return
+    if fmt == "vln-ego":
+        yield DataError(
+            [Problem(str(path), None, "file", "format 'vln-ego' reads trajectory folders, not files")]
+        )
+        return
+    detected = None if fmt == "auto" else fmt
+    for item in iter_json_records(path):
+        if isinstance(item, Problem):
+            yield DataError([item])
+            continue
+        location, record = item
+        if detected is None:
+            detected = detect_format(record, ctx)
+            if detected is None:
+                yield DataError([location.problem("record", _undetected(record))])
+                continue
+        try:
+            yield location, _episode(record, location, ctx, detected)
+        except DataError as error:
+            yield error
+
+
+def _undetected(record: Any) -> str:
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    keys = ", ".join(sorted(record)[:8])
+    return (
+        f"cannot detect the format from keys [{keys}]: expected 'format': '{FORMAT_TAG}', or "
+        "'conversations'/'messages' with 'images' (ShareGPT) or 'image' (VLM-R1); pass format= or a field map"
+    )

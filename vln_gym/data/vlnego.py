@@ -1,0 +1,268 @@
+"""VLN-Ego trajectory folders (``ep_*/traj_*/step_N.jpg`` + ``action_list.json`` + ``instruction.txt``).
+
+VLN-Ego stores no poses. They are rebuilt by integrating the expert actions with
+`vln_gym.geometry.apply_action`, starting at the origin with heading 0 (``forward_step`` metres,
+``turn_angle`` degrees): the pose before step N is the agent pose of step N, the pose after the last
+action is the goal. Poses are therefore relative to the trajectory start, which is all the
+distance-based rewards and metrics need. ``reference_path`` is the integrated path from start to goal
+with consecutive repeats (turns in place) merged. Episodes built this way carry
+``extra["pose_source"] = "vln-ego-actions"``.
+
+Frames beyond the last action (a view after STOP) are ignored; a missing frame for an action is an error.
+
+Convention (checked against the VLN-Ego recorder): ``action_list[N]`` is the expert action taken at
+frame ``step_N``, so ``expert_actions`` of step N starts with ``action_list[N]``. Note that VLN-R1's
+LLaMA-Factory export (``r2r_16_images_4act_debug.json``) answers ``action_list[N+1 : N+5]`` for frame N,
+one step ahead of that; its answer text is kept as ``expert_response``, unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+from vln_gym.data.fields import LoadOptions, as_actions
+from vln_gym.data.jsonio import iter_json_records
+from vln_gym.data.media import ImageChecker
+from vln_gym.data.problems import DataError, FieldError, Location, Problem
+from vln_gym.episode import Episode
+from vln_gym.geometry import Vec3, apply_action, distance
+
+ACTIONS_FILE = "action_list.json"
+INSTRUCTION_FILE = "instruction.txt"
+STEP_FILE = re.compile(r"^step_(\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
+POSE_SOURCE = "vln-ego-actions"
+
+
+def integrate_actions(
+    actions: tuple[int, ...], forward_step: float = 0.25, turn_angle: float = 15.0
+) -> tuple[tuple[Vec3, ...], tuple[float, ...]]:
+    """Positions and headings before each action plus the final pose (``len(actions) + 1`` of each)."""
+    position, heading = (0.0, 0.0, 0.0), 0.0
+    positions, headings = [position], [heading]
+    for action in actions:
+        position, heading = apply_action(position, heading, action, forward_step, turn_angle)
+        positions.append(position)
+        headings.append(heading)
+    return tuple(positions), tuple(headings)
+
+
+def _merge_repeats(points: tuple[Vec3, ...]) -> tuple[Vec3, ...]:
+    merged = [points[0]]
+    merged.extend(point for previous, point in pairwise(points) if point != previous)
+    return tuple(merged)
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """One VLN-Ego trajectory with its integrated poses (index N = before action N, last = goal)."""
+
+    folder: str
+    trajectory_id: str
+    actions: tuple[int, ...]
+    action_lines: tuple[int, ...]
+    positions: tuple[Vec3, ...]
+    headings: tuple[float, ...]
+    frames: dict[int, str]
+
+    @property
+    def goal(self) -> Vec3:
+        return self.positions[-1]
+
+    @property
+    def reference_path(self) -> tuple[Vec3, ...]:
+        return _merge_repeats(self.positions)
+
+    @property
+    def actions_path(self) -> str:
+        return os.path.join(self.folder, ACTIONS_FILE)
+
+    def pose_fields(self, step: int) -> dict:
+        """Privileged Episode fields of step ``step``."""
+        return {
+            "agent_position": self.positions[step],
+            "agent_heading": self.headings[step],
+            "goal_position": self.goal,
+            "distance_to_goal": distance(self.positions[step], self.goal),
+            "reference_path": self.reference_path,
+            "expert_actions": self.actions[step:],
+            "trajectory_id": self.trajectory_id,
+            "step_index": step,
+        }
+
+
+def read_trajectory(folder: Path, options: LoadOptions) -> Trajectory:
+    """Read and integrate one trajectory folder; raises `DataError` naming the file and line."""
+    actions_path = folder / ACTIONS_FILE
+    actions, lines, problems = [], [], []
+    for item in iter_json_records(actions_path):
+        if isinstance(item, Problem):
+            problems.append(item)
+            continue
+        location, value = item
+        if location.index is None:  # not a JSON array
+            problems.append(location.problem("actions", "expected a JSON array of action ids 0-3"))
+            break
+        try:
+            actions.extend(as_actions([value], "action"))
+            lines.append(location.line)
+        except FieldError as error:
+            problems.append(location.problem("action", error.message))
+    if not problems and not actions:
+        problems.append(Problem(str(actions_path), None, "actions", "empty action list"))
+    if problems:
+        raise DataError(problems)
+    frames = {}
+    for name in os.listdir(folder):
+        match = STEP_FILE.match(name)
+        if match:
+            frames[int(match.group(1))] = str((folder / name).absolute())
+    positions, headings = integrate_actions(tuple(actions), options.forward_step, options.turn_angle)
+    return Trajectory(
+        folder=str(folder.absolute()),
+        trajectory_id=f"{folder.absolute().parent.name}/{folder.name}",
+        actions=tuple(actions),
+        action_lines=tuple(lines),
+        positions=positions,
+        headings=headings,
+        frames=frames,
+    )
+
+
+class TrajectoryCache:
+    """Trajectories read during one load, by folder (each folder is read and integrated once)."""
+
+    def __init__(self, options: LoadOptions):
+        self.options = options
+        self._cache: dict[str, Trajectory | DataError] = {}
+
+    def get(self, folder: str) -> Trajectory:
+        if folder not in self._cache:
+            try:
+                self._cache[folder] = read_trajectory(Path(folder), self.options)
+            except DataError as error:
+                self._cache[folder] = error
+        cached = self._cache[folder]
+        if isinstance(cached, DataError):
+            raise cached
+        return cached
+
+    def for_image(self, path: str, name: str) -> tuple[Trajectory, int] | None:
+        """The trajectory and step of image ``path`` if it is ``step_N.*`` in a folder with action_list.json.
+
+        Raises `FieldError` (column ``name``) when the folder's action list is broken or too short.
+        """
+        folder, file_name = os.path.split(path)
+        match = STEP_FILE.match(file_name)
+        if match is None or not os.path.isfile(os.path.join(folder, ACTIONS_FILE)):
+            return None
+        try:
+            trajectory = self.get(folder)
+        except DataError as error:
+            raise FieldError(
+                name, f"cannot rebuild the pose from VLN-Ego actions: {error.problems[0]}"
+            ) from error
+        step = int(match.group(1))
+        if step >= len(trajectory.actions):
+            raise FieldError(
+                name,
+                f"cannot rebuild the pose: {file_name} is step {step} but {trajectory.actions_path} has only "
+                f"{len(trajectory.actions)} actions",
+            )
+        return trajectory, step
+
+
+def find_trajectories(root: Path) -> list[Path]:
+    """Trajectory folders at or under ``root`` (folders holding action_list.json), in natural order."""
+    if (root / ACTIONS_FILE).is_file():
+        return [root]
+    folders = {path.parent for path in root.rglob(ACTIONS_FILE)}
+    return sorted(
+        folders, key=lambda path: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(path))]
+    )
+
+
+def _read_instruction(folder: Path) -> str:
+    path = folder / INSTRUCTION_FILE
+    try:
+        text = path.read_bytes().decode("utf-8-sig").strip()
+    except FileNotFoundError:
+        raise DataError([Problem(str(path), None, "instruction", "missing instruction.txt")]) from None
+    except UnicodeDecodeError as error:
+        raise DataError(
+            [Problem(str(path), None, "instruction", f"not valid UTF-8 ({error.reason})")]
+        ) from None
+    if not text:
+        raise DataError([Problem(str(path), None, "instruction", "instruction.txt is empty")])
+    return text
+
+
+def iter_vln_ego(root: Path, options: LoadOptions, cache: TrajectoryCache, checker: ImageChecker) -> Iterator:
+    """``(location, Episode)`` per step of every trajectory under ``root``; problems as `DataError` items."""
+    if not root.is_dir():
+        yield DataError(
+            [Problem(str(root), None, "file", "not a folder (VLN-Ego input is a trajectory folder)")]
+        )
+        return
+    folders = find_trajectories(root)
+    if not folders:
+        yield DataError(
+            [Problem(str(root), None, "file", f"no VLN-Ego trajectory folders ({ACTIONS_FILE}) found")]
+        )
+        return
+    for folder in folders:
+        try:
+            instruction = _read_instruction(folder)
+            trajectory = cache.get(str(folder.absolute()))
+        except DataError as error:
+            yield error
+            continue
+        yield from _trajectory_episodes(trajectory, instruction, options, checker)
+
+
+def _trajectory_episodes(
+    trajectory: Trajectory, instruction: str, options: LoadOptions, checker: ImageChecker
+) -> Iterator:
+    count = len(trajectory.actions)
+    missing = [step for step in range(count) if step not in trajectory.frames]
+    if missing:
+        shown = ", ".join(f"step_{step}" for step in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        yield DataError(
+            [
+                Problem(
+                    trajectory.folder,
+                    None,
+                    "images",
+                    f"missing frame(s) {shown} ({count} actions in {ACTIONS_FILE})",
+                )
+            ]
+        )
+        return
+    frames = tuple(trajectory.frames[step] for step in range(count))
+    broken_at = None
+    for step in range(count):
+        location = Location(trajectory.actions_path, trajectory.action_lines[step], None)
+        if options.check_images and broken_at is None:
+            reason = checker.problem(frames[step])
+            if reason is not None:
+                broken_at = step
+                yield DataError([Problem(frames[step], None, "images", reason)])
+                continue
+        if broken_at is not None:
+            yield DataError([])  # its history holds the broken frame reported above
+            continue
+        yield (
+            location,
+            Episode(
+                episode_id=f"{trajectory.trajectory_id}/step_{step}",
+                instruction=instruction,
+                images=frames[: step + 1],
+                source=str(location),
+                extra={"pose_source": POSE_SOURCE},
+                **trajectory.pose_fields(step),
+            ),
+        )
