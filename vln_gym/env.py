@@ -1,0 +1,516 @@
+"""`VLNEnv` (registered as ``VLN-v0``): every VLN record becomes a Gymnasium episode."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from rewards import make_reward
+from rewards.transition import Transition
+from vln_gym.actions import parse_action
+from vln_gym.episode import Episode
+from vln_gym.geometry import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT, apply_action
+from vln_gym.metrics import episode_metrics
+from vln_gym.spaces import UnicodeText
+from vln_gym.topdown import draw_top_down
+from vln_gym.views import VIEW_MODES, FrameHistory, TrajectoryReplay, record_frames
+
+Vec3 = tuple[float, float, float]
+
+TEXT_ACTION_MAX_LENGTH = 8192
+# Episode-end metrics of short paths are memoised per (episode, path, stopped): in record mode a record has
+# only a handful of possible outcomes, revisited every epoch, and episode_metrics costs more than a step.
+_METRICS_MEMO_MAX_PATH = 8
+_METRICS_MEMO_SIZE = 65536
+_ACTION_IDS = frozenset((STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT))
+
+
+class VLNEnv(gym.Env[dict[str, Any], Any]):
+    """Vision-language navigation: follow an instruction from egocentric frames, then STOP near the goal.
+
+    ## Description
+
+    One record (an ``Episode``) is one episode. The environment owns the privileged state (agent pose,
+    goal, distances, expert actions) and the reward; the agent only sees frames and the instruction.
+    Three view sources decide what the agent sees after it acts (``views``):
+
+    - ``"record"`` (dataset default): the record's own frames. A record holds one decision, so the horizon
+      is ``max_steps=1`` by default: the action is applied to the record's pose by free-space kinematics
+      and scored against the record's goal and expert action.
+    - ``"trajectory"``: records sharing a ``trajectory_id`` form a replay world; after each step the agent
+      sees the recorded frame whose pose is nearest to its own (``info["view_error"]`` says how far).
+    - ``"world"`` (default with no data): the built-in procedural world (``vln_gym.world``) renders every
+      step, walls block motion, distances and expert actions are geodesic.
+
+    ## Action Space
+
+    ``action_space="discrete"``: ``Discrete(4)`` with Habitat ids 0 STOP, 1 MOVE_FORWARD (``forward_step``
+    metres), 2 TURN_LEFT, 3 TURN_RIGHT (``turn_angle`` degrees); Python or numpy ints.
+    ``action_space="text"``: any string (``UnicodeText``), parsed by ``vln_gym.actions.parse_action``.
+    Several actions in one answer ("move forward, turn left") run as one macro step, in order; it ends
+    early at STOP or at a collision. Unparseable text moves nothing, is penalised, sets
+    ``info["invalid_action"]`` and never raises.
+
+    ## Observation Space
+
+    ``Dict(frames=Box(0, 255, (history_frames, H, W, 3), uint8), frame_mask=MultiBinary(history_frames),
+    instruction=UnicodeText)``. Valid frames are the last ones (oldest first, current view last); unused
+    slots at the front are zeros with mask 0. Record mode shows the record's last ``history_frames``
+    images; trajectory and world modes show the frames seen so far in this episode. Frames are resized
+    to ``image_size = (H, W)``. Privileged data never appears here; it is in ``info``.
+
+    ## Rewards
+
+    ``rewards.make_reward(rewards)`` builds the reward; ``None`` uses ``rewards.DEFAULT_REWARDS``: progress
+    (metres of distance to goal gained per ``forward_step``, a dense signal), a success bonus for STOP
+    within the success distance, a penalty for stopping elsewhere, a small step cost against dithering,
+    collision and invalid-text penalties. One ``Transition`` per step (macro step) is scored;
+    ``info["reward_terms"]`` holds each term.
+
+    ## Episode End
+
+    Terminates on STOP (successful or not) and, in record mode, after ``max_steps`` decisions (the record
+    offers nothing further to see, so there is nothing to bootstrap from). Truncates after ``max_steps``
+    in trajectory and world modes (default 500; keep it <= the registered ``max_episode_steps``).
+    ``info["metrics"]`` (``vln_gym.metrics.episode_metrics``) comes with the last step; the reference
+    path is the record's from the point nearest the start (or start-to-goal when the record has none).
+
+    ## Info
+
+    Reset and step: ``agent_position``, ``agent_heading``, ``goal_position``, ``distance_to_goal``,
+    ``episode_id``, and when known ``expert_actions`` (remaining, first = the expert's action now) and
+    ``reference_path``. Steps add ``reward_terms``, ``invalid_action``, ``collision``, ``success``,
+    ``actions`` (ids applied), ``action_error`` (text mode), ``view_error`` (trajectory mode) and at the end
+    ``metrics``.
+
+    ## Arguments
+
+    - ``data_files``, ``format``, ``field_map``, ``media_dir``, ``path_remap``, ``data_options``: passed to
+      ``vln_gym.data.load_episodes`` (``data_options`` = its other keyword arguments).
+    - ``episodes``: a list of ``Episode`` instead of files.
+    - ``views``: ``"record"`` | ``"trajectory"`` | ``"world"``; default record with data, world without.
+    - ``max_steps``: decisions per episode (default 1 in record mode, 500 otherwise).
+    - ``history_frames`` (2), ``image_size`` ((224, 224), height and width).
+    - ``action_space``: ``"discrete"`` | ``"text"``; ``action_options`` maps option letters to ids for text.
+    - ``forward_step`` (0.25 m), ``turn_angle`` (15 degrees).
+    - ``success_distance`` (3.0 m; a record's own ``success_distance`` wins when set).
+    - ``rewards``: anything ``rewards.make_reward`` accepts.
+    - ``world_episodes`` (100), ``world_seed`` (0), ``world_config`` (a ``WorldConfig`` or its fields as a
+      dict): the built-in world's episode set when no data is given (generation costs ~17 ms an episode).
+    - ``heading_weight``: metres per radian when matching poses to recorded frames (trajectory mode).
+    - ``render_mode``: ``None`` | ``"rgb_array"`` (a top-down map); ``render_size`` its (H, W).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 4}  # noqa: RUF012
+
+    def __init__(
+        self,
+        data_files: str | Path | Sequence[str | Path] | None = None,
+        *,
+        media_dir: str | Path | None = None,
+        format: str = "auto",
+        field_map: Mapping[str, str] | None = None,
+        path_remap: Mapping[str, str] | None = None,
+        data_options: Mapping[str, Any] | None = None,
+        episodes: Sequence[Episode] | None = None,
+        views: str | None = None,
+        max_steps: int | None = None,
+        history_frames: int = 2,
+        image_size: tuple[int, int] = (224, 224),
+        action_space: str = "discrete",
+        action_options: Mapping[str, int] | None = None,
+        forward_step: float = 0.25,
+        turn_angle: float = 15.0,
+        success_distance: float = 3.0,
+        rewards: Any = None,
+        world_episodes: int = 100,
+        world_seed: int = 0,
+        world_config: Any = None,
+        heading_weight: float = 1.0,
+        render_mode: str | None = None,
+        render_size: tuple[int, int] = (256, 256),
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
+        if data_files is not None and episodes is not None:
+            raise ValueError("give data_files or episodes, not both")
+        if views is None:
+            views = "world" if data_files is None and episodes is None else "record"
+        if views not in VIEW_MODES:
+            raise ValueError(f"views must be one of {VIEW_MODES}, got {views!r}")
+        if action_space not in ("discrete", "text"):
+            raise ValueError(f"action_space must be 'discrete' or 'text', got {action_space!r}")
+        if forward_step <= 0 or turn_angle <= 0 or success_distance < 0:
+            raise ValueError("forward_step and turn_angle must be > 0 and success_distance >= 0")
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        if min(self.image_size) < 1:
+            raise ValueError(f"image_size must be positive (height, width), got {image_size}")
+        self.views = views
+        self.forward_step = float(forward_step)
+        self.turn_angle = float(turn_angle)
+        self.success_distance = float(success_distance)
+        self.history_frames = int(history_frames)
+        self.max_steps = int(max_steps if max_steps is not None else (1 if views == "record" else 500))
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.text_actions = action_space == "text"
+        self.action_options = dict(action_options) if action_options is not None else None
+        self.render_mode = render_mode
+        self.render_size = (int(render_size[0]), int(render_size[1]))
+
+        if episodes is not None:
+            loaded = list(episodes)
+        elif data_files is not None:
+            from vln_gym.data import load_episodes
+
+            loaded = load_episodes(
+                data_files,
+                format=format,
+                field_map=field_map,
+                media_dir=media_dir,
+                path_remap=path_remap,
+                forward_step=self.forward_step,
+                turn_angle=self.turn_angle,
+                **dict(data_options or {}),
+            )
+        else:
+            world = _world_module()
+            if world_config is None:
+                config = world.WorldConfig()
+            elif isinstance(world_config, world.WorldConfig):
+                config = world_config
+            else:
+                config = world.WorldConfig(**dict(world_config))
+            loaded = world.generate_episodes(
+                int(world_seed),
+                int(world_episodes),
+                config,
+                forward_step=self.forward_step,
+                turn_angle=self.turn_angle,
+            )
+        if not loaded:
+            raise ValueError("no episodes to run (the data is empty)")
+        self.episodes: list[Episode] = loaded
+        self._check_episodes()
+        self._world_module = _world_module() if views == "world" else None
+        self._replay = TrajectoryReplay(loaded, heading_weight) if views == "trajectory" else None
+
+        self.reward_fn = make_reward(rewards)
+
+        longest = max(len(episode.instruction) for episode in loaded)
+        self.observation_space = spaces.Dict(
+            {
+                "frames": spaces.Box(0, 255, (self.history_frames, *self.image_size, 3), dtype=np.uint8),
+                "frame_mask": spaces.MultiBinary(self.history_frames),
+                "instruction": UnicodeText(max(1024, longest)),
+            }
+        )
+        self.action_space = UnicodeText(TEXT_ACTION_MAX_LENGTH) if self.text_actions else spaces.Discrete(4)
+
+        self._history = FrameHistory(self.history_frames, self.image_size)
+        self._references: dict[int, tuple[Vec3, ...] | None] = {}
+        self._metrics_memo: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._episode: Episode | None = None
+        self._done = True
+
+    # ------------------------------------------------------------------ setup helpers
+
+    def _check_episodes(self) -> None:
+        for episode in self.episodes:
+            where = episode.source or episode.episode_id
+            if self.views != "world" and not episode.images:
+                raise ValueError(f"{where}: images: views={self.views!r} needs at least one image per record")
+            if self.views == "world" and not episode.scene_id:
+                raise ValueError(f"{where}: scene_id: views='world' needs built-in-world episodes")
+
+    # ------------------------------------------------------------------ gymnasium API
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        index = (options or {}).get("episode_index")
+        if index is None:
+            index = int(self.np_random.integers(len(self.episodes)))
+        elif not isinstance(index, int | np.integer) or not 0 <= int(index) < len(self.episodes):
+            raise ValueError(
+                f"options['episode_index'] must be an int in [0, {len(self.episodes)}), got {index!r}"
+            )
+        episode = self.episodes[int(index)]
+        self._episode = episode
+        self._episode_index = int(index)
+        self._goal: Vec3 = episode.goal_position
+        self._position: Vec3 = episode.agent_position
+        self._heading = float(episode.agent_heading)
+        self._success_distance = (
+            float(episode.success_distance) if episode.success_distance is not None else self.success_distance
+        )
+        self._steps = 0
+        self._done = False
+        self._world = self._world_module.world_for_episode(episode) if self._world_module else None
+        distance = self._distance(self._position)
+        self._path: list[Vec3] = [self._position]
+        self._distances: list[float] = [distance]
+        self._expert: tuple[int, ...] | None = self._expert_now(episode.expert_actions)
+        if int(index) not in self._references:
+            self._references[int(index)] = _remaining_reference(episode.reference_path, self._position)
+        self._reference = self._references[int(index)]
+        self._episode_fields = {
+            "episode_id": episode.episode_id,
+            "instruction": episode.instruction,
+            "expert_response": episode.expert_response,
+            "trajectory_id": episode.trajectory_id,
+            "step_index": episode.step_index,
+        }
+        if self.views == "record":
+            self._history.reset(record_frames(episode, self.history_frames, self.image_size))
+        elif self.views == "trajectory":
+            self._history.reset(record_frames(episode, 1, self.image_size))
+        else:
+            self._history.reset([self._render_view()])
+        return self._observation(), self._pose_info(distance)
+
+    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        if self._episode is None or self._done:
+            raise RuntimeError("call reset() before step() (the episode is over or never started)")
+        actions, text, invalid, error = self._decode_action(action)
+        prev_position, prev_heading, prev_distance = self._position, self._heading, self._distances[-1]
+        expert_before = self._expert
+        applied: list[int] = []
+        stopped = collision = False
+        position, heading = prev_position, prev_heading
+        for sub_action in actions:
+            applied.append(sub_action)
+            if sub_action == STOP:
+                stopped = True
+                break
+            if self._world is not None:
+                position, heading, collision = self._world.move(
+                    position, heading, sub_action, self.forward_step, self.turn_angle
+                )
+                position = (float(position[0]), float(position[1]), float(position[2]))
+                heading = float(heading)
+            else:
+                position, heading = apply_action(
+                    position, heading, sub_action, self.forward_step, self.turn_angle
+                )
+            self._path.append(position)
+            self._distances.append(self._distance(position))
+            if collision:
+                break
+        self._position, self._heading = position, heading
+        next_distance = self._distances[-1]
+        applied_tuple = tuple(applied)
+        transition = Transition(
+            prev_position=prev_position,
+            prev_heading=prev_heading,
+            next_position=position,
+            next_heading=heading,
+            goal_position=self._goal,
+            prev_distance=prev_distance,
+            next_distance=next_distance,
+            actions=applied_tuple,
+            text=text,
+            invalid_action=invalid,
+            collision=collision,
+            stopped=stopped,
+            success_distance=self._success_distance,
+            forward_step=self.forward_step,
+            step_index=self._steps,
+            expert_actions=expert_before,
+            episode=self._episode_fields,
+        )
+        reward, terms = self.reward_fn(transition)
+        self._steps += 1
+        terminated = stopped or (self.views == "record" and self._steps >= self.max_steps)
+        truncated = not terminated and self._steps >= self.max_steps
+        self._done = terminated or truncated
+
+        view_error = self._advance_view(applied_tuple)
+        info = self._pose_info(next_distance)
+        info["reward_terms"] = dict(terms)
+        info["invalid_action"] = invalid
+        info["collision"] = collision
+        info["success"] = stopped and next_distance <= self._success_distance
+        info["actions"] = applied_tuple
+        if self.text_actions:
+            info["action_error"] = error
+        if view_error is not None:
+            info["view_error"] = view_error
+        if self._done:
+            info["metrics"] = self._metrics(stopped)
+        return self._observation(), float(reward), terminated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        """Top-down ``rgb_array``: path (blue), reference (green), goal and its success circle (red)."""
+        if self.render_mode is None:
+            gym.logger.warn(
+                "render() called with render_mode=None; make the env with render_mode='rgb_array'"
+            )
+            return None
+        if self._episode is None:
+            raise RuntimeError("call reset() before render()")
+        reference = self._reference or (self._path[0], self._goal)
+        if self._world is not None:
+            return self._world.top_down(
+                path=self._path,
+                reference=reference,
+                goal=self._goal,
+                success_distance=self._success_distance,
+                size=self.render_size,
+            )
+        return draw_top_down(
+            self._path,
+            reference,
+            goal=self._goal,
+            success_distance=self._success_distance,
+            heading=self._heading,
+            size=self.render_size,
+        )
+
+    # ------------------------------------------------------------------ step helpers
+
+    def _decode_action(self, action: Any) -> tuple[tuple[int, ...], str | None, bool, str | None]:
+        """``(action ids, text, invalid, parse error)``; bad discrete values raise (a caller bug)."""
+        if self.text_actions:
+            if not isinstance(action, str):
+                raise TypeError(f"action_space='text' takes a str action, got {type(action).__name__}")
+            parsed = parse_action(
+                action,
+                forward_step=self.forward_step,
+                turn_angle=self.turn_angle,
+                options=self.action_options,
+            )
+            if not parsed.valid:
+                return (), action, True, parsed.error
+            return parsed.actions, action, False, None
+        if isinstance(action, np.ndarray) and action.ndim == 0:
+            action = action.item()
+        if (
+            isinstance(action, bool)
+            or not isinstance(action, int | np.integer)
+            or int(action) not in _ACTION_IDS
+        ):
+            raise ValueError(
+                f"a discrete action is an int in 0..3 (STOP, FORWARD, LEFT, RIGHT), got {action!r}"
+            )
+        return (int(action),), None, False, None
+
+    def _advance_view(self, applied: tuple[int, ...]) -> float | None:
+        """Update expert actions and the frame history after a step; returns the view error if any."""
+        if self._world is not None:
+            self._expert = self._expert_now(None)
+            if not self._done:
+                self._history.push(self._render_view())
+            return None
+        expert = self._expert
+        if expert is not None and applied and expert[: len(applied)] == applied:
+            self._expert = expert[len(applied) :] or None
+        else:
+            self._expert = None
+        if self._replay is None:
+            return None
+        match = self._replay.nearest(self._episode.trajectory_id, self._position, self._heading)
+        seen = self.episodes[match.episode_index]
+        if self._expert is None and match.view_error <= 1e-6:
+            self._expert = seen.expert_actions
+        if not self._done:
+            self._history.push(record_frames(seen, 1, self.image_size)[0])
+        return match.view_error
+
+    def _expert_now(self, recorded: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if self._world is None:
+            return tuple(recorded) if recorded is not None else None
+        return tuple(
+            int(a)
+            for a in self._world.expert_actions(
+                self._position,
+                self._heading,
+                self._goal,
+                success_distance=self._success_distance,
+                forward_step=self.forward_step,
+                turn_angle=self.turn_angle,
+            )
+        )
+
+    def _distance(self, position: Vec3) -> float:
+        if self._world is not None:
+            return float(self._world.geodesic_distance(position, self._goal))
+        return math.dist(position, self._goal)
+
+    def _render_view(self) -> np.ndarray:
+        frame = self._world.render(self._position, self._heading, size=self.image_size)
+        return np.ascontiguousarray(frame, dtype=np.uint8)
+
+    def _observation(self) -> dict[str, Any]:
+        frames, mask = self._history.observation()
+        return {"frames": frames, "frame_mask": mask, "instruction": self._episode.instruction}
+
+    def _pose_info(self, distance: float) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "episode_id": self._episode.episode_id,
+            "agent_position": self._position,
+            "agent_heading": self._heading,
+            "goal_position": self._goal,
+            "distance_to_goal": distance,
+        }
+        if self._expert is not None:
+            info["expert_actions"] = self._expert
+        if self._episode.reference_path is not None:
+            info["reference_path"] = self._episode.reference_path
+        return info
+
+    def _metrics(self, stopped: bool) -> dict[str, Any]:
+        """Episode-end metrics (a fresh dict); short paths are memoised, see ``_METRICS_MEMO_MAX_PATH``."""
+        if len(self._path) > _METRICS_MEMO_MAX_PATH or self._world is not None:
+            return self._compute_metrics(stopped)
+        key = (self._episode_index, stopped, *self._path)
+        cached = self._metrics_memo.get(key)
+        if cached is None:
+            if len(self._metrics_memo) >= _METRICS_MEMO_SIZE:
+                self._metrics_memo.clear()
+            cached = self._metrics_memo[key] = self._compute_metrics(stopped)
+        return dict(cached)
+
+    def _compute_metrics(self, stopped: bool) -> dict[str, Any]:
+        geodesic = self._world is not None
+        shortest = self._distances[0]
+        if geodesic and self._episode.geodesic_distance is not None:
+            shortest = float(self._episode.geodesic_distance)
+        return episode_metrics(
+            self._path,
+            self._reference or (self._path[0], self._goal),
+            self._goal,
+            stopped,
+            shortest,
+            success_distance=self._success_distance,
+            distances=self._distances,
+            distance_kind="geodesic" if geodesic else "euclidean",
+        )
+
+
+def _remaining_reference(reference: Sequence[Vec3] | None, start: Vec3) -> tuple[Vec3, ...] | None:
+    """The reference from its point nearest to ``start`` on (a mid-trajectory record starts there)."""
+    if not reference:
+        return None
+    nearest = min(range(len(reference)), key=lambda i: math.dist(reference[i], start))
+    return tuple(reference[nearest:])
+
+
+def _world_module() -> Any:
+    try:
+        import vln_gym.world as world
+    except ImportError as error:
+        raise RuntimeError(
+            "built-in world not available yet (vln_gym.world could not be imported); "
+            "pass data_files=... or episodes=... to run on a dataset"
+        ) from error
+    if not hasattr(world, "generate_episodes"):
+        raise RuntimeError("built-in world not available yet (vln_gym.world has no generate_episodes)")
+    return world
