@@ -10,5 +10,7 @@ __all__ = ["Episode"]
 __version__ = "0.1.0"
 
 if "VLN-v0" not in gym.registry:
-    # max_episode_steps is the VLN-CE horizon; dataset mode ends earlier on its own (one decision per record).
-    gym.register(id="VLN-v0", entry_point="vln_gym.env:VLNEnv", max_episode_steps=500)
+    # No TimeLimit wrapper: the horizon depends on the view mode (1 decision per record in dataset mode,
+    # VLN-CE's 500 steps in the world), so the env truncates at its own `max_steps` and can then report
+    # the episode's metrics in `info`, which an outer TimeLimit would cut off.
+    gym.register(id="VLN-v0", entry_point="vln_gym.env:VLNEnv")

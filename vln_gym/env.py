@@ -77,7 +77,7 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
 
     Terminates on STOP (successful or not) and, in record mode, after ``max_steps`` decisions (the record
     offers nothing further to see, so there is nothing to bootstrap from). Truncates after ``max_steps``
-    in trajectory and world modes (default 500; keep it <= the registered ``max_episode_steps``).
+    in trajectory and world modes (default 500; the env truncates itself, no TimeLimit wrapper).
     ``info["metrics"]`` (``vln_gym.metrics.episode_metrics``) comes with the last step; the reference
     path is the record's from the point nearest the start (or start-to-goal when the record has none).
 
