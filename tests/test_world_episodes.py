@@ -1,0 +1,144 @@
+"""Generated episodes and their instructions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vln_gym.geometry import MOVE_FORWARD, TURN_LEFT, TURN_RIGHT
+from vln_gym.world import WorldConfig, generate_episodes, parse_scene_id, world_for_episode
+from vln_gym.world.instructions import Event, _simplify, describe, initial_turn, path_events
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    return generate_episodes(seed=2, num_episodes=24, episodes_per_world=6)
+
+
+def test_same_arguments_same_episodes_and_seed_matters(episodes) -> None:
+    assert generate_episodes(seed=2, num_episodes=24, episodes_per_world=6) == episodes
+    other = generate_episodes(seed=3, num_episodes=3)
+    assert [e.agent_position for e in other] != [e.agent_position for e in episodes[:3]]
+
+
+def test_episode_fields(episodes) -> None:
+    config = WorldConfig()
+    scenes = set()
+    for index, episode in enumerate(episodes):
+        assert episode.episode_id == f"world-s2-e{index}"
+        assert episode.images == ()
+        seed, parsed = parse_scene_id(episode.scene_id)
+        assert parsed == config
+        scenes.add(seed)
+        world = world_for_episode(episode)
+        assert world.is_navigable(episode.agent_position) and world.is_navigable(episode.goal_position)
+        assert episode.distance_to_goal == episode.geodesic_distance
+        assert episode.geodesic_distance == pytest.approx(
+            world.geodesic_distance(episode.agent_position, episode.goal_position)
+        )
+        assert config.min_path_length <= episode.geodesic_distance <= config.max_path_length
+        assert -math.pi <= episode.agent_heading < math.pi
+        assert episode.success_distance == 1.0
+        assert episode.expert_actions[-1] == 0
+        assert episode.reference_path[0] == episode.agent_position
+        assert len(episode.reference_path) == 1 + episode.expert_actions.count(MOVE_FORWARD)
+        assert episode.instruction.endswith(".") and episode.instruction[0].isupper()
+    assert len(scenes) == 4  # 24 episodes, 6 per world
+
+
+def test_instructions_name_the_stop(episodes) -> None:
+    with_landmark = 0
+    for episode in episodes:
+        landmark = episode.extra["goal_landmark"]
+        world = world_for_episode(episode)
+        if landmark is not None:
+            with_landmark += 1
+            assert landmark in episode.instruction.split(". ")[-1] or landmark in episode.instruction
+            found = [lm for lm in world.landmarks if lm.name == landmark]
+            assert (
+                found
+                and math.dist(found[0].position, (episode.goal_position[0], episode.goal_position[2])) < 2.5
+            )
+        else:
+            room = world.layout.region_name(world.region_at(episode.goal_position))
+            assert f"{room}." in episode.instruction
+    assert 0 < with_landmark < len(episodes)
+
+
+def test_instructions_vary(episodes) -> None:
+    assert len({e.instruction for e in episodes}) == len(episodes)
+    starts = {e.instruction.split()[0] for e in episodes}
+    assert len(starts) >= 3
+
+
+def test_config_and_arguments_are_respected() -> None:
+    config = WorldConfig(rooms=2, landmarks=1, min_path_length=3.0, max_path_length=6.0, success_distance=0.5)
+    for episode in generate_episodes(
+        seed=0, num_episodes=5, config=config, turn_angle=30.0, forward_step=0.5
+    ):
+        assert 3.0 <= episode.geodesic_distance <= 6.0 and episode.success_distance == 0.5
+        world = world_for_episode(episode)
+        final = world.follow(
+            episode.agent_position, episode.agent_heading, episode.expert_actions, 0.5, 30.0
+        )[-1][0]
+        assert world.geodesic_distance(final, episode.goal_position) <= 0.5
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        generate_episodes(seed=-1, num_episodes=1)
+
+
+def test_initial_turn() -> None:
+    assert initial_turn([TURN_LEFT] * 3 + [MOVE_FORWARD], 15.0) == "left"
+    assert initial_turn([TURN_RIGHT] * 9 + [MOVE_FORWARD], 15.0) == "around"
+    assert initial_turn([TURN_RIGHT] * 2 + [MOVE_FORWARD], 30.0) == "right"
+    assert initial_turn([TURN_LEFT, TURN_RIGHT, MOVE_FORWARD, TURN_LEFT, TURN_LEFT, TURN_LEFT], 15.0) is None
+
+
+def test_simplify_keeps_the_corner_of_an_l() -> None:
+    leg1 = [(0.0, z) for z in np.arange(0, 3.01, 0.25)]
+    leg2 = [(x, 3.0) for x in np.arange(0.25, 3.01, 0.25)]
+    points = np.asarray(leg1 + leg2)
+    assert _simplify(points, 0.2) == [0, len(leg1) - 1, len(points) - 1]
+
+
+def test_path_events_see_turns_rooms_and_landmarks(episodes) -> None:
+    kinds = set()
+    for episode in episodes:
+        world = world_for_episode(episode)
+        events = path_events(world.layout, episode.reference_path)
+        kinds |= {e.kind for e in events}
+        assert [e.index for e in events] == sorted(e.index for e in events)
+        start_room = world.layout.region_name(world.region_at(episode.agent_position))
+        goal_room = world.layout.region_name(world.region_at(episode.goal_position))
+        if start_room != goal_room:
+            assert any(e.kind == "enter" and e.text == goal_room for e in events)
+            assert events[0].kind in ("exit", "turn", "pass", "door")
+    assert {"turn", "exit", "enter", "pass"} <= kinds
+
+
+def test_describe_is_seeded_and_mentions_every_event() -> None:
+    events = [
+        Event(3, "exit", "the blue room"),
+        Event(5, "enter", "the hallway"),
+        Event(9, "turn", "left"),
+        Event(10, "enter", "the green room"),
+        Event(14, "pass", "the red pillar"),
+    ]
+
+    def text(seed: int) -> str:
+        return describe(
+            np.random.default_rng(seed),
+            events,
+            first_turn="around",
+            goal_landmark=None,
+            goal_room="the green room",
+        )
+
+    assert text(0) == text(0)
+    assert len({text(s) for s in range(10)}) > 5
+    for seed in range(10):
+        t = text(seed).lower()
+        assert t.startswith(("turn around", "turn back"))
+        assert "blue room" in t and "hallway" in t and "left" in t and "green room" in t and "red pillar" in t
+        assert t.endswith("the green room.")

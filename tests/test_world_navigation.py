@@ -1,0 +1,166 @@
+"""Navigation truth: moves and collisions, geodesic distances, the expert, random-agent difficulty."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vln_gym.geometry import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
+from vln_gym.world import UnreachableGoalError, World, WorldConfig, generate_episodes, world_for_episode
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World.generate(3)
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    return generate_episodes(seed=5, num_episodes=50)
+
+
+def _room_point(world: World, room: int, fx: float, fz: float) -> tuple[float, float, float]:
+    r, cell = world.layout.rooms[room], world.config.cell_size
+    return (r.x0 * cell + fx, 0.0, r.z0 * cell + fz)
+
+
+def _clearance(world: World, position) -> float:
+    """Distance from the point to the nearest solid cell, by brute force over all solid cells."""
+    cell = world.config.cell_size
+    cells = np.argwhere(world.layout.solid)
+    x0, z0 = cells[:, 1] * cell, cells[:, 0] * cell
+    dx = np.maximum(np.maximum(x0 - position[0], 0.0), position[0] - (x0 + cell))
+    dz = np.maximum(np.maximum(z0 - position[2], 0.0), position[2] - (z0 + cell))
+    return float(np.hypot(dx, dz).min())
+
+
+def test_moves_follow_habitat_kinematics_in_free_space(world: World) -> None:
+    start = _room_point(world, 0, 1.5, 1.5)
+    position, heading, collided = world.move(start, 0.0, MOVE_FORWARD)
+    assert heading == 0.0
+    assert not collided and position == pytest.approx((start[0], 0.0, start[2] - 0.25))
+    position, _heading, _ = world.move(start, math.pi / 2, MOVE_FORWARD, forward_step=0.5)
+    assert position == pytest.approx((start[0] - 0.5, 0.0, start[2]))
+    assert world.move(start, 0.0, TURN_LEFT)[1] == pytest.approx(math.radians(15))
+    assert world.move(start, 0.0, TURN_RIGHT, turn_angle=30)[1] == pytest.approx(math.radians(-30))
+    assert world.move(start, 0.4, STOP) == (start, 0.4, False)
+    with pytest.raises(ValueError, match="action must be"):
+        world.move(start, 0.0, 7)
+
+
+def test_a_step_into_a_wall_is_refused(world: World) -> None:
+    start = _room_point(world, 0, 0.3, 1.5)  # 0.3 m east of the room's west wall
+    assert world.is_navigable(start)
+    position, heading, collided = world.move(start, math.pi / 2, MOVE_FORWARD)  # facing -x, into the wall
+    assert collided and position == start and heading == math.pi / 2
+
+
+def test_random_walks_never_enter_walls() -> None:
+    rng = np.random.default_rng(0)
+    collisions = 0
+    for seed in range(4):
+        world = World.generate(seed)
+        start = _room_point(world, 0, 1.0, 1.0)
+        position, heading = start, float(rng.uniform(-math.pi, math.pi))
+        for action in rng.choice([1, 1, 1, 2, 3], size=400):
+            position, heading, collided = world.move(position, heading, int(action))
+            collisions += collided
+            assert world.is_navigable(position)
+        assert _clearance(world, position) >= world.config.agent_radius - 1e-9
+    assert collisions > 0  # the walks did push against walls
+
+
+def test_geodesic_is_never_below_euclidean(world: World) -> None:
+    rng = np.random.default_rng(1)
+    nz, nx = world.layout.solid.shape
+    cell = world.config.cell_size
+    points = []
+    while len(points) < 120:
+        p = (float(rng.uniform(0, nx * cell)), 0.0, float(rng.uniform(0, nz * cell)))
+        if world.is_navigable(p):
+            points.append(p)
+    for a, b in zip(points[:60], points[60:], strict=True):
+        geodesic = world.geodesic_distance(a, b)
+        assert math.isfinite(geodesic)
+        assert geodesic >= math.dist(a, b) - 1e-9
+    assert world.geodesic_distance(points[0], points[0]) == 0.0
+
+
+def test_geodesic_is_straight_in_an_open_room_and_longer_through_doors() -> None:
+    world = World.generate(0, WorldConfig(rooms=2, landmarks=0))
+    a, b = _room_point(world, 0, 1.0, 1.0), _room_point(world, 0, 2.2, 2.6)  # 2.0 m apart, visible
+    assert world.geodesic_distance(a, b) == pytest.approx(2.0)
+    far = _room_point(world, 0, 3.5, 3.5)
+    # beyond the straight-line range the 16-connected field is within 3 % of the straight line
+    assert math.dist(a, far) <= world.geodesic_distance(a, far) <= 1.03 * math.dist(a, far)
+    other = _room_point(world, 1, 1.0, 1.0)
+    assert world.geodesic_distance(a, other) > math.dist(a, other) + 0.1
+
+
+def test_goal_inside_a_wall_is_an_error(world: World) -> None:
+    with pytest.raises(UnreachableGoalError, match="inside a wall"):
+        world.geodesic_distance(_room_point(world, 0, 1, 1), (0.1, 0.0, 0.1))
+
+
+def test_oracle_succeeds_on_every_generated_episode(episodes) -> None:
+    for episode in episodes:
+        world = world_for_episode(episode)
+        actions = episode.expert_actions
+        assert actions[-1] == STOP and STOP not in actions[:-1]
+        poses = world.follow(episode.agent_position, episode.agent_heading, actions)
+        assert not any(collided for _, _, collided in poses)
+        final = poses[-1][0]
+        assert world.geodesic_distance(final, episode.goal_position) <= min(episode.success_distance, 0.25)
+        assert [p for (p, _, _), a in zip(poses, actions, strict=True) if a == MOVE_FORWARD] == list(
+            episode.reference_path[1:]
+        )
+
+
+def test_expert_recovers_from_random_detours(episodes) -> None:
+    rng = np.random.default_rng(2)
+    for episode in episodes[:15]:
+        world = world_for_episode(episode)
+        position, heading = episode.agent_position, episode.agent_heading
+        for action in rng.choice([1, 1, 2, 3], size=30):
+            position, heading, _ = world.move(position, heading, int(action))
+        actions = world.expert_actions(position, heading, episode.goal_position, episode.success_distance)
+        final = world.follow(position, heading, actions)[-1][0]
+        assert world.geodesic_distance(final, episode.goal_position) <= episode.success_distance
+
+
+def test_expert_plans_are_consistent_along_the_path(episodes) -> None:
+    episode = episodes[0]
+    world = world_for_episode(episode)
+    actions = list(episode.expert_actions)
+    position, heading = episode.agent_position, episode.agent_heading
+    for k in range(len(actions) - 1):
+        assert (
+            world.expert_actions(position, heading, episode.goal_position, episode.success_distance)
+            == actions[k:]
+        )
+        position, heading, _ = world.move(position, heading, actions[k])
+
+
+def test_expert_path_is_close_to_the_geodesic(episodes) -> None:
+    for episode in episodes:
+        steps = sum(1 for a in episode.expert_actions if a == MOVE_FORWARD)
+        walked = 0.25 * steps
+        # the 16-connected field overestimates straight lines by up to 3 %; the expert stops 0.25 m early
+        assert 0.97 * episode.geodesic_distance - 0.25 <= walked <= 1.2 * episode.geodesic_distance + 0.5
+
+
+def test_random_agent_almost_never_succeeds(episodes) -> None:
+    rng = np.random.default_rng(3)
+    successes = 0
+    for episode in episodes:
+        world = world_for_episode(episode)
+        position, heading = episode.agent_position, episode.agent_heading
+        for _ in range(500):
+            action = int(rng.integers(4))
+            if action == STOP:
+                break
+            position, heading, _ = world.move(position, heading, action)
+        successes += world.geodesic_distance(position, episode.goal_position) <= episode.success_distance
+    assert successes / len(episodes) <= 0.04

@@ -1,0 +1,26 @@
+"""The built-in procedural world: floor plans, navigation truth, a numpy renderer, episodes, export.
+
+``gym.make("VLN-v0")`` with no data runs in these worlds, so every test and demo works offline.
+"""
+
+from vln_gym.world.config import WorldConfig, parse_scene_id, scene_id
+from vln_gym.world.episodes import generate_episodes, world_for_episode
+from vln_gym.world.export import export_dataset
+from vln_gym.world.layout import Landmark, Layout, Room
+from vln_gym.world.navigation import UnreachableGoalError
+from vln_gym.world.world import World, world_from_scene_id
+
+__all__ = [
+    "Landmark",
+    "Layout",
+    "Room",
+    "UnreachableGoalError",
+    "World",
+    "WorldConfig",
+    "export_dataset",
+    "generate_episodes",
+    "parse_scene_id",
+    "scene_id",
+    "world_for_episode",
+    "world_from_scene_id",
+]
