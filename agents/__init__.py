@@ -14,6 +14,8 @@ _LAZY = {
     "build_tiny_qwen2_vl": "agents.tiny",
     "ensure_tiny_model": "agents.tiny",
     "default_tiny_path": "agents.tiny",
+    "ppo_train": "agents.ppo_train",
+    "PPOConfig": "agents.ppo_train",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,0 +1,179 @@
+"""Atomic training checkpoints: policy (adapter + value head, safetensors), optimizer, scheduler, RNG, state.
+
+Layout of ``OUTPUT_DIR/checkpoint-000004/``::
+
+    policy/               VLMPolicy.save_pretrained (safetensors, processor, policy_config.json)
+    optimizer.pt          optimizer state dict (tensors only; loaded with weights_only=True)
+    scheduler.pt          LR scheduler state dict
+    rng-rank0.json ...    python / numpy / torch RNG states, one file per process
+    trainer_state.json    iteration, config, model fingerprint
+
+Everything is written into a hidden temporary sibling and renamed into place, so a kill at any moment
+leaves every previous checkpoint whole; ``OUTPUT_DIR/latest`` names the newest complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "trainer_state.json"
+LATEST_FILE = "latest"
+PREFIX = "checkpoint-"
+
+
+# ---------------------------------------------------------------- RNG
+def rng_state() -> dict[str, Any]:
+    """JSON-serialisable python / numpy (legacy global) / torch CPU (+ CUDA) RNG states."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state().tolist(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+# ---------------------------------------------------------------- files
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=1, sort_keys=True, default=repr) + "\n", encoding="utf-8")
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Atomically replace a small text file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def checkpoint_dir(output_dir: str | Path, iteration: int) -> Path:
+    return Path(output_dir) / f"{PREFIX}{iteration:06d}"
+
+
+def assert_finite_parameters(parameters: Mapping[str, torch.Tensor]) -> None:
+    """Refuse to save NaN/inf weights: raise naming the first bad parameter."""
+    for name, tensor in parameters.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise FloatingPointError(f"refusing to checkpoint: parameter {name} holds NaN/inf")
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    iteration: int,
+    *,
+    save_policy: Callable[[Path], None],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    trainer_state: Mapping[str, Any],
+    rng_states: list[dict[str, Any]],
+    keep_last: int = 2,
+) -> Path:
+    """Write checkpoint ``iteration`` atomically; keep the ``keep_last`` newest (0: all). Returns its path."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_dir(output_dir, iteration)
+    tmp = Path(tempfile.mkdtemp(dir=output_dir, prefix=f".tmp-{final.name}-"))
+    try:
+        save_policy(tmp / "policy")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        for rank, state in enumerate(rng_states):
+            _write_json(tmp / f"rng-rank{rank}.json", state)
+        _write_json(tmp / STATE_FILE, {**trainer_state, "iteration": iteration})
+        if final.exists():  # the same iteration saved again (a resumed run): swap the old one out
+            stale = output_dir / f".stale-{final.name}"
+            shutil.rmtree(stale, ignore_errors=True)
+            os.replace(final, stale)
+            os.replace(tmp, final)
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _replace_file(output_dir / LATEST_FILE, final.name + "\n")
+    if keep_last > 0:
+        for old in list_checkpoints(output_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.glob(f"{PREFIX}*") if (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint dir itself, or a run dir (its ``latest``/newest checkpoint)."""
+    path = Path(path)
+    if (path / STATE_FILE).is_file():
+        return path
+    latest = path / LATEST_FILE
+    if latest.is_file():
+        candidate = path / latest.read_text(encoding="utf-8").strip()
+        if (candidate / STATE_FILE).is_file():
+            return candidate
+    found = list_checkpoints(path)
+    if found:
+        return found[-1]
+    raise FileNotFoundError(f"{path}: no checkpoint here ({STATE_FILE} not found, no {PREFIX}* dirs)")
+
+
+def load_trainer_state(checkpoint: str | Path) -> dict[str, Any]:
+    return json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def load_rng_state(checkpoint: str | Path, rank: int) -> dict[str, Any]:
+    path = Path(checkpoint) / f"rng-rank{rank}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (was the checkpoint written by fewer processes?)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_optimizer_and_scheduler(
+    checkpoint: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> None:
+    checkpoint = Path(checkpoint)
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True))
+    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=True))
+
+
+def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], checkpoint: str | Path) -> None:
+    """Refuse a checkpoint whose model fingerprint (base model, LoRA shape, trainable shapes) differs."""
+    problems = [
+        f"{key}: checkpoint has {saved.get(key)!r}, this run has {current.get(key)!r}"
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key) != current.get(key)
+    ]
+    if problems:
+        raise ValueError(
+            f"{checkpoint}: checkpoint was made with another model/config:\n  " + "\n  ".join(problems)
+        )
