@@ -11,7 +11,12 @@ Figures (the last output line is one JSON object with all of them):
   warm_first_epoch_steps_per_s: the same with the env's episode-metrics memo cleared every round (each
   record's outcome seen for the first time: episode_metrics runs on every step);
   warm_gym_make_steps_per_s: the same through gym.make's wrappers;
-- world_steps_per_s: built-in world mode, random actions (only when vln_gym.world is available).
+- world_steps_per_s: built-in world mode, random actions at --image-size, wall clock;
+- world_construct_ms: building VLNEnv() with its default world episode set;
+- world_{random,oracle}_{size}_{steps_per_s, steps_per_cpu_s, render_frames_per_cpu_s,
+  non_render_us_per_step}: per agent and --world-sizes frame size, resets included; the renderer's cost
+  is measured alone on the same poses, so the split render / rest is by CPU time of this process.
+``--world-only`` measures world mode alone; ``--expert-plan next|full`` picks VLNEnv's expert_plan.
 """
 
 from __future__ import annotations
@@ -74,23 +79,86 @@ def episode_rounds(env: gym.Env, num_episodes: int, clear_cache: bool, clear_met
     return one_round
 
 
-def world_steps(seconds: float, size: tuple[int, int]) -> float | None:
+def world_construct_seconds(expert_plan: str | None) -> float:
+    """Wall seconds to build ``VLNEnv()`` with its default world episode set (every async worker pays it)."""
+    start = time.perf_counter()
+    VLNEnv(image_size=(64, 64), **_plan_kwargs(expert_plan))
+    return time.perf_counter() - start
+
+
+def _plan_kwargs(expert_plan: str | None) -> dict:
+    return {} if expert_plan is None else {"expert_plan": expert_plan}
+
+
+def world_steps(seconds: float, size: tuple[int, int], agent: str, expert_plan: str | None) -> dict | None:
+    """World-mode figures for one agent (``random``: uniform FORWARD/LEFT/RIGHT; ``oracle``: the expert's
+    action from ``info``) on 20 episodes generated beforehand (a lazy episode set pays ~10 ms the first
+    time each episode is picked; see ``world_construct_ms`` and bench_world.py), resets included:
+    steps/s by wall clock and by this process's CPU time, and the renderer's share: the poses seen are
+    rendered again alone afterwards (frames/s of CPU time), so ``non_render_us_per_step`` = CPU time per
+    step minus CPU time per frame."""
     try:
-        env = VLNEnv(world_episodes=20, image_size=size, max_steps=200)
+        env = VLNEnv(world_episodes=20, image_size=size, max_steps=200, **_plan_kwargs(expert_plan))
     except RuntimeError as error:
         print(f"world mode skipped: {error}")
         return None
+    for index in range(len(env.episodes)):  # generate the episodes now (lazy sets build them on first use)
+        env.episodes[index]
     rng = np.random.default_rng(0)
-    env.reset(seed=0)
+    _, info = env.reset(seed=0)
+    state = {"info": info}
+    poses = []
 
     def chunk() -> int:
+        info = state["info"]
         for _ in range(100):
-            _, _, terminated, truncated, _ = env.step(int(rng.integers(1, 4)))
+            action = int(info["expert_actions"][0]) if agent == "oracle" else int(rng.integers(1, 4))
+            _, _, terminated, truncated, info = env.step(action)
+            poses.append((env._world, info["agent_position"], info["agent_heading"]))
             if terminated or truncated:
-                env.reset()
+                _, info = env.reset()
+        state["info"] = info
         return 100
 
-    return _timed(chunk, seconds)
+    for _ in range(3):  # warm: geodesic fields, render tables
+        chunk()
+    poses.clear()
+    cpu = time.process_time()
+    wall_rate = _timed(chunk, seconds)
+    cpu_per_step = (time.process_time() - cpu) / len(poses)
+    cpu = time.process_time()
+    for world, position, heading in poses:
+        world.render(position, heading, size)
+    cpu_per_frame = (time.process_time() - cpu) / len(poses)
+    return {
+        "steps_per_s": round(wall_rate, 1),
+        "steps_per_cpu_s": round(1.0 / cpu_per_step, 1),
+        "render_frames_per_cpu_s": round(1.0 / cpu_per_frame, 1),
+        "non_render_us_per_step": round((cpu_per_step - cpu_per_frame) * 1e6, 1),
+    }
+
+
+def world_figures(args: argparse.Namespace) -> dict:
+    """World-mode figures: construction time, then random and oracle agents at each of ``--world-sizes``."""
+    construct = world_construct_seconds(args.expert_plan)
+    print(f"world env construction (default episode set): {construct * 1000:8.1f} ms")
+    figures: dict = {"world_construct_ms": round(construct * 1000, 1), "world_steps_per_s": None}
+    for side in (int(text) for text in args.world_sizes.split(",")):
+        for agent in ("random", "oracle"):
+            result = world_steps(args.seconds, (side, side), agent, args.expert_plan)
+            if result is None:
+                return figures
+            print(
+                f"world {agent:6s} {side}x{side}: {result['steps_per_s']:8.1f} steps/s wall, "
+                f"{result['steps_per_cpu_s']:8.1f} per CPU s; render alone "
+                f"{result['render_frames_per_cpu_s']:8.1f} frames/CPU s; "
+                f"rest {result['non_render_us_per_step']:6.1f} us/step"
+            )
+            for key, value in result.items():
+                figures[f"world_{agent}_{side}_{key}"] = value
+            if agent == "random" and side == args.image_size:
+                figures["world_steps_per_s"] = result["steps_per_s"]
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved floor/env runs (best kept)")
     parser.add_argument("--skip-world", action="store_true", help="do not measure world mode")
+    parser.add_argument("--world-only", action="store_true", help="measure world mode only")
+    parser.add_argument(
+        "--world-sizes", default="224,112", help="comma-separated square frame sizes for world mode"
+    )
+    parser.add_argument(
+        "--expert-plan", choices=("next", "full"), default=None, help="VLNEnv expert_plan (default: env's)"
+    )
     args = parser.parse_args(argv)
+    if args.world_only:
+        figures = world_figures(args)
+        print(json.dumps(figures))
+        return 0
 
     from vln_gym.data import load_episodes
 
@@ -135,9 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     episode_rounds(wrapped, len(episodes), clear_cache=False)()
     warm_wrapped = _timed(episode_rounds(wrapped, len(episodes), clear_cache=False), args.seconds)
     print(f"gym.make warm:            {warm_wrapped:10.1f} steps/s")
-    world = None if args.skip_world else world_steps(args.seconds, size)
-    if world is not None:
-        print(f"world mode:               {world:10.1f} steps/s")
     figures = {
         "image_size": args.image_size,
         "episodes": len(episodes),
@@ -147,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         "warm_steps_per_s": round(warm, 1),
         "warm_first_epoch_steps_per_s": round(first, 1),
         "warm_gym_make_steps_per_s": round(warm_wrapped, 1),
-        "world_steps_per_s": None if world is None else round(world, 1),
     }
+    if not args.skip_world:
+        figures.update(world_figures(args))
     print(json.dumps(figures))
     return 0
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
 
 from vln_gym.geometry import MOVE_FORWARD, TURN_LEFT, TURN_RIGHT
-from vln_gym.world import WorldConfig, generate_episodes, parse_scene_id, world_for_episode
+from vln_gym.world import (
+    WorldConfig,
+    generate_episodes,
+    parse_scene_id,
+    world_for_episode,
+    world_from_scene_id,
+)
+from vln_gym.world.episodes import WorldEpisodes, generate_episode, instruction_length_limit
 from vln_gym.world.instructions import Event, _simplify, describe, initial_turn, path_events
 
 
@@ -142,3 +150,39 @@ def test_describe_is_seeded_and_mentions_every_event() -> None:
         assert t.startswith(("turn around", "turn back"))
         assert "blue room" in t and "hallway" in t and "left" in t and "green room" in t and "red pillar" in t
         assert t.endswith("the green room.")
+
+
+def test_generate_episode_is_the_same_episode_alone(episodes) -> None:
+    world_from_scene_id.cache_clear()  # fresh worlds, no memoised plans: each episode is built from scratch
+    for index in (23, 7, 0, 12, 6):
+        assert generate_episode(2, index, episodes_per_world=6) == episodes[index]
+    assert generate_episode(2, 5, WorldConfig(), episodes_per_world=6).episode_id == "world-s2-e5"
+    with pytest.raises(ValueError, match="episode index must be >= 0"):
+        generate_episode(2, -1)
+
+
+def test_world_episodes_build_each_episode_when_first_indexed(episodes) -> None:
+    lazy = WorldEpisodes(2, 24, episodes_per_world=6)
+    assert len(lazy) == 24 and lazy.generated == 0
+    assert lazy[13] == episodes[13] and lazy.generated == 1
+    assert lazy[13] is lazy[13] and lazy.generated == 1  # kept, not rebuilt
+    assert lazy[-1] == episodes[23] and lazy[np.int64(2)] == episodes[2]
+    assert lazy[3:6] == episodes[3:6] and lazy.generated == 6
+    copy = pickle.loads(pickle.dumps(lazy))
+    assert copy.generated == 6 and copy[20] == episodes[20]
+    with pytest.raises(IndexError, match="out of range for 24 episodes"):
+        lazy[24]
+    with pytest.raises(TypeError, match="int or a slice"):
+        lazy["3"]
+    with pytest.raises(ValueError, match="num_episodes must be >= 0"):
+        WorldEpisodes(2, -1)
+
+
+def test_instructions_stay_within_the_declared_limit(episodes) -> None:
+    assert instruction_length_limit(WorldConfig()) == 1024
+    long_paths = WorldConfig(min_path_length=10.0, max_path_length=30.0)
+    assert instruction_length_limit(long_paths) == 128 + 48 * 30
+    lazy = WorldEpisodes(4, 6, long_paths)
+    assert lazy.max_instruction_length == 128 + 48 * 30
+    assert all(len(e.instruction) <= lazy.max_instruction_length for e in lazy)
+    assert all(len(e.instruction) <= 1024 for e in episodes)

@@ -164,3 +164,107 @@ def test_random_agent_almost_never_succeeds(episodes) -> None:
             position, heading, _ = world.move(position, heading, action)
         successes += world.geodesic_distance(position, episode.goal_position) <= episode.success_distance
     assert successes / len(episodes) <= 0.04
+
+
+def _walk_next_expert(world: World, position, heading, goal, success_distance, turn_angle=15.0, limit=2000):
+    """Take ``next_expert_action`` until STOP: ``(actions, final position)``; no step may collide."""
+    actions = []
+    for _ in range(limit):
+        action = world.next_expert_action(position, heading, goal, success_distance, 0.25, turn_angle)
+        actions.append(action)
+        if action == STOP:
+            return actions, position
+        position, heading, collided = world.move(position, heading, action, 0.25, turn_angle)
+        assert not collided
+    raise AssertionError(f"no STOP after {limit} expert actions")
+
+
+def test_next_expert_action_walks_the_stored_plan_and_recovers_from_detours(episodes) -> None:
+    rng = np.random.default_rng(4)
+    for episode in episodes:  # 50 episodes
+        world = world_for_episode(episode)
+        goal, radius = episode.goal_position, episode.success_distance
+        world.navigator.clear_memo()  # every decision below is the greedy rule, not a stored plan
+        actions, final = _walk_next_expert(world, episode.agent_position, episode.agent_heading, goal, radius)
+        assert tuple(actions) == episode.expert_actions
+        assert world.geodesic_distance(final, goal) <= min(radius, 0.25)
+        world.navigator.clear_memo()
+        position, heading = episode.agent_position, episode.agent_heading
+        for action in rng.choice([1, 1, 2, 3], size=12):  # leave the plan first
+            position, heading, _ = world.move(position, heading, int(action))
+        _, final = _walk_next_expert(world, position, heading, goal, radius)
+        assert world.geodesic_distance(final, goal) <= radius
+
+
+def test_next_expert_action_by_hand(world: World) -> None:
+    start = _room_point(world, 0, 1.5, 3.5)
+    ahead = (start[0], 0.0, start[2] - 2.0)  # 2 m along -z: straight ahead at heading 0
+    world.navigator.clear_memo()
+    assert world.next_expert_action(start, 0.0, ahead) == MOVE_FORWARD
+    assert world.next_expert_action(start, math.pi / 2, ahead) == TURN_RIGHT  # facing -x: goal on the right
+    assert world.next_expert_action(start, -math.pi / 2, ahead) == TURN_LEFT  # facing +x: goal on the left
+    near = (start[0], 0.0, start[2] - 0.2)
+    assert world.next_expert_action(start, 2.0, near) == STOP  # within min(success, forward step)
+    distance = world.geodesic_distance(start, ahead)
+    assert world.next_expert_action(start, 0.0, ahead, distance=distance) == MOVE_FORWARD
+    with pytest.raises(UnreachableGoalError, match="inside a wall"):
+        world.next_expert_action(start, 0.0, (0.1, 0.0, 0.1))
+
+
+def test_next_expert_action_is_the_plans_first_action(episodes) -> None:
+    rng = np.random.default_rng(6)
+    seen = set()
+    for episode in episodes[::5]:
+        world = world_for_episode(episode)
+        width, depth = world.extent
+        goal = episode.goal_position
+        for _ in range(40):
+            position = (float(rng.uniform(0, width)), 0.0, float(rng.uniform(0, depth)))
+            if not world.is_navigable(position):
+                continue
+            heading = float(rng.uniform(-math.pi, math.pi))
+            world.navigator.clear_memo()
+            action = world.next_expert_action(position, heading, goal, 1.0)
+            world.navigator.clear_memo()
+            assert action == world.expert_actions(position, heading, goal, 1.0)[0]
+            seen.add(action)
+        near = (goal[0] + 0.1, 0.0, goal[2])
+        if world.is_navigable(near):
+            world.navigator.clear_memo()
+            assert (
+                world.next_expert_action(near, 0.3, goal, 1.0)
+                == STOP
+                == world.expert_actions(near, 0.3, goal)[0]
+            )
+            seen.add(STOP)
+    assert seen == {STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT}
+
+
+def test_next_expert_action_plans_in_full_where_greedy_is_stuck(episodes) -> None:
+    # With 90-degree turns only four headings are on offer, so some poses have no improving step and the
+    # expert needs its bounded search: next_expert_action must then give the plan's action and continue it.
+    rng = np.random.default_rng(0)
+    stuck = 0
+    for episode in episodes[::5]:
+        world = world_for_episode(episode)
+        navigator, goal = world.navigator, episode.goal_position
+        width, depth = world.extent
+        for _ in range(2000):
+            position = (float(rng.uniform(0, width)), 0.0, float(rng.uniform(0, depth)))
+            if not world.is_navigable(position):
+                continue
+            distance = world.geodesic_distance(position, goal)
+            if (
+                distance <= 1.0
+                or navigator._greedy_turn(position, 0.0, distance, goal, 0.25, 90.0) is not None
+            ):
+                continue
+            stuck += 1
+            navigator.clear_memo()
+            first = world.expert_actions(position, 0.0, goal, 1.0, 0.25, 90.0)[0]
+            navigator.clear_memo()
+            assert world.next_expert_action(position, 0.0, goal, 1.0, 0.25, 90.0) == first
+            _, final = _walk_next_expert(world, position, 0.0, goal, 1.0, turn_angle=90.0)
+            assert world.geodesic_distance(final, goal) <= 1.0
+            break
+    assert stuck >= 3

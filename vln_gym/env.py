@@ -46,7 +46,8 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
     - ``"trajectory"``: records sharing a ``trajectory_id`` form a replay world; after each step the agent
       sees the recorded frame whose pose is nearest to its own (``info["view_error"]`` says how far).
     - ``"world"`` (default with no data): the built-in procedural world (``vln_gym.world``) renders every
-      step, walls block motion, distances and expert actions are geodesic.
+      step, walls block motion, distances and expert actions are geodesic. Episodes are generated on
+      demand (the first time ``reset`` picks each one), so a large set costs nothing up front.
 
     ## Action Space
 
@@ -84,10 +85,10 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
     ## Info
 
     Reset and step: ``agent_position``, ``agent_heading``, ``goal_position``, ``distance_to_goal``,
-    ``episode_id``, and when known ``expert_actions`` (remaining, first = the expert's action now) and
-    ``reference_path``. Steps add ``reward_terms``, ``invalid_action``, ``collision``, ``success``,
-    ``actions`` (ids applied), ``action_error`` (text mode), ``view_error`` (trajectory mode) and at the end
-    ``metrics``.
+    ``episode_id``, and when known ``expert_actions`` (remaining, first = the expert's action now; in world
+    mode with ``expert_plan="next"`` only that first action) and ``reference_path``. Steps add
+    ``reward_terms``, ``invalid_action``, ``collision``, ``success``, ``actions`` (ids applied),
+    ``action_error`` (text mode), ``view_error`` (trajectory mode) and at the end ``metrics``.
 
     ## Arguments
 
@@ -101,8 +102,16 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
     - ``forward_step`` (0.25 m), ``turn_angle`` (15 degrees).
     - ``success_distance`` (3.0 m; a record's own ``success_distance`` wins when set).
     - ``rewards``: anything ``rewards.make_reward`` accepts.
-    - ``world_episodes`` (100), ``world_seed`` (0), ``world_config`` (a ``WorldConfig`` or its fields as a
-      dict): the built-in world's episode set when no data is given (generation costs ~17 ms an episode).
+    - ``world_episodes`` (1000), ``world_seed`` (0), ``world_config`` (a ``WorldConfig`` or its fields as a
+      dict): the built-in world's episode set when no data is given (``vln_gym.world.episodes.
+      WorldEpisodes``: episode i is generated, ~10 ms, when first picked, then kept).
+    - ``expert_plan``: world mode only. ``"next"`` (default): ``info["expert_actions"]`` is
+      ``(next action,)``, one greedy decision per step (``World.next_expert_action``, ~0.1 ms).
+      ``"full"``: the whole remaining plan (``World.expert_actions``), re-planned (~8 ms) whenever the
+      agent leaves the previous plan. Rewards see the same expert actions in both modes: a step's
+      ``Transition.expert_actions`` holds at least the first ``len(actions)`` expert actions (the full
+      plan is computed for macro steps of several text actions, so ``time_decayed_match`` is unchanged);
+      use ``"full"`` for a custom term that reads further ahead.
     - ``heading_weight``: metres per radian when matching poses to recorded frames (trajectory mode).
     - ``render_mode``: ``None`` | ``"rgb_array"`` (a top-down map); ``render_size`` its (H, W).
     """
@@ -129,9 +138,10 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         turn_angle: float = 15.0,
         success_distance: float = 3.0,
         rewards: Any = None,
-        world_episodes: int = 100,
+        world_episodes: int = 1000,
         world_seed: int = 0,
         world_config: Any = None,
+        expert_plan: str = "next",
         heading_weight: float = 1.0,
         render_mode: str | None = None,
         render_size: tuple[int, int] = (256, 256),
@@ -146,12 +156,15 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             raise ValueError(f"views must be one of {VIEW_MODES}, got {views!r}")
         if action_space not in ("discrete", "text"):
             raise ValueError(f"action_space must be 'discrete' or 'text', got {action_space!r}")
+        if expert_plan not in ("next", "full"):
+            raise ValueError(f"expert_plan must be 'next' or 'full', got {expert_plan!r}")
         if forward_step <= 0 or turn_angle <= 0 or success_distance < 0:
             raise ValueError("forward_step and turn_angle must be > 0 and success_distance >= 0")
         self.image_size = (int(image_size[0]), int(image_size[1]))
         if min(self.image_size) < 1:
             raise ValueError(f"image_size must be positive (height, width), got {image_size}")
         self.views = views
+        self.expert_plan = expert_plan
         self.forward_step = float(forward_step)
         self.turn_angle = float(turn_angle)
         self.success_distance = float(success_distance)
@@ -164,6 +177,7 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         self.render_mode = render_mode
         self.render_size = (int(render_size[0]), int(render_size[1]))
 
+        generated = episodes is None and data_files is None  # built-in world episodes, made on demand
         if episodes is not None:
             loaded = list(episodes)
         elif data_files is not None:
@@ -187,7 +201,7 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
                 config = world_config
             else:
                 config = world.WorldConfig(**dict(world_config))
-            loaded = world.generate_episodes(
+            loaded = world.episodes.WorldEpisodes(
                 int(world_seed),
                 int(world_episodes),
                 config,
@@ -196,14 +210,17 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             )
         if not loaded:
             raise ValueError("no episodes to run (the data is empty)")
-        self.episodes: list[Episode] = loaded
-        self._check_episodes()
+        self.episodes: Sequence[Episode] = loaded
+        self._check_episodes(generated)
         self._world_module = _world_module() if views == "world" else None
         self._replay = TrajectoryReplay(loaded, heading_weight) if views == "trajectory" else None
 
         self.reward_fn = make_reward(rewards)
 
-        longest = max(len(episode.instruction) for episode in loaded)
+        if generated:  # episodes do not exist yet: the generator's bound on instruction length
+            longest = loaded.max_instruction_length
+        else:
+            longest = max(len(episode.instruction) for episode in loaded)
         self.observation_space = spaces.Dict(
             {
                 "frames": spaces.Box(0, 255, (self.history_frames, *self.image_size, 3), dtype=np.uint8),
@@ -221,8 +238,13 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
 
     # ------------------------------------------------------------------ setup helpers
 
-    def _check_episodes(self) -> None:
-        for episode in self.episodes:
+    def _check_episodes(self, generated: bool) -> None:
+        episodes = self.episodes
+        if generated:  # built-in world episodes are all alike (scene_id set, no images)
+            if self.views == "world":
+                return
+            episodes = episodes[:1]
+        for episode in episodes:
             where = episode.source or episode.episode_id
             if self.views != "world" and not episode.images:
                 raise ValueError(f"{where}: images: views={self.views!r} needs at least one image per record")
@@ -257,7 +279,7 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         distance = self._distance(self._position)
         self._path: list[Vec3] = [self._position]
         self._distances: list[float] = [distance]
-        self._expert: tuple[int, ...] | None = self._expert_now(episode.expert_actions)
+        self._expert: tuple[int, ...] | None = self._expert_now(episode.expert_actions, distance)
         if int(index) not in self._references:
             self._references[int(index)] = _remaining_reference(episode.reference_path, self._position)
         self._reference = self._references[int(index)]
@@ -282,6 +304,8 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         actions, text, invalid, error = self._decode_action(action)
         prev_position, prev_heading, prev_distance = self._position, self._heading, self._distances[-1]
         expert_before = self._expert
+        if self._world is not None and self.expert_plan == "next" and len(actions) > 1:
+            expert_before = self._full_plan()  # a macro step is scored against the expert's sequence
         applied: list[int] = []
         stopped = collision = False
         position, heading = prev_position, prev_heading
@@ -300,8 +324,10 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
                 position, heading = apply_action(
                     position, heading, sub_action, self.forward_step, self.turn_angle
                 )
+            # turns and refused steps keep the position, and with it the distance
+            same = position == self._path[-1]
             self._path.append(position)
-            self._distances.append(self._distance(position))
+            self._distances.append(self._distances[-1] if same else self._distance(position))
             if collision:
                 break
         self._position, self._heading = position, heading
@@ -405,7 +431,7 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
     def _advance_view(self, applied: tuple[int, ...]) -> float | None:
         """Update expert actions and the frame history after a step; returns the view error if any."""
         if self._world is not None:
-            self._expert = self._expert_now(None)
+            self._expert = self._expert_now(None, self._distances[-1])
             if not self._done:
                 self._history.push(self._render_view())
             return None
@@ -424,9 +450,25 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             self._history.push(record_frames(seen, 1, self.image_size)[0])
         return match.view_error
 
-    def _expert_now(self, recorded: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    def _expert_now(self, recorded: tuple[int, ...] | None, distance: float) -> tuple[int, ...] | None:
+        """The expert's actions from the current pose (``distance``: its distance to the goal)."""
         if self._world is None:
             return tuple(recorded) if recorded is not None else None
+        if self.expert_plan == "next":
+            action = self._world.next_expert_action(
+                self._position,
+                self._heading,
+                self._goal,
+                success_distance=self._success_distance,
+                forward_step=self.forward_step,
+                turn_angle=self.turn_angle,
+                distance=distance,
+            )
+            return (int(action),)
+        return self._full_plan()
+
+    def _full_plan(self) -> tuple[int, ...]:
+        """The expert's whole remaining plan from the current pose (world mode)."""
         return tuple(
             int(a)
             for a in self._world.expert_actions(

@@ -4,7 +4,13 @@
 """
 
 from vln_gym.world.config import WorldConfig, parse_scene_id, scene_id
-from vln_gym.world.episodes import generate_episodes, world_for_episode
+from vln_gym.world.episodes import (
+    WorldEpisodes,
+    generate_episode,
+    generate_episodes,
+    instruction_length_limit,
+    world_for_episode,
+)
 from vln_gym.world.export import export_dataset
 from vln_gym.world.layout import Landmark, Layout, Room
 from vln_gym.world.navigation import UnreachableGoalError
@@ -17,8 +23,11 @@ __all__ = [
     "UnreachableGoalError",
     "World",
     "WorldConfig",
+    "WorldEpisodes",
     "export_dataset",
+    "generate_episode",
     "generate_episodes",
+    "instruction_length_limit",
     "parse_scene_id",
     "scene_id",
     "world_for_episode",

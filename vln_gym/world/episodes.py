@@ -11,6 +11,8 @@ and a uniformly random heading, so a path needs several decisions (turns, doorwa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
 
@@ -25,6 +27,11 @@ GOAL_AT_LANDMARK = 0.75  # chance that the goal is in front of a landmark (when 
 LANDMARK_GAP = 0.7  # metres between a landmark's face and the goal in front of it
 START_TRIES = 200
 GOAL_TRIES = 50
+# Instructions grow with the path (~20-40 characters per metre of geodesic in practice): the limit below
+# leaves a wide margin, so a lazy episode set can declare a fixed observation space before any episode
+# exists; `WorldEpisodes` checks every episode it builds against it.
+INSTRUCTION_BASE_CHARS = 128
+INSTRUCTION_CHARS_PER_METRE = 48
 
 
 def world_seed(seed: int, group: int) -> int:
@@ -145,6 +152,49 @@ def make_episode(
     )
 
 
+def _episode_settings(
+    seed: int, config: WorldConfig, success_distance: float | None, episodes_per_world: int
+) -> float:
+    """Validate the shared arguments; returns the success radius written into the episodes."""
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if episodes_per_world < 1:
+        raise ValueError(f"episodes_per_world must be >= 1, got {episodes_per_world}")
+    radius = config.success_distance if success_distance is None else float(success_distance)
+    if radius <= 0:
+        raise ValueError(f"success_distance must be > 0, got {radius}")
+    return radius
+
+
+def generate_episode(
+    seed: int,
+    index: int,
+    config: WorldConfig = WorldConfig(),  # noqa: B008 (frozen dataclass)
+    *,
+    forward_step: float = 0.25,
+    turn_angle: float = 15.0,
+    success_distance: float | None = None,
+    episodes_per_world: int = 10,
+) -> Episode:
+    """Episode ``world-s{seed}-e{index}`` alone: equal to ``generate_episodes(seed, n, ...)[index]`` for any
+    ``n > index`` (each episode draws from its own ``(seed, index)`` stream in world ``index //
+    episodes_per_world``), at the cost of that one episode (~10 ms)."""
+    radius = _episode_settings(seed, config, success_distance, episodes_per_world)
+    if int(index) < 0:
+        raise ValueError(f"episode index must be >= 0, got {index}")
+    index = int(index)
+    world = world_from_scene_id(scene_id(world_seed(int(seed), index // episodes_per_world), config))
+    return make_episode(
+        world,
+        np.random.default_rng([int(seed), index]),
+        f"world-s{int(seed)}-e{index}",
+        config=config,
+        forward_step=forward_step,
+        turn_angle=turn_angle,
+        success_distance=radius,
+    )
+
+
 def generate_episodes(
     seed: int,
     num_episodes: int,
@@ -158,35 +208,96 @@ def generate_episodes(
     """``num_episodes`` episodes ``world-s{seed}-e{index}``; same arguments, same episodes.
 
     ``success_distance`` defaults to ``config.success_distance`` (1.0 m). Episodes have no images (the env
-    renders them); their ``scene_id`` rebuilds the world (`world_for_episode`).
+    renders them); their ``scene_id`` rebuilds the world (`world_for_episode`). Prefix-stable: episode
+    ``index`` does not depend on ``num_episodes`` (`generate_episode` builds one alone; `WorldEpisodes`
+    builds them on demand). Instructions are at most ``instruction_length_limit(config)`` characters.
     """
-    if int(seed) < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if num_episodes < 0 or episodes_per_world < 1:
-        raise ValueError(
-            f"need num_episodes >= 0 and episodes_per_world >= 1, got {num_episodes}, {episodes_per_world}"
+    _episode_settings(seed, config, success_distance, episodes_per_world)
+    if num_episodes < 0:
+        raise ValueError(f"num_episodes must be >= 0, got {num_episodes}")
+    return [
+        generate_episode(
+            seed,
+            index,
+            config,
+            forward_step=forward_step,
+            turn_angle=turn_angle,
+            success_distance=success_distance,
+            episodes_per_world=episodes_per_world,
         )
-    radius = config.success_distance if success_distance is None else float(success_distance)
-    if radius <= 0:
-        raise ValueError(f"success_distance must be > 0, got {radius}")
-    episodes = []
-    world = None
-    for index in range(int(num_episodes)):
-        if index % episodes_per_world == 0:
-            world = world_from_scene_id(scene_id(world_seed(int(seed), index // episodes_per_world), config))
-        rng = np.random.default_rng([int(seed), index])
-        episodes.append(
-            make_episode(
-                world,
-                rng,
-                f"world-s{int(seed)}-e{index}",
-                config=config,
-                forward_step=forward_step,
-                turn_angle=turn_angle,
-                success_distance=radius,
-            )
-        )
-    return episodes
+        for index in range(int(num_episodes))
+    ]
+
+
+def instruction_length_limit(config: WorldConfig) -> int:
+    """Most characters an instruction generated under ``config`` can have (at least 1024)."""
+    return max(1024, INSTRUCTION_BASE_CHARS + math.ceil(INSTRUCTION_CHARS_PER_METRE * config.max_path_length))
+
+
+class WorldEpisodes(Sequence[Episode]):
+    """``generate_episodes(seed, num_episodes, ...)`` as a lazy sequence: episode ``i`` is generated (by
+    `generate_episode`) the first time it is indexed and kept, so a large set costs nothing up front.
+    ``max_instruction_length`` bounds every instruction (checked as each episode is built). Picklable (it
+    holds its arguments and the episodes built so far)."""
+
+    def __init__(
+        self,
+        seed: int,
+        num_episodes: int,
+        config: WorldConfig = WorldConfig(),  # noqa: B008 (frozen dataclass)
+        *,
+        forward_step: float = 0.25,
+        turn_angle: float = 15.0,
+        success_distance: float | None = None,
+        episodes_per_world: int = 10,
+    ) -> None:
+        _episode_settings(seed, config, success_distance, episodes_per_world)
+        if num_episodes < 0:
+            raise ValueError(f"num_episodes must be >= 0, got {num_episodes}")
+        self.seed = int(seed)
+        self.num_episodes = int(num_episodes)
+        self.config = config
+        self._options = {
+            "forward_step": float(forward_step),
+            "turn_angle": float(turn_angle),
+            "success_distance": success_distance,
+            "episodes_per_world": int(episodes_per_world),
+        }
+        self.max_instruction_length = instruction_length_limit(config)
+        self._built: dict[int, Episode] = {}
+
+    def __len__(self) -> int:
+        return self.num_episodes
+
+    @overload
+    def __getitem__(self, index: int) -> Episode: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Episode]: ...
+
+    def __getitem__(self, index: int | slice) -> Episode | list[Episode]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.num_episodes))]
+        if isinstance(index, bool) or not isinstance(index, int | np.integer):
+            raise TypeError(f"episode index must be an int or a slice, got {index!r}")
+        position = int(index) + self.num_episodes if index < 0 else int(index)
+        if not 0 <= position < self.num_episodes:
+            raise IndexError(f"episode index {index} out of range for {self.num_episodes} episodes")
+        episode = self._built.get(position)
+        if episode is None:
+            episode = generate_episode(self.seed, position, self.config, **self._options)
+            if len(episode.instruction) > self.max_instruction_length:
+                raise RuntimeError(
+                    f"{episode.source}: instruction: {len(episode.instruction)} characters, more than the "
+                    f"{self.max_instruction_length} allowed by instruction_length_limit (a generator bug)"
+                )
+            self._built[position] = episode
+        return episode
+
+    @property
+    def generated(self) -> int:
+        """How many episodes have been built so far."""
+        return len(self._built)
 
 
 def world_for_episode(episode: Episode) -> World:

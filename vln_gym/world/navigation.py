@@ -13,7 +13,10 @@
   forward step is collision-free and gets closer to the goal, picks the closest one (a small penalty per
   turn avoids dithering), turns there and steps. It stops within ``min(success_distance, forward_step)``
   of the goal. If it ever finds no improving step it runs a short best-first search over real moves to
-  get past the obstacle; only if that fails too does it raise.
+  get past the obstacle; only if that fails too does it raise. ``next_expert_action`` makes one such
+  decision at a pose (the plan's first action) and plans in full only where the search is needed. As the
+  chosen heading stays the best one while the expert turns towards it (every other heading's turn penalty
+  drops by at most as much), taking the next action at every pose walks exactly the planned path.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import heapq
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -45,7 +49,9 @@ class UnreachableGoalError(RuntimeError):
 class Navigator:
     """Collision checks, geodesic fields (cached per goal) and the expert for one floor plan."""
 
-    def __init__(self, layout: Layout, field_cache: int = 64, plan_cache: int = 20_000) -> None:
+    def __init__(
+        self, layout: Layout, field_cache: int = 64, plan_cache: int = 20_000, next_cache: int = 4096
+    ) -> None:
         self.layout = layout
         self.cell = float(layout.config.cell_size)
         self.radius = float(layout.config.agent_radius)
@@ -57,7 +63,14 @@ class Navigator:
         self._fields: OrderedDict[tuple[float, float], np.ndarray] = OrderedDict()
         self._field_cache = field_cache
         self._plans: dict[tuple, tuple[int, ...]] = {}
+        self._next: dict[tuple, int] = {}  # next_expert_action's greedy decisions per pose
+        self._next_cache = next_cache
         self._plan_cache = plan_cache
+
+    def clear_memo(self) -> None:
+        """Forget memoised plans and next-action decisions (geodesic fields are kept)."""
+        self._plans.clear()
+        self._next.clear()
 
     # ------------------------------------------------------------------ collisions
 
@@ -256,13 +269,7 @@ class Navigator:
         turn_angle: float = 15.0,
     ) -> list[int]:
         """Greedy shortest-path actions from the pose to the goal, ending with STOP (memoised along plans)."""
-        params = (
-            round(float(goal[0]), 6),
-            round(float(goal[-1]), 6),
-            success_distance,
-            forward_step,
-            turn_angle,
-        )
+        params = _plan_params(goal, success_distance, forward_step, turn_angle)
         cached = self._plans.get(_state_key(position, heading) + params)
         if cached is not None:
             return list(cached)
@@ -283,10 +290,7 @@ class Navigator:
         turn_angle: float,
     ) -> tuple[list[int], list[tuple[Vec3, float]]]:
         """``(actions, poses)``: ``poses[k]`` is the pose before ``actions[k]``; the last action is STOP."""
-        if forward_step <= 0 or turn_angle <= 0:
-            raise ValueError(f"forward_step and turn_angle must be > 0, got {forward_step}, {turn_angle}")
-        turns = np.arange(-math.ceil(180.0 / turn_angle - 1e-9), math.ceil(180.0 / turn_angle - 1e-9) + 1)
-        turn = math.radians(turn_angle)
+        _check_steps(forward_step, turn_angle)
         stop_radius = min(success_distance, forward_step)
         pos: Vec3 = (float(position[0]), float(position[1]), float(position[2]))
         h = float(heading)
@@ -308,27 +312,20 @@ class Navigator:
         for _ in range(100_000):
             if d <= stop_radius:
                 break
-            headings = h + turns * turn
-            xs, zs = np.full(len(turns), pos[0]), np.full(len(turns), pos[2])
-            blocked = self.step_blocked(xs, zs, headings, forward_step)
-            ends = np.stack(
-                [xs - forward_step * np.sin(headings), zs - forward_step * np.cos(headings)], axis=1
-            )
-            after = self.distances(ends, goal)
-            ok = ~blocked & (after < d - MIN_GAIN)
-            if not ok.any():
+            choice = self._greedy_turn(pos, h, d, goal, forward_step, turn_angle)
+            if choice is None:
                 if d <= success_distance:
                     break
                 for action in self._escape(pos, h, goal, d, forward_step, turn_angle):
                     act(action)
                 d = self.distance(pos, goal)
                 continue
-            k = int(turns[int(np.argmin(np.where(ok, after + TURN_PENALTY * np.abs(turns), np.inf)))])
+            k, d_after = choice
             for _ in range(abs(k)):
                 act(TURN_LEFT if k > 0 else TURN_RIGHT)
             if act(MOVE_FORWARD):
                 # the candidate's end point is where the agent now is (up to rounding): reuse its distance
-                d = float(after[turns == k][0])
+                d = d_after
                 if d <= stop_radius + 1e-6:
                     d = self.distance(pos, goal)
         else:
@@ -336,6 +333,77 @@ class Navigator:
         actions.append(STOP)
         poses.append((pos, h))
         return actions, poses
+
+    def next_expert_action(
+        self,
+        position: Vec3,
+        heading: float,
+        goal: Sequence[float],
+        success_distance: float = 1.0,
+        forward_step: float = 0.25,
+        turn_angle: float = 15.0,
+        *,
+        distance: float | None = None,
+    ) -> int:
+        """The first action of ``expert_actions(...)`` from the pose, without planning the whole path.
+
+        Where a plan through this pose is memoised its action is returned; otherwise the greedy rule is
+        applied once at the pose (STOP within the stop radius, else turn towards / step along the best
+        improving heading), which is exactly the plan's first decision. Only where no step improves (the
+        plan would run its bounded search) is the full plan computed (and memoised along its path, so
+        the following poses of a detour continue it). ``distance``: the geodesic distance of
+        ``position`` to ``goal`` when the caller already has it (saves one query). Greedy results are
+        memoised per pose too.
+        """
+        params = _plan_params(goal, success_distance, forward_step, turn_angle)
+        key = _state_key(position, heading) + params
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan[0]
+        action = self._next.get(key)
+        if action is not None:
+            return action
+        _check_steps(forward_step, turn_angle)
+        pos: Vec3 = (float(position[0]), float(position[1]), float(position[2]))
+        h = float(heading)
+        d = self.distance(pos, goal) if distance is None else float(distance)
+        if not math.isfinite(d):
+            raise UnreachableGoalError(f"no free path from {pos} to goal {tuple(goal)}")
+        if d <= min(success_distance, forward_step):
+            action = STOP
+        else:
+            choice = self._greedy_turn(pos, h, d, goal, forward_step, turn_angle)
+            if choice is not None:
+                k = choice[0]
+                action = MOVE_FORWARD if k == 0 else (TURN_LEFT if k > 0 else TURN_RIGHT)
+            elif d <= success_distance:
+                action = STOP
+            else:  # the plan's bounded search: plan in full (memoised along the detour)
+                return self.expert_actions(
+                    position, heading, goal, success_distance, forward_step, turn_angle
+                )[0]
+        if len(self._next) >= self._next_cache:
+            self._next.clear()
+        self._next[key] = action
+        return action
+
+    def _greedy_turn(
+        self, pos: Vec3, h: float, d: float, goal: Sequence[float], forward_step: float, turn_angle: float
+    ) -> tuple[int, float] | None:
+        """The expert's decision at a pose ``d`` metres from the goal: ``(turns k, distance after the step)``
+        (k > 0 left, k < 0 right, 0 straight on) or None when no collision-free step gets MIN_GAIN closer.
+        """
+        turns = _turns(turn_angle)
+        headings = h + turns * math.radians(turn_angle)
+        xs, zs = np.full(len(turns), pos[0]), np.full(len(turns), pos[2])
+        blocked = self.step_blocked(xs, zs, headings, forward_step)
+        ends = np.stack([xs - forward_step * np.sin(headings), zs - forward_step * np.cos(headings)], axis=1)
+        after = self.distances(ends, goal)
+        ok = ~blocked & (after < d - MIN_GAIN)
+        if not ok.any():
+            return None
+        best = int(np.argmin(np.where(ok, after + TURN_PENALTY * np.abs(turns), np.inf)))
+        return int(turns[best]), float(after[best])
 
     def _escape(
         self, pos: Vec3, h: float, goal: Sequence[float], d0: float, forward_step: float, turn_angle: float
@@ -358,6 +426,26 @@ class Navigator:
                 counter += 1
                 heapq.heappush(heap, (d, counter, q, qh, (*path, action)))
         raise UnreachableGoalError(f"expert is stuck at {pos} (geodesic {d0:.2f} m to goal {tuple(goal)})")
+
+
+def _check_steps(forward_step: float, turn_angle: float) -> None:
+    if forward_step <= 0 or turn_angle <= 0:
+        raise ValueError(f"forward_step and turn_angle must be > 0, got {forward_step}, {turn_angle}")
+
+
+@lru_cache(maxsize=16)
+def _turns(turn_angle: float) -> np.ndarray:
+    """Turn counts the expert considers: every heading reachable by turning, each way up to 180 degrees."""
+    most = math.ceil(180.0 / turn_angle - 1e-9)
+    turns = np.arange(-most, most + 1)
+    turns.setflags(write=False)
+    return turns
+
+
+def _plan_params(
+    goal: Sequence[float], success_distance: float, forward_step: float, turn_angle: float
+) -> tuple[float, float, float, float, float]:
+    return (round(float(goal[0]), 6), round(float(goal[-1]), 6), success_distance, forward_step, turn_angle)
 
 
 def _state_key(position: Sequence[float], heading: float) -> tuple[float, float, float]:
