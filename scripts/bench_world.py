@@ -1,4 +1,7 @@
-"""Benchmark the built-in world on one core: renderer frames/s, world generation, episode generation.
+"""Benchmark the built-in world on one core: renderer frames/s, world and episode generation, expert cost.
+
+Expert cost: a full plan (``expert_actions``) vs one decision (``next_expert_action``) from fresh poses,
+memos cleared, so neither is a lookup.
 
 Usage: ``python scripts/bench_world.py [--frames N]``. Times are CPU seconds of this process
 (``time.process_time``), so other jobs on a shared machine do not inflate them; frames/s by wall clock is
@@ -71,6 +74,12 @@ def main() -> None:
     world = world_for_episode(episodes[0])
     goal = episodes[0].goal_position
     poses = _poses(world, 200, seed=1)
+    world.navigator.clear_memo()
+    start = time.process_time()
+    for position, heading in poses:
+        world.next_expert_action(position, heading, goal)
+    next_us = (time.process_time() - start) / len(poses) * 1e6
+    world.navigator.clear_memo()
     start = time.process_time()
     for position, heading in poses:
         world.expert_actions(position, heading, goal)
@@ -80,8 +89,10 @@ def main() -> None:
         world.geodesic_distance(position, goal)
     geodesic_us = (time.process_time() - start) / len(poses) * 1e6
     figures["expert_plan_ms"] = round(plan_ms, 2)
+    figures["next_expert_action_us"] = round(next_us, 1)
     figures["geodesic_query_us"] = round(geodesic_us, 1)
     print(f"expert plan from a fresh pose: {plan_ms:.2f} ms; geodesic query: {geodesic_us:.0f} us")
+    print(f"next expert action from a fresh pose (no memo): {next_us:.0f} us")
     print(json.dumps(figures))
 
 
