@@ -1,0 +1,225 @@
+"""Evaluation pictures (matplotlib, Agg) and report.md writing, from plain data (episode records, metrics).
+
+Files are byte-identical for identical inputs: no timestamps, fixed DPI, PNG metadata without the
+matplotlib version string.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+_PNG_METADATA = {"Software": None}
+_DPI = 80
+
+# metrics.json key -> (column title, format) for tables; rates print as percentages.
+TABLE_COLUMNS: dict[str, tuple[str, str]] = {
+    "success_rate": ("SR", "pct"),
+    "spl": ("SPL", "pct"),
+    "oracle_success_rate": ("OS", "pct"),
+    "navigation_error": ("NE (m)", "num"),
+    "trajectory_length": ("TL (m)", "num"),
+    "ndtw": ("nDTW", "pct"),
+    "sdtw": ("SDTW", "pct"),
+    "steps": ("steps", "num"),
+    "invalid_action_rate": ("invalid", "pct"),
+    "episodes": ("episodes", "int"),
+}
+
+
+def _format(value: Any, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "pct":
+        return f"{100.0 * float(value):.1f}%"
+    if kind == "int":
+        return str(int(value))
+    return f"{float(value):.2f}"
+
+
+def metrics_table(rows: Mapping[str, Mapping[str, Any]], *, markdown: bool = True) -> str:
+    """A table with one row per agent (``rows``: agent label -> metrics.json dict). Markdown, or plain
+    aligned text for the console."""
+    header = ["agent"] + [title for title, _ in TABLE_COLUMNS.values()]
+    body = [
+        [label] + [_format(metrics.get(key), kind) for key, (_, kind) in TABLE_COLUMNS.items()]
+        for label, metrics in rows.items()
+    ]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.rjust(width) if i else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [header, *body]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def confidence_table(metrics: Mapping[str, Any]) -> str:
+    """Markdown table of mean, std and 95% CI for each metric of one metrics.json dict."""
+    lines = ["| metric | mean | std | 95% CI |", "|---|---|---|---|"]
+    for key in TABLE_COLUMNS:
+        if key == "episodes" or key not in metrics.get("std", {}):
+            continue
+        low, high = metrics["ci95"][key]
+        lines.append(f"| {key} | {metrics[key]:.4f} | {metrics['std'][key]:.4f} | [{low:.4f}, {high:.4f}] |")
+    return "\n".join(lines)
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=_DPI, metadata=_PNG_METADATA)
+    plt.close(figure)
+    return path
+
+
+def _xz(points: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    array = np.asarray(points, dtype=float).reshape(-1, 3)
+    return array[:, 0], array[:, 2]
+
+
+def plot_trajectories(records: Sequence[Mapping[str, Any]], path: str | Path, *, max_panels: int = 6) -> Path:
+    """Top-down x-z plots of the first ``max_panels`` episodes: agent path, reference path, start, goal
+    and success circle. Axes follow Habitat: x to the right, -z up (heading 0 points up)."""
+    chosen = list(records[:max_panels])
+    if not chosen:
+        raise ValueError("plot_trajectories: no episodes to plot")
+    columns = min(3, len(chosen))
+    rows = math.ceil(len(chosen) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
+    for axis in axes.flat[len(chosen) :]:
+        axis.set_visible(False)
+    for axis, record in zip(axes.flat, chosen, strict=False):
+        if record.get("reference_path"):
+            rx, rz = _xz(record["reference_path"])
+            axis.plot(rx, rz, "--", color="tab:green", linewidth=2, label="reference")
+        px, pz = _xz(record["path"])
+        axis.plot(px, pz, "-", color="tab:blue", linewidth=1.5, label="agent")
+        axis.plot(px[:1], pz[:1], "o", color="tab:blue", label="start")
+        gx, gz = _xz([record["goal_position"]])
+        axis.plot(gx, gz, "*", color="tab:red", markersize=14, label="goal")
+        radius = record.get("success_distance")
+        if radius:
+            axis.add_patch(plt.Circle((gx[0], gz[0]), radius, color="tab:red", fill=False, linestyle=":"))
+        metrics = record.get("metrics", {})
+        verdict = "success" if metrics.get("success") else "fail"
+        axis.set_title(
+            f"{record['id']}\n{verdict}, NE {metrics.get('navigation_error', float('nan')):.2f} m", fontsize=8
+        )
+        axis.set_aspect("equal", adjustable="datalim")
+        axis.invert_yaxis()
+        axis.set_xlabel("x (m)")
+        axis.set_ylabel("z (m)")
+        axis.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    return _save(figure, Path(path))
+
+
+def plot_frame_grid(
+    frames: Sequence[np.ndarray],
+    path: str | Path,
+    *,
+    titles: Sequence[str] | None = None,
+    max_frames: int = 12,
+) -> Path:
+    """Grid of first-person frames (``uint8 [H, W, 3]``), at most ``max_frames`` evenly spaced along the
+    sequence, each titled (e.g. with the step and action)."""
+    if not len(frames):
+        raise ValueError("plot_frame_grid: no frames")
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
+    columns = min(4, len(picks))
+    rows = math.ceil(len(picks) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, picks, strict=False):
+        axis.imshow(np.asarray(frames[index], dtype=np.uint8))
+        axis.set_title(titles[index] if titles is not None else f"step {index}", fontsize=8)
+    figure.tight_layout()
+    return _save(figure, Path(path))
+
+
+def plot_histogram(
+    values: Sequence[float], path: str | Path, *, xlabel: str, title: str = "", line: float | None = None
+) -> Path:
+    """Histogram of ``values``; ``line`` draws a vertical marker (e.g. the success distance)."""
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    data = np.asarray(values, dtype=float)
+    axis.hist(data, bins=min(20, max(5, len(data))), color="tab:blue", edgecolor="white")
+    if line is not None:
+        axis.axvline(line, color="tab:red", linestyle="--", label=f"{line:g}")
+        axis.legend(fontsize=8)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("episodes")
+    axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return _save(figure, Path(path))
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Objects of a jsonl file (blank lines skipped); a bad line raises naming file and line."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from error
+    return rows
+
+
+def plot_learning_curve(
+    rows: Sequence[Mapping[str, Any]], path: str | Path, *, keys: Sequence[str], x_key: str = "iteration"
+) -> Path:
+    """One panel per key in ``keys`` present in the training log rows (e.g. trainer metrics.jsonl)."""
+    present = [key for key in keys if any(key in row for row in rows)]
+    if not present:
+        raise ValueError(f"plot_learning_curve: none of {list(keys)} in the log")
+    figure, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3.2), squeeze=False)
+    for axis, key in zip(axes.flat, present, strict=True):
+        points = [
+            (row.get(x_key, i), row[key]) for i, row in enumerate(rows) if key in row and row[key] is not None
+        ]
+        xs, ys = zip(*points, strict=True)
+        axis.plot(xs, ys, "o-", color="tab:blue", markersize=2, alpha=0.4, linewidth=0.8)
+        window = max(1, len(ys) // 10)
+        if window > 1:  # running mean over the last `window` iterations
+            cumulative = np.cumsum(np.insert(np.asarray(ys, dtype=float), 0, 0.0))
+            smooth = (cumulative[window:] - cumulative[:-window]) / window
+            axis.plot(
+                xs[window - 1 :], smooth, "-", color="tab:red", linewidth=1.8, label=f"mean of {window}"
+            )
+            axis.legend(fontsize=7)
+        axis.set_xlabel(x_key)
+        axis.set_title(key, fontsize=9)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, Path(path))
+
+
+def write_markdown(path: str | Path, sections: Sequence[tuple[str, str]], *, title: str) -> Path:
+    """report.md from (heading, markdown body) sections."""
+    parts = [f"# {title}", ""]
+    for heading, body in sections:
+        parts += [f"## {heading}", "", body.rstrip(), ""]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(parts), encoding="utf-8")
+    return out
