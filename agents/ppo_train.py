@@ -20,7 +20,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -41,7 +41,16 @@ from agents.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from agents.rollout import Decision, RolloutStats, collect_grpo, collect_ppo, make_vector_env, obs_at
+from agents.rollout import Decision, RolloutStats, collect_grpo, collect_ppo, make_vector_env
+from agents.sft import (
+    SFTReport,
+    collect_expert_pairs,
+    load_reference,
+    refresh_reference,
+    supervised_warm_start,
+)
+
+SFT_POLICY_DIR = "sft_policy"  # OUTPUT_DIR/sft_policy: the policy right after the supervised warm start
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -75,6 +84,9 @@ class PPOConfig:
     )
     vector_mode: Literal["sync", "async"] = field(default="sync", metadata=_help("gymnasium vector env mode"))
     use_lora: bool = field(default=True, metadata=_help("train a LoRA adapter (else full fine-tuning)"))
+    freeze_vision: bool = field(
+        default=True, metadata=_help("keep the vision tower frozen (full fine-tuning / LoRA targets)")
+    )
     lora_r: int = field(default=8, metadata=_help("LoRA rank"))
     lora_alpha: int = field(default=16, metadata=_help("LoRA alpha"))
     constrained_actions: bool = field(
@@ -124,7 +136,14 @@ class PPOConfig:
     sft_samples: int = field(
         default=64, metadata=_help("expert (observation, answer) pairs per process for SFT")
     )
-    sft_lr: float = field(default=1e-3, metadata=_help("learning rate of the SFT warm start"))
+    sft_batch_size: int = field(default=32, metadata=_help("pairs per SFT step"))
+    sft_explore: float = field(
+        default=0.0, metadata=_help("chance of a random move while collecting SFT pairs (state coverage)")
+    )
+    sft_lr: float = field(default=1e-3, metadata=_help("learning rate of the SFT warm start (cosine decay)"))
+    torch_threads: int | None = field(
+        default=None, metadata=_help("torch intra-op threads (1 is fastest for tiny models on shared CPUs)")
+    )
     max_nonfinite: int = field(
         default=3, metadata=_help("consecutive NaN/inf events tolerated before stopping")
     )
@@ -159,6 +178,10 @@ class PPOConfig:
             ("minibatch_size", self.minibatch_size >= 1, "must be >= 1"),
             ("grad_accum", 1 <= self.grad_accum <= self.minibatch_size, "must be in 1..minibatch_size"),
             ("ppo_epochs", self.ppo_epochs >= 1, "must be >= 1"),
+            ("sft_steps", self.sft_steps >= 0, "must be >= 0"),
+            ("sft_batch_size", self.sft_batch_size >= 1, "must be >= 1"),
+            ("sft_explore", 0.0 <= self.sft_explore < 1.0, "must be in [0, 1)"),
+            ("torch_threads", self.torch_threads is None or self.torch_threads >= 1, "must be >= 1"),
             ("group_size", self.group_size >= 2 or self.algo == "ppo", "must be >= 2 for grpo"),
             (
                 "num_envs",
@@ -172,7 +195,15 @@ class PPOConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint must share with this config to be resumed."""
-        keys = ("model_name_or_path", "use_lora", "lora_r", "lora_alpha", "algo", "constrained_actions")
+        keys = (
+            "model_name_or_path",
+            "use_lora",
+            "lora_r",
+            "lora_alpha",
+            "freeze_vision",
+            "algo",
+            "constrained_actions",
+        )
         return {key: getattr(self, key) for key in keys}
 
 
@@ -407,63 +438,47 @@ def rollout_metrics(accelerator, decisions: Sequence[Decision], stats: RolloutSt
 
 
 # ---------------------------------------------------------------- SFT warm start
-def expert_pairs(envs, config: PPOConfig, rank: int, count: int) -> list[tuple[dict, int]]:
-    """(observation, expert action) pairs along expert paths (``info["expert_actions"][0]``)."""
-    from vln_gym.actions import format_action
-
-    observations, infos = envs.reset(seed=env_seeds(config.seed, rank, 0, envs.num_envs, stream=99))
-    pairs: list[tuple[dict, int]] = []
-    while len(pairs) < count:
-        actions = []
-        for i in range(envs.num_envs):
-            expert = infos["expert_actions"][i] if "expert_actions" in infos else None
-            if expert is None or len(expert) == 0:
-                raise ValueError(f"sft_steps > 0 needs info['expert_actions'] from env {config.env_id!r}")
-            pairs.append((obs_at(observations, i), int(expert[0])))
-            actions.append(format_action(int(expert[0])))
-        observations, _, _, _, infos = envs.step(tuple(actions))
-    return pairs[:count]
-
-
-def sft_warm_start(policy, scorer, envs, config: PPOConfig, accelerator) -> list[float]:
-    """``sft_steps`` supervised steps (mean token NLL of the expert answer) before RL, as VLN-R1 does."""
-    from vln_gym.actions import format_action
-
-    pairs = expert_pairs(envs, config, accelerator.process_index, config.sft_samples)
-    tokenizer = policy.processor.tokenizer
-    answers = [
-        torch.tensor(
-            [*tokenizer.encode(format_action(action), add_special_tokens=False), policy.eos_token_id]
-        )
-        for _, action in pairs
-    ]
-    prompts = policy.prepare([obs for obs, _ in pairs])
-    params = [
-        p for p in policy.trainable_parameters() if all(p is not v for v in policy.value_head_parameters())
-    ]
-    optimizer = torch.optim.AdamW(params, lr=config.sft_lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    losses = []
-    for _ in range(config.sft_steps):
-        index = torch.randperm(len(pairs), generator=generator)[: config.minibatch_size].tolist()
-        logprobs, _, values, mask = scorer([prompts[i] for i in index], [answers[i] for i in index])
-        loss = -ppo.masked_mean(logprobs, mask) + 0.0 * values.sum()  # value head joins the graph for DDP
-        accelerator.backward(loss * config.grad_accum)  # accelerate divides by grad_accum
-        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    return losses
+def sft_warm_start(policy, scorer, envs, config: PPOConfig, accelerator) -> SFTReport:
+    """``sft_steps`` supervised steps on expert answers before RL (as VLN-R1 does); see `agents.sft`."""
+    rank = accelerator.process_index
+    pairs = collect_expert_pairs(
+        envs,
+        config.sft_samples,
+        seeds=env_seeds(config.seed, rank, 0, envs.num_envs, stream=99),
+        explore=config.sft_explore,
+        rng=np.random.default_rng([config.seed, rank, 99]),
+    )
+    report = supervised_warm_start(
+        policy,
+        pairs,
+        steps=config.sft_steps,
+        batch_size=config.sft_batch_size,
+        lr=config.sft_lr,
+        seed=config.seed + rank,
+        max_grad_norm=config.max_grad_norm,
+        score=scorer,
+        backward=lambda loss: accelerator.backward(loss * config.grad_accum),  # accelerate divides
+    )
+    refresh_reference(policy)
+    return report
 
 
 # ---------------------------------------------------------------- the training run
-def ppo_train(config: PPOConfig) -> dict[str, Any]:
-    """Train; returns the last iteration's metrics plus ``checkpoint`` (path of the final checkpoint)."""
+def ppo_train(
+    config: PPOConfig, on_iteration: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Train; returns the last iteration's metrics plus ``checkpoint`` (path of the final checkpoint).
+
+    ``on_iteration(metrics)`` is called on every process after each iteration's update and logging (before
+    its checkpoint), with that iteration's metrics row (the dict written to metrics.jsonl).
+    """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     from agents.policy import VLMPolicy
 
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum)
     rank, world = accelerator.process_index, accelerator.num_processes
     output_dir = Path(config.output_dir)
@@ -487,6 +502,7 @@ def ppo_train(config: PPOConfig) -> dict[str, Any]:
         use_lora=config.use_lora,
         lora_r=config.lora_r,
         lora_alpha=config.lora_alpha,
+        freeze_vision=config.freeze_vision,
         constrained_actions=config.constrained_actions,
         device=accelerator.device,
         seed=None,  # sampling then draws from the global torch RNG, which checkpoints save and restore
@@ -517,11 +533,19 @@ def ppo_train(config: PPOConfig) -> dict[str, Any]:
         check_compatible({"trainable_shapes": saved_shapes}, {"trainable_shapes": trainable_shapes}, resume)
         load_optimizer_and_scheduler(resume, optimizer, scheduler)
         set_rng_state(load_rng_state(resume, rank))
-    elif config.sft_steps > 0:
-        sft_losses = sft_warm_start(policy, scorer, envs, config, accelerator)
+        # full fine-tuning: the KL anchor is the run's starting policy (after its warm start, if any)
+        load_reference(policy, resume.parent / SFT_POLICY_DIR if config.sft_steps > 0 else model_path)
+    elif config.sft_steps == 0:
+        refresh_reference(policy)  # full fine-tuning from a saved policy: anchor KL to its weights
+    else:
+        sft = sft_warm_start(policy, scorer, envs, config, accelerator)
         accelerator.print(
-            f"SFT warm start: {config.sft_steps} steps, loss {sft_losses[0]:.3f} -> {sft_losses[-1]:.3f}"
+            f"SFT warm start: {sft.steps} steps on {sft.samples} expert pairs, "
+            f"loss {sft.losses[0]:.3f} -> {sft.losses[-1]:.3f} ({sft.seconds:.0f} s)"
         )
+        if accelerator.is_main_process:  # the warm-started policy, before any RL (for evaluation / reuse)
+            policy.save_pretrained(output_dir / SFT_POLICY_DIR)
+            (output_dir / "sft.json").write_text(json.dumps({**sft.summary(), "losses": sft.losses}) + "\n")
 
     logger = RunLogger(
         output_dir,
@@ -635,6 +659,7 @@ def ppo_train(config: PPOConfig) -> dict[str, Any]:
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         if config.algo == "ppo":
             metrics["value_lr"] = optimizer.param_groups[1]["lr"]
+        metrics["rollout/generated_tokens"] = int(global_sum(accelerator, [stats.generated_tokens])[0])
         metrics["tokens_per_s"] = stats.generated_tokens / max(stats.generate_s, 1e-9)
         metrics["time/generate"] = stats.generate_s
         metrics["time/env"] = stats.env_s
@@ -643,6 +668,8 @@ def ppo_train(config: PPOConfig) -> dict[str, Any]:
         metrics["time/update"] = update_s
         metrics["time/iteration"] = time.perf_counter() - iteration_start
         logger.log(metrics)
+        if on_iteration is not None:
+            on_iteration(dict(metrics))
         bar.set_postfix(
             reward=f"{metrics['reward/mean']:.3f}", success=f"{metrics['episode/success_rate']:.2f}"
         )

@@ -1,15 +1,21 @@
-"""Learning benchmark: does PPO / GRPO through ``env.step`` improve the tiny Qwen2-VL policy?
+"""Learning benchmark: does the tiny Qwen2-VL policy learn to navigate, and how much comes from SFT vs RL?
 
-Fixed easy built-in-world setting: short episodes (goal 0-2.5 m of walking away, success radius 1.0 m,
-at most ``--max-steps`` decisions, so one or two decisions decide most episodes). The tiny model is trained
-with PPO and with GRPO for a bounded number of iterations on world seed 0 episodes, then evaluated
-greedily on held-out episodes (another world seed) next to the random agent, the oracle and the initial
-(untrained) policy. Optionally a short supervised warm start on the expert's answers comes first
-(``--sft-steps``, as VLN-R1 does before RL); the JSON says whether it was used.
+Setting: ``agents.presets`` (easy built-in world: goals 1.5-3 m away, success within 1 m, 45-degree turns,
+0.5 m steps, 12 decisions, every frame of the episode in the prompt). Training episodes come from world
+seed 0; every figure below is measured on held-out episodes of world seed 1000 (other floor plans,
+starts and goals), greedy decoding, the same episodes for every agent.
 
-    python scripts/bench_learning.py [--iterations 12] [--seed 0] [--sft-steps 0]
+1. random agent and oracle (shortest path from privileged data);
+2. the initial policy (the tiny model as built: random weights);
+3. PPO run of ``learning_config("ppo")``: a supervised warm start on the expert's next actions (SFT; the
+   policy right after it is saved as ``sft_policy`` and scored on its own), then PPO through ``env.step``;
+4. GRPO run of ``learning_config("grpo")`` starting from the same SFT policy (no second warm start);
+5. the SFT data check: expert-action NLL and greedy accuracy on held-out (observation, expert action)
+   pairs, before and after the warm start.
 
-Prints one table row per agent (mean episode reward, success rate) and, last, one JSON object.
+    python scripts/bench_learning.py [--iterations 40] [--seed 0] [--eval-episodes 100] [--quick]
+
+Prints one table row per agent (mean episode reward, success rate, SPL) and, last, one JSON object.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,127 +31,149 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import numpy as np
 import torch
 
+from agents import presets
 from agents.evaluate import evaluate
-from agents.ppo_train import PPOConfig, ppo_train, resolve_model_path, seed_everything
-from vln_gym.world import WorldConfig, generate_episodes
-
-EASY_WORLD = WorldConfig(min_path_length=0.0, max_path_length=1.5, success_distance=1.0)
-TURN_ANGLE = 30.0  # degrees per turn (VLN-R1 data uses 30): a quarter turn takes 3 decisions
-TRAIN_WORLD_SEED, HELDOUT_WORLD_SEED = 0, 1000
+from agents.ppo_train import SFT_POLICY_DIR, ppo_train, resolve_model_path, seed_everything
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=12, help="training iterations per algorithm")
+    parser.add_argument("--iterations", type=int, default=None, help="RL iterations per algorithm")
     parser.add_argument("--seed", type=int, default=0, help="training and evaluation seed")
-    parser.add_argument("--train-episodes", type=int, default=200, help="training episodes (world seed 0)")
-    parser.add_argument("--eval-episodes", type=int, default=40, help="held-out episodes (world seed 1000)")
-    parser.add_argument("--max-steps", type=int, default=12, help="decisions per episode")
-    parser.add_argument("--image-size", type=int, default=112, help="frame height and width")
-    parser.add_argument("--sft-steps", type=int, default=0, help="supervised warm start steps (0: none)")
-    parser.add_argument("--lr", type=float, default=1e-2, help="policy (LoRA) learning rate")
-    parser.add_argument("--out", default="runs/bench_learning", help="run directory")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes (world seed 1000)")
+    parser.add_argument("--heldout-pairs", type=int, default=300, help="held-out SFT pairs")
+    parser.add_argument("--quick", action="store_true", help="smoke-test sizes (presets quick=True)")
+    parser.add_argument("--out", default="runs/bench_learning", help="run directory (replaced)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest here)")
     return parser.parse_args(argv)
 
 
-def env_kwargs(episodes, args: argparse.Namespace) -> dict:
-    return {
-        "episodes": episodes,
-        "views": "world",
-        "action_space": "text",
-        "max_steps": args.max_steps,
-        "turn_angle": TURN_ANGLE,
-        "image_size": (args.image_size, args.image_size),
-    }
-
-
-def train(algo: str, train_episodes, args: argparse.Namespace) -> tuple[str, float]:
-    """Train one algorithm; returns (final checkpoint, seconds)."""
-    started = time.perf_counter()
-    ppo_specific = {"num_envs": 4, "rollout_steps": 6, "minibatch_size": 8, "ppo_epochs": 2}
-    grpo_specific = {"num_envs": 8, "group_size": 4, "minibatch_size": 8, "ppo_epochs": 2}
-    config = PPOConfig(
-        output_dir=str(Path(args.out) / algo),
-        algo=algo,
-        seed=args.seed,
-        num_iterations=args.iterations,
-        save_every=0,
-        env_kwargs=env_kwargs(train_episodes, args),
-        lr=args.lr,
-        value_lr=3e-3,
-        kl_coef=0.01,
-        sft_steps=args.sft_steps,
-        sft_lr=1e-2,
-        progress=False,
-        tensorboard=False,
-        **(ppo_specific if algo == "ppo" else grpo_specific),
-    )
-    result = ppo_train(config)
-    return str(Path(result["checkpoint"]) / "policy"), time.perf_counter() - started
-
-
-def initial_policy(args: argparse.Namespace) -> str:
-    """The untrained policy as training starts it (fresh LoRA: B = 0, so exactly the base model)."""
-    from agents.policy import VLMPolicy
-
-    seed_everything(args.seed)
-    path = Path(args.out) / "initial"
-    policy = VLMPolicy.from_pretrained(resolve_model_path("tiny"), constrained_actions=True)
-    policy.save_pretrained(path)
-    return str(path)
-
-
-def score(agent: str, checkpoint: str | None, heldout, args: argparse.Namespace) -> dict:
+def score(agent: str, checkpoint: str | None, env_kwargs: dict, seed: int) -> dict:
     result = evaluate(
         agent,
         checkpoint=checkpoint,
-        env_kwargs=env_kwargs(heldout, args),
+        env_kwargs=env_kwargs,
         num_episodes=None,
-        seed=args.seed,
+        num_envs=4,
+        seed=seed,
         plots=False,
     )
     rewards = [record["reward"] for record in result.episodes]
     return {
-        "reward": sum(rewards) / len(rewards),
-        "success_rate": result.metrics["success_rate"],
-        "spl": result.metrics["spl"],
+        "reward": float(np.mean(rewards)),
+        "success_rate": float(result.metrics["success_rate"]),
+        "spl": float(result.metrics["spl"]),
         "episodes": len(rewards),
     }
+
+
+def initial_policy(out: Path, config) -> str:
+    """The policy as training starts it (full fine-tuning: exactly the tiny model's weights)."""
+    from agents.policy import VLMPolicy
+
+    seed_everything(config.seed)
+    policy = VLMPolicy.from_pretrained(
+        resolve_model_path(config.model_name_or_path),
+        use_lora=config.use_lora,
+        freeze_vision=config.freeze_vision,
+        constrained_actions=config.constrained_actions,
+    )
+    policy.save_pretrained(out / "initial")
+    return str(out / "initial")
+
+
+def sft_check(initial: str, sft: str, count: int, seed: int) -> dict:
+    """Expert-action NLL / greedy accuracy on held-out (observation, expert action) pairs."""
+    from agents.policy import VLMPolicy
+    from agents.rollout import make_vector_env
+    from agents.sft import collect_expert_pairs, expert_accuracy, heldout_loss
+
+    envs = make_vector_env("VLN-v0", presets.heldout_world_env_kwargs(), 4)
+    pairs = collect_expert_pairs(
+        envs, count, seeds=[seed * 4 + k for k in range(4)], explore=0.1, rng=np.random.default_rng(seed)
+    )
+    envs.close()
+    figures = {}
+    for name, path in (("before", initial), ("after", sft)):
+        policy = VLMPolicy.from_pretrained(path, constrained_actions=True)
+        figures[f"heldout_nll_{name}"] = heldout_loss(policy, pairs)
+        figures[f"heldout_accuracy_{name}"] = expert_accuracy(policy, pairs)
+    majority = max(sum(p.action == a for p in pairs) for a in range(4)) / len(pairs)
+    return {**figures, "heldout_pairs": len(pairs), "majority_action_share": majority}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    train_episodes = generate_episodes(
-        TRAIN_WORLD_SEED, args.train_episodes, EASY_WORLD, turn_angle=TURN_ANGLE
-    )
-    heldout = generate_episodes(HELDOUT_WORLD_SEED, args.eval_episodes, EASY_WORLD, turn_angle=TURN_ANGLE)
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    overrides = {"seed": args.seed, "progress": False}
+    if args.iterations is not None:
+        overrides["num_iterations"] = args.iterations
+    ppo_config = presets.learning_config(out / "ppo", "ppo", quick=args.quick, **overrides)
+    heldout = presets.heldout_env_kwargs(args.eval_episodes)
+    started = time.perf_counter()
     rows: dict[str, dict] = {}
-    rows["random"] = score("random", None, heldout, args)
-    rows["oracle"] = score("oracle", None, heldout, args)
-    rows["initial_policy"] = score("policy", initial_policy(args), heldout, args)
-    seconds = {}
-    for algo in ("ppo", "grpo"):
-        checkpoint, seconds[algo] = train(algo, train_episodes, args)
-        rows[f"{algo}_trained"] = score("policy", checkpoint, heldout, args)
-    print(f"held-out episodes: {len(heldout)} (world seed {HELDOUT_WORLD_SEED}), seed {args.seed}")
+    rows["random"] = score("random", None, heldout, args.seed)
+    rows["oracle"] = score("oracle", None, heldout, args.seed)
+    initial = initial_policy(out, ppo_config)
+    rows["initial_policy"] = score("policy", initial, heldout, args.seed)
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    ppo_result = ppo_train(ppo_config)
+    seconds["sft+ppo"] = time.perf_counter() - start
+    sft_dir = str(out / "ppo" / SFT_POLICY_DIR)
+    sft_report = json.loads((out / "ppo" / "sft.json").read_text())
+    seconds["sft"] = sft_report["sft/seconds"]
+    rows["sft_policy"] = score("policy", sft_dir, heldout, args.seed)
+    rows["ppo_trained"] = score("policy", ppo_result["checkpoint"], heldout, args.seed)
+
+    grpo_config = presets.learning_config(
+        out / "grpo", "grpo", quick=args.quick, model_name_or_path=sft_dir, sft_steps=0, **overrides
+    )
+    start = time.perf_counter()
+    grpo_result = ppo_train(grpo_config)
+    seconds["grpo"] = time.perf_counter() - start
+    rows["grpo_trained"] = score("policy", grpo_result["checkpoint"], heldout, args.seed)
+    check = sft_check(initial, sft_dir, args.heldout_pairs, args.seed)
+
+    print(
+        f"held-out: {args.eval_episodes} episodes of world seed {presets.HELDOUT_WORLD_SEED} "
+        f"(training: world seed {presets.TRAIN_WORLD_SEED}); seed {args.seed}"
+    )
     print(f"{'agent':<16}{'reward':>10}{'success':>10}{'SPL':>8}")
     for name, row in rows.items():
         print(f"{name:<16}{row['reward']:>10.3f}{row['success_rate']:>10.3f}{row['spl']:>8.3f}")
-    for algo, value in seconds.items():
-        print(f"{algo}: {args.iterations} iterations in {value:.0f} s")
+    print(
+        f"SFT: {ppo_config.sft_steps} steps on {ppo_config.sft_samples} expert pairs "
+        f"in {seconds['sft']:.0f} s; "
+        f"held-out expert-action accuracy {check['heldout_accuracy_before']:.3f} -> "
+        f"{check['heldout_accuracy_after']:.3f} (majority action {check['majority_action_share']:.3f}), "
+        f"NLL {check['heldout_nll_before']:.3f} -> {check['heldout_nll_after']:.3f}"
+    )
+    print(
+        f"RL: {ppo_config.num_iterations} iterations each; "
+        f"PPO (after SFT) {seconds['sft+ppo'] - seconds['sft']:.0f} s, GRPO {seconds['grpo']:.0f} s; "
+        f"total {time.perf_counter() - started:.0f} s"
+    )
     summary = {
         "seed": args.seed,
-        "iterations": args.iterations,
-        "sft_steps": args.sft_steps,
-        "lr": args.lr,
-        "train_world_seed": TRAIN_WORLD_SEED,
-        "heldout_world_seed": HELDOUT_WORLD_SEED,
-        "heldout_episodes": len(heldout),
-        "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "quick": args.quick,
+        "rl_iterations": ppo_config.num_iterations,
+        "sft_steps": ppo_config.sft_steps,
+        "sft_samples": ppo_config.sft_samples,
+        "train_world_seed": presets.TRAIN_WORLD_SEED,
+        "heldout_world_seed": presets.HELDOUT_WORLD_SEED,
+        "heldout_episodes": args.eval_episodes,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "total_seconds": round(time.perf_counter() - started, 1),
+        **{f"sft_check/{k}": v for k, v in check.items()},
         **{
             f"{name}/{key}": value
             for name, row in rows.items()

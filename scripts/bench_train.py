@@ -154,28 +154,24 @@ def run_ours(args: argparse.Namespace, pacer: Pacer) -> None:
         progress=False,
     )
 
-    class PacedLogger(trainer.RunLogger):
-        def log(self, metrics):  # called once per iteration, after the update
-            super().log(metrics)
-            generate = metrics["time/generate"]
-            pacer.report(
-                {
-                    "samples": metrics["rollout/decisions"],
-                    "generated_tokens": round(metrics["tokens_per_s"] * generate),
-                    "split": {
-                        "generation": generate,
-                        "scoring": metrics["time/reference"] + metrics["time/bootstrap_values"],
-                        "env": metrics["time/env"],
-                        "update": metrics["time/update"],
-                    },
-                    "reward_mean": metrics["reward/mean"],
-                }
-            )
+    def on_iteration(metrics: dict[str, Any]) -> None:  # once per iteration, after the update
+        pacer.report(
+            {
+                "samples": metrics["rollout/decisions"],
+                "generated_tokens": metrics["rollout/generated_tokens"],
+                "split": {
+                    "generation": metrics["time/generate"],
+                    "scoring": metrics["time/reference"] + metrics["time/bootstrap_values"],
+                    "env": metrics["time/env"],
+                    "update": metrics["time/update"],
+                },
+                "reward_mean": metrics["reward/mean"],
+            }
+        )
 
-    trainer.RunLogger = PacedLogger  # no per-iteration hook in ppo_train yet: wrap its logger
     pacer.send({"ready": True})
     pacer.wait()
-    trainer.ppo_train(config)
+    trainer.ppo_train(config, on_iteration=on_iteration)
 
 
 def trl_dataset(data: Path):

@@ -241,9 +241,15 @@ def test_check_compatible_names_the_difference():
 # ---------------------------------------------------------------- training runs (tiny model)
 def test_two_iterations_learn_and_checkpoint(tmp_path, env_kwargs):
     config = small_config(tmp_path, env_kwargs, save_every=1, keep_checkpoints=0)
-    result = ppo_train(config)
+    hooked: list[dict] = []
+    result = ppo_train(config, on_iteration=hooked.append)
     rows = read_metrics(tmp_path / "run")
     assert [row["iteration"] for row in rows] == [1, 2]
+    assert [row["iteration"] for row in hooked] == [1, 2]  # the per-iteration hook sees each row
+    for row, seen in zip(rows, hooked, strict=True):
+        assert seen["rollout/generated_tokens"] == row["rollout/generated_tokens"]
+        # each of the 6 answers is 2-3 tokens of the action grammar + the end token
+        assert 6 * 2 <= row["rollout/generated_tokens"] <= 6 * config.max_new_tokens
     for row in rows:
         for key in ("loss/policy", "loss/value", "loss/entropy", "approx_kl", "grad_norm", "reward/mean"):
             assert math.isfinite(row[key]), key

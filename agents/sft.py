@@ -1,0 +1,252 @@
+"""Supervised warm start on the built-in world's expert answers (as VLN-R1 does before RL).
+
+The expert's next action (``info["expert_actions"][0]``, privileged, never in the observation) labels the
+observation the agent sees at that moment. `collect_expert_pairs` walks episodes along the expert's path;
+with ``explore > 0`` it sometimes takes a random move instead (the label stays the expert's action at the
+pose reached), so the data also covers poses off the expert's path, where a learned policy ends up
+(DAgger-style state coverage). `supervised_warm_start` then minimises the mean token NLL of the expert's
+answer text (``vln_gym.actions.format_action``) for a number of shuffled passes, and `expert_accuracy`
+measures how often greedy decoding answers the expert's action on pairs from other (held-out) worlds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents import ppo
+from agents.rollout import obs_at
+from vln_gym.actions import format_action, parse_action
+from vln_gym.geometry import MOVE_FORWARD, TURN_LEFT, TURN_RIGHT
+
+EXPLORE_ACTIONS = (MOVE_FORWARD, TURN_LEFT, TURN_RIGHT)  # random detours never STOP (that ends the episode)
+
+ScoreFn = Callable[[Sequence[Any], Sequence[torch.Tensor]], tuple[torch.Tensor, ...]]
+
+
+@dataclass(frozen=True)
+class ExpertPair:
+    """One supervised sample: what the agent saw, and the expert's action there."""
+
+    observation: dict[str, Any]
+    action: int
+
+
+@dataclass
+class SFTReport:
+    """What a warm start did: losses per step, and held-out figures before / after when measured."""
+
+    steps: int
+    samples: int
+    losses: list[float] = field(default_factory=list)
+    heldout_loss_before: float | None = None
+    heldout_loss_after: float | None = None
+    heldout_accuracy_before: float | None = None
+    heldout_accuracy_after: float | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, float | int | None]:
+        """Flat figures for logs (``sft/...`` keys)."""
+        return {
+            "sft/steps": self.steps,
+            "sft/samples": self.samples,
+            "sft/loss_first": self.losses[0] if self.losses else None,
+            "sft/loss_last": self.losses[-1] if self.losses else None,
+            "sft/heldout_loss_before": self.heldout_loss_before,
+            "sft/heldout_loss_after": self.heldout_loss_after,
+            "sft/heldout_accuracy_before": self.heldout_accuracy_before,
+            "sft/heldout_accuracy_after": self.heldout_accuracy_after,
+            "sft/seconds": self.seconds,
+        }
+
+
+def collect_expert_pairs(
+    envs: gym.vector.VectorEnv,
+    count: int,
+    *,
+    seeds: Sequence[int],
+    explore: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> list[ExpertPair]:
+    """``count`` (observation, expert action) pairs from a text-action vector env in SAME_STEP autoreset.
+
+    Every env is reset with ``seeds``; each step, each env's pair is recorded and the env then takes the
+    expert's action, or with probability ``explore`` a random move (never STOP). Raises ``ValueError``
+    when the env does not report ``info["expert_actions"]`` (dataset modes without expert actions).
+    """
+    if not 0.0 <= explore < 1.0:
+        raise ValueError(f"explore must be in [0, 1), got {explore}")
+    if len(seeds) != envs.num_envs:
+        raise ValueError(f"{len(seeds)} seeds for {envs.num_envs} envs")
+    rng = np.random.default_rng(0) if rng is None else rng
+    observations, infos = envs.reset(seed=[int(s) for s in seeds])
+    pairs: list[ExpertPair] = []
+    while len(pairs) < count:
+        actions = []
+        for i in range(envs.num_envs):
+            has = "expert_actions" in infos and infos.get("_expert_actions", np.ones(envs.num_envs))[i]
+            expert = infos["expert_actions"][i] if has else None
+            if expert is None or len(expert) == 0:
+                raise ValueError(
+                    f"env {i}: info['expert_actions'] is missing or empty; the supervised warm start needs "
+                    "an env that knows the expert's actions (the built-in world, or records that have them)"
+                )
+            action = int(expert[0])
+            pairs.append(ExpertPair(obs_at(observations, i), action))
+            if explore > 0 and rng.random() < explore:
+                action = int(rng.choice(EXPLORE_ACTIONS))
+            actions.append(format_action(action))
+        observations, _, _, _, infos = envs.step(tuple(actions))
+    return pairs[:count]
+
+
+def answer_ids(policy, action: int) -> torch.Tensor:
+    """Token ids of the expert's answer text for ``action``, ending with the policy's end token."""
+    tokens = policy.processor.tokenizer.encode(format_action(int(action)), add_special_tokens=False)
+    return torch.tensor([*tokens, policy.eos_token_id], dtype=torch.long)
+
+
+def nll(score: ScoreFn, prompts: Sequence[Any], answers: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean token negative log-likelihood of ``answers`` (the value head joins the graph at weight 0, so
+    DDP sees every trainable parameter used)."""
+    logprobs, _, values, mask = score(prompts, answers)
+    return -ppo.masked_mean(logprobs.float(), mask.to(logprobs.device)) + 0.0 * values.float().sum()
+
+
+@torch.no_grad()
+def heldout_loss(policy, pairs: Sequence[ExpertPair], batch_size: int = 32) -> float:
+    """Token-weighted mean NLL of the expert answers over all pairs (no grad, eval mode)."""
+    was_training = policy.training
+    policy.eval()
+    total = tokens = 0.0
+    try:
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            prompts = policy.prepare([p.observation for p in chunk])
+            out = policy.evaluate(prompts, [answer_ids(policy, p.action) for p in chunk])
+            mask = out.mask.to(out.logprobs.device).float()
+            total += float(-(out.logprobs.float() * mask).sum())
+            tokens += float(mask.sum())
+    finally:
+        policy.train(was_training)
+    return total / max(tokens, 1.0)
+
+
+@torch.no_grad()
+def expert_accuracy(policy, pairs: Sequence[ExpertPair], batch_size: int = 32) -> float:
+    """Fraction of pairs where the policy's greedy answer parses to exactly the expert's action."""
+    hits = 0
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        texts = policy.generate([p.observation for p in chunk], do_sample=False, max_new_tokens=8).texts
+        for text, pair in zip(texts, chunk, strict=True):
+            parsed = parse_action(text)
+            hits += int(parsed.valid and parsed.actions == (pair.action,))
+    return hits / max(len(pairs), 1)
+
+
+def supervised_warm_start(
+    policy,
+    pairs: Sequence[ExpertPair],
+    *,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    max_grad_norm: float = 1.0,
+    heldout: Sequence[ExpertPair] | None = None,
+    score: ScoreFn | None = None,
+    backward: Callable[[torch.Tensor], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SFTReport:
+    """``steps`` AdamW steps (cosine-decayed ``lr``) on minibatches of ``batch_size`` pairs, drawn in
+    shuffled passes over ``pairs``; only the model's trainable weights move (not the value head).
+
+    ``score(prompts, answers) -> (logprobs, entropy, values, mask)`` defaults to ``policy.evaluate``
+    (pass a DDP-wrapped scorer under accelerate, with ``backward = accelerator.backward``). With
+    ``heldout`` pairs, the report holds their loss and greedy expert-action accuracy before and after.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not pairs:
+        raise ValueError("supervised_warm_start: no expert pairs")
+    started = time.perf_counter()
+    if score is None:
+
+        def score(prompts, answers):
+            out = policy.evaluate(prompts, answers)
+            return out.logprobs, out.entropy, out.values, out.mask
+
+    backward = backward or (lambda loss: loss.backward())
+    answers = [answer_ids(policy, action) for action in range(4)]
+    report = SFTReport(steps=steps, samples=len(pairs))
+    if heldout:
+        report.heldout_loss_before = heldout_loss(policy, heldout, batch_size)
+        report.heldout_accuracy_before = expert_accuracy(policy, heldout, batch_size)
+    value_ids = {id(p) for p in policy.value_head_parameters()}
+    params = [p for p in policy.trainable_parameters() if id(p) not in value_ids]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step / steps, 1.0)))
+    )
+    generator = torch.Generator().manual_seed(int(seed))
+    order: list[int] = []
+    policy.train()
+    for step in range(steps):
+        if len(order) < batch_size:
+            order += torch.randperm(len(pairs), generator=generator).tolist()
+        index, order = order[:batch_size], order[batch_size:]
+        batch = [pairs[i] for i in index]  # prepared per step: caching every prompt's pixels costs GBs
+        prompts = policy.prepare([p.observation for p in batch])
+        loss = nll(score, prompts, [answers[p.action] for p in batch])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"supervised warm start: loss is {float(loss)} at step {step}")
+        backward(loss)
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        report.losses.append(float(loss.detach()))
+        if log is not None and (step + 1) % max(1, steps // 5) == 0:
+            log(f"SFT step {step + 1}/{steps}: loss {report.losses[-1]:.3f}")
+    policy.eval()
+    if heldout:
+        report.heldout_loss_after = heldout_loss(policy, heldout, batch_size)
+        report.heldout_accuracy_after = expert_accuracy(policy, heldout, batch_size)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def refresh_reference(policy) -> None:
+    """Make a full-fine-tuning policy's frozen reference (KL anchor) equal to its current weights, so RL after
+    the warm start is regularised towards the warm-started policy, not the random initial one. With LoRA
+    the reference is the adapter-disabled base model and nothing changes."""
+    reference = getattr(policy, "reference_model", None)
+    if reference is not None:
+        reference.load_state_dict(policy.model.state_dict())
+
+
+def load_reference(policy, path) -> None:
+    """Load a full-fine-tuning policy's frozen reference from the HF checkpoint at ``path`` (a saved full
+    policy or a base model directory); no-op with LoRA."""
+    reference = getattr(policy, "reference_model", None)
+    if reference is None:
+        return
+    from transformers import AutoModelForImageTextToText
+
+    reference.load_state_dict(AutoModelForImageTextToText.from_pretrained(str(path)).state_dict())
+
+
+def pairs_summary(pairs: Sequence[ExpertPair]) -> Mapping[int, int]:
+    """Count of each expert action among ``pairs`` (for logs: the class balance of the data)."""
+    counts = {a: 0 for a in range(4)}
+    for pair in pairs:
+        counts[pair.action] += 1
+    return counts

@@ -1,0 +1,132 @@
+"""agents.sft (supervised warm start on expert actions) and agents.presets on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents import presets
+from agents.ppo_train import SFT_POLICY_DIR, PPOConfig, ppo_train
+from agents.rollout import make_vector_env
+from agents.sft import ExpertPair, answer_ids, collect_expert_pairs, supervised_warm_start
+from vln_gym.actions import parse_action
+from vln_gym.episode import Episode
+from vln_gym.geometry import STOP
+
+torch.set_num_threads(1)
+
+# The presets' world, with small frames and a short history so the test stays fast.
+WORLD = {**presets.EASY_WORLD_ENV_KWARGS, "history_frames": 2, "image_size": [56, 56], "world_episodes": 64}
+
+
+def pairs(world_seed: int, count: int, explore: float = 0.0) -> list[ExpertPair]:
+    envs = make_vector_env("VLN-v0", {**WORLD, "world_seed": world_seed}, 2)
+    try:
+        return collect_expert_pairs(
+            envs, count, seeds=[1, 2], explore=explore, rng=np.random.default_rng(world_seed)
+        )
+    finally:
+        envs.close()
+
+
+def test_expert_pairs_follow_the_expert_to_its_stop():
+    collected = pairs(0, 40)
+    assert len(collected) == 40
+    assert {p.action for p in collected} <= {0, 1, 2, 3}
+    assert sum(p.action == STOP for p in collected) >= 2  # whole expert paths end with STOP
+    first = collected[0].observation
+    assert set(first) == {"frames", "frame_mask", "instruction"}  # nothing privileged in the observation
+    assert first["frames"].shape == (2, 56, 56, 3)
+
+
+def test_expert_pairs_need_expert_actions(vln_ego_trajectory):
+    episode = Episode(
+        episode_id="e0",
+        instruction="walk",
+        images=(str(vln_ego_trajectory / "step_0.jpg"),),
+        agent_position=(0.0, 0.0, 0.0),
+        agent_heading=0.0,
+        goal_position=(0.0, 0.0, -1.0),
+        distance_to_goal=1.0,
+        trajectory_id="t",
+        step_index=0,
+    )
+    kwargs = {"episodes": [episode], "views": "trajectory", "action_space": "text", "image_size": (56, 56)}
+    envs = make_vector_env("VLN-v0", kwargs, 1)
+    with pytest.raises(ValueError, match="expert_actions"):
+        collect_expert_pairs(envs, 4, seeds=[0])
+    envs.close()
+
+
+def test_answer_ids_parse_back_to_the_action():
+    from agents.policy import VLMPolicy
+    from agents.tiny import ensure_tiny_model
+
+    policy = VLMPolicy.from_pretrained(str(ensure_tiny_model()), constrained_actions=True)
+    tokenizer = policy.processor.tokenizer
+    for action in range(4):
+        ids = answer_ids(policy, action)
+        assert int(ids[-1]) == policy.eos_token_id
+        assert parse_action(tokenizer.decode(ids[:-1])).actions == (action,)
+
+
+def first_decisions(world_seed: int, count: int) -> list[ExpertPair]:
+    """(first observation, expert's first action) of ``count`` episodes: the instruction's opening ("Turn
+    left and ...", "Turn around ...", none) names it, so a small budget can learn it."""
+    import gymnasium as gym
+
+    env = gym.make("VLN-v0", **{**WORLD, "world_seed": world_seed, "world_episodes": count})
+    result = []
+    for index in range(count):
+        obs, info = env.reset(options={"episode_index": index})
+        result.append(ExpertPair(obs, int(info["expert_actions"][0])))
+    env.close()
+    return result
+
+
+def test_warm_start_lowers_heldout_loss_and_raises_accuracy():
+    from agents.policy import VLMPolicy
+    from agents.tiny import ensure_tiny_model
+
+    torch.manual_seed(0)
+    policy = VLMPolicy.from_pretrained(
+        str(ensure_tiny_model()), use_lora=False, freeze_vision=False, constrained_actions=True
+    )
+    train, heldout = first_decisions(0, 128), first_decisions(presets.HELDOUT_WORLD_SEED, 64)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+    report = supervised_warm_start(policy, train, steps=120, batch_size=16, lr=3e-3, heldout=heldout)
+    assert len(report.losses) == 120 and all(np.isfinite(report.losses))
+    assert report.heldout_loss_after < 0.7 * report.heldout_loss_before  # other worlds: it generalises
+    assert report.heldout_accuracy_after >= report.heldout_accuracy_before + 0.2
+    moved = [n for n, p in policy.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert any("visual" in n for n in moved)  # full fine-tuning reaches the vision tower
+    assert not any(n.startswith("value_head") for n in moved)  # SFT leaves the value head alone
+    summary = report.summary()
+    assert summary["sft/steps"] == 120 and summary["sft/samples"] == 128
+
+
+def test_learning_config_quick_runs_sft_then_ppo(tmp_path):
+    config = presets.learning_config(tmp_path / "run", "ppo", quick=True, progress=False)
+    assert isinstance(config, PPOConfig) and not config.use_lora and not config.freeze_vision
+    assert config.env_kwargs["world_seed"] == presets.TRAIN_WORLD_SEED
+    config.env_kwargs.update(history_frames=2, world_episodes=64)  # smaller than the preset: a fast test
+    config.sft_samples, config.sft_steps = 64, 4
+    result = ppo_train(config)
+    sft = json.loads((tmp_path / "run" / "sft.json").read_text())
+    assert sft["sft/steps"] == 4 and len(sft["losses"]) == 4
+    assert (tmp_path / "run" / SFT_POLICY_DIR / "policy_config.json").is_file()
+    assert np.isfinite(result["loss/policy"]) and result["iteration"] == 1
+
+
+def test_heldout_settings_use_another_world():
+    kwargs = presets.heldout_env_kwargs(3)
+    assert len(kwargs["episodes"]) == 3
+    assert [e.episode_id for e in kwargs["episodes"]] == [
+        f"world-s{presets.HELDOUT_WORLD_SEED}-e{i}" for i in range(3)
+    ]
+    assert "world_seed" not in kwargs and kwargs["max_steps"] == presets.MAX_STEPS
+    grpo = presets.learning_config("unused", "grpo")
+    assert grpo.num_envs % grpo.group_size == 0
