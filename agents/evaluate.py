@@ -3,7 +3,8 @@
 Outputs in ``--out DIR`` (byte-identical for the same arguments and seed; no timestamps inside):
 
 - ``metrics.json``: means of ``success_rate, spl, oracle_success_rate, navigation_error, trajectory_length,
-  ndtw, sdtw, steps, invalid_action_rate`` over episodes, ``episodes`` (count), ``distance_kind``,
+  ndtw, sdtw, steps, invalid_action_rate, reward`` (the episode's summed env reward) over episodes,
+  ``episodes`` (count), ``distance_kind``,
   plus ``std`` (sample std, ddof 1) and ``ci95`` (normal approximation: mean +- 1.96 std / sqrt(n)).
 - ``episodes.jsonl``: one line per episode: index, id, instruction, actions applied, agent outputs, path,
   reference path, goal, metrics, reward and the sum of each reward term.
@@ -54,6 +55,7 @@ MEAN_KEYS: dict[str, str] = {
     "sdtw": "sdtw",
     "steps": "steps",
     "invalid_action_rate": "invalid_action_rate",
+    "reward": "reward",
 }
 _DATA_LOAD_OPTIONS = ("format", "field_map", "media_dir", "path_remap", "heading_unit", "allow_outside_media")
 
@@ -168,17 +170,33 @@ def _load_data(data: Sequence[str], env_kwargs: dict[str, Any]) -> list[Any]:
 def _world_episodes(env_kwargs: dict[str, Any], wanted: int | None) -> list[Any]:
     """Built-in-world episodes, generated once here (not once per sub-env): the held-out set
     (``HELDOUT_WORLD_KWARGS``) unless ``world_seed`` / ``world_episodes`` are given. Generation is
-    prefix-stable, so only the first ``wanted`` episodes are built."""
+    prefix-stable, so only the first ``wanted`` episodes are built. ``world_config`` (a ``WorldConfig`` or its
+    fields) is honoured as the env honours it."""
     try:
-        from vln_gym.world import generate_episodes
+        from vln_gym.world import WorldConfig, generate_episodes
     except ImportError as error:
         raise EvaluationError(f"built-in world not available yet ({error})") from error
     seed = int(env_kwargs.pop("world_seed", HELDOUT_WORLD_KWARGS["world_seed"]))
     total = int(env_kwargs.pop("world_episodes", HELDOUT_WORLD_KWARGS["world_episodes"]))
+    world_config = env_kwargs.pop("world_config", None)
+    if world_config is None:
+        config = WorldConfig()
+    elif isinstance(world_config, WorldConfig):
+        config = world_config
+    elif isinstance(world_config, Mapping):
+        try:
+            config = WorldConfig(**world_config)
+        except (TypeError, ValueError) as error:
+            raise EvaluationError(f"env kwargs: world_config: {error}") from error
+    else:
+        raise EvaluationError(
+            f"env kwargs: world_config must be a WorldConfig or an object of its fields, got {world_config!r}"
+        )
     count = total if wanted is None else min(int(wanted), total)
     return generate_episodes(
         seed=seed,
         num_episodes=max(count, 1),
+        config=config,
         forward_step=float(env_kwargs.get("forward_step", 0.25)),
         turn_angle=float(env_kwargs.get("turn_angle", 15.0)),
     )
@@ -437,31 +455,61 @@ def _finish(record: dict[str, Any], info: Mapping[str, Any], truncated: bool) ->
     metrics = _plain(info["metrics"])
     steps = max(1, len(record["outputs"]))
     metrics["invalid_action_rate"] = record["invalid_actions"] / steps
+    metrics["reward"] = record["reward"]
     record["metrics"] = metrics
     record["truncated"] = truncated
     record.pop("order")
 
 
 MAP_PANELS = 6
+MAP_PIXELS_PER_METRE = 32
+MAP_MARGIN = 1.5  # metres of floor plan shown around the route
 
 
 def world_maps(records: Sequence[Mapping[str, Any]], episodes: Sequence[Any]) -> list[np.ndarray]:
-    """Built-in-world top-down maps (walls, rooms, landmarks) with each record's path, reference and goal."""
+    """Built-in-world top-down maps (walls, rooms, landmarks) with each record's path (blue), reference
+    (green) and goal (red, with its success circle), cropped to a square around the route plus
+    ``MAP_MARGIN`` metres (at ``MAP_PIXELS_PER_METRE``), so short routes stay visible."""
     from vln_gym.world import world_for_episode
 
     maps = []
     for record, episode in zip(records, episodes, strict=False):
         world = world_for_episode(episode)
-        maps.append(
-            world.top_down(
-                path=[tuple(p) for p in record["path"]],
-                reference=[tuple(p) for p in record["reference_path"] or ()],
-                goal=tuple(record["goal_position"]),
-                success_distance=record["success_distance"],
-                size=(256, 256),
-            )
-        )
+        nz, nx = world.layout.solid.shape
+        cell = float(world.config.cell_size)
+        height, width = round(nz * cell * MAP_PIXELS_PER_METRE), round(nx * cell * MAP_PIXELS_PER_METRE)
+        path = [tuple(p) for p in record["path"]]
+        reference = [tuple(p) for p in record["reference_path"] or ()]
+        goal = tuple(record["goal_position"])
+        radius = record["success_distance"]
+        image = world.top_down(path, reference, goal, radius, size=(height, width))
+        # pixel = metres * scale + offset (the map is fitted to the image, centred: vln_gym.world.topdown)
+        scale = min(height / (nz * cell), width / (nx * cell))
+        off_x, off_z = (width - nx * cell * scale) / 2, (height - nz * cell * scale) / 2
+        points = np.array([[p[0], p[-1]] for p in [*path, *reference, goal]], dtype=float)
+        low = points.min(axis=0) - (MAP_MARGIN + radius)
+        high = points.max(axis=0) + (MAP_MARGIN + radius)
+        centre = (low + high) / 2 * scale + np.array([off_x, off_z])
+        half = int(np.ceil((high - low).max() / 2 * scale))
+        maps.append(_square_crop(image, round(float(centre[0])), round(float(centre[1])), half))
     return maps
+
+
+def _square_crop(image: np.ndarray, cx: int, cz: int, half: int) -> np.ndarray:
+    """The ``2 half`` pixel square of ``image`` centred at column ``cx``, row ``cz`` (white outside)."""
+    out = np.full((2 * half, 2 * half, 3), 255, dtype=np.uint8)
+    r0, c0 = cz - half, cx - half
+    rs, cs = max(r0, 0), max(c0, 0)
+    re, ce = min(r0 + 2 * half, image.shape[0]), min(c0 + 2 * half, image.shape[1])
+    if rs < re and cs < ce:
+        out[rs - r0 : re - r0, cs - c0 : ce - c0] = image[rs:re, cs:ce]
+    return out
+
+
+def _verdict(record: Mapping[str, Any]) -> str:
+    metrics = record["metrics"]
+    verdict = "success" if metrics["success"] else "fail"
+    return f"{record['id']}\n{verdict}, NE {metrics['navigation_error']:.2f} m"
 
 
 def write_outputs(result: EvaluationResult, out_dir: str | Path, *, plots: bool = True) -> Path:
@@ -487,9 +535,12 @@ def write_outputs(result: EvaluationResult, out_dir: str | Path, *, plots: bool 
         )
         pictures = "![trajectories](trajectories.png)\n\n"
         if result.maps:
-            titles = [record["id"] for record in result.episodes[: len(result.maps)]]
+            titles = [_verdict(record) for record in result.episodes[: len(result.maps)]]
             report.plot_frame_grid(result.maps, out / "maps.png", titles=titles)
-            pictures += "The same episodes on the built-in world's map:\n\n![maps](maps.png)\n\n"
+            pictures += (
+                "The same episodes on the built-in world's map (agent blue, from the grey dot to the dark "
+                "one; reference green; goal red with its success circle):\n\n![maps](maps.png)\n\n"
+            )
         if result.frames:
             report.plot_frame_grid(result.frames, out / "frames.png", titles=result.frame_titles)
             first_id = result.episodes[0]["id"]

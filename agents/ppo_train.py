@@ -684,6 +684,8 @@ def ppo_train(
 
     envs.close()
     logger.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # tears the process group down before exit (else gloo may abort at exit)
     return {**metrics, "checkpoint": str(last_checkpoint) if last_checkpoint else None}
 
 

@@ -32,6 +32,7 @@ TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "sdtw": ("SDTW", "pct"),
     "steps": ("steps", "num"),
     "invalid_action_rate": ("invalid", "pct"),
+    "reward": ("reward", "num"),
     "episodes": ("episodes", "int"),
 }
 
@@ -46,12 +47,18 @@ def _format(value: Any, kind: str) -> str:
     return f"{float(value):.2f}"
 
 
-def metrics_table(rows: Mapping[str, Mapping[str, Any]], *, markdown: bool = True) -> str:
+def metrics_table(
+    rows: Mapping[str, Mapping[str, Any]], *, markdown: bool = True, columns: Sequence[str] | None = None
+) -> str:
     """A table with one row per agent (``rows``: agent label -> metrics.json dict). Markdown, or plain
-    aligned text for the console."""
-    header = ["agent"] + [title for title, _ in TABLE_COLUMNS.values()]
+    aligned text for the console. ``columns``: metrics.json keys to show (default every `TABLE_COLUMNS`)."""
+    keys = list(TABLE_COLUMNS) if columns is None else list(columns)
+    unknown = [key for key in keys if key not in TABLE_COLUMNS]
+    if unknown:
+        raise ValueError(f"metrics_table: unknown column {unknown[0]!r}; known: {', '.join(TABLE_COLUMNS)}")
+    header = ["agent"] + [TABLE_COLUMNS[key][0] for key in keys]
     body = [
-        [label] + [_format(metrics.get(key), kind) for key, (_, kind) in TABLE_COLUMNS.items()]
+        [label] + [_format(metrics.get(key), TABLE_COLUMNS[key][1]) for key in keys]
         for label, metrics in rows.items()
     ]
     if markdown:
@@ -145,7 +152,7 @@ def plot_frame_grid(
     picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
     columns = min(4, len(picks))
     rows = math.ceil(len(picks) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.0 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, index in zip(axes.flat, picks, strict=False):
@@ -186,17 +193,26 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_learning_curve(
-    rows: Sequence[Mapping[str, Any]], path: str | Path, *, keys: Sequence[str], x_key: str = "iteration"
+    rows: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    keys: Sequence[str],
+    x_key: str = "iteration",
+    titles: Mapping[str, str] | None = None,
 ) -> Path:
-    """One panel per key in ``keys`` present in the training log rows (e.g. trainer metrics.jsonl)."""
-    present = [key for key in keys if any(key in row for row in rows)]
+    """One panel per key in ``keys`` present in the training log rows (e.g. trainer metrics.jsonl),
+    titled ``titles[key]`` (default: the key)."""
+
+    def has_value(row: Mapping[str, Any], key: str) -> bool:
+        value = row.get(key)
+        return isinstance(value, int | float) and math.isfinite(value)
+
+    present = [key for key in keys if any(has_value(row, key) for row in rows)]
     if not present:
-        raise ValueError(f"plot_learning_curve: none of {list(keys)} in the log")
+        raise ValueError(f"plot_learning_curve: no finite value of {', '.join(keys)} in the log")
     figure, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3.2), squeeze=False)
     for axis, key in zip(axes.flat, present, strict=True):
-        points = [
-            (row.get(x_key, i), row[key]) for i, row in enumerate(rows) if key in row and row[key] is not None
-        ]
+        points = [(row.get(x_key, i), row[key]) for i, row in enumerate(rows) if has_value(row, key)]
         xs, ys = zip(*points, strict=True)
         axis.plot(xs, ys, "o-", color="tab:blue", markersize=2, alpha=0.4, linewidth=0.8)
         window = max(1, len(ys) // 10)
@@ -208,7 +224,7 @@ def plot_learning_curve(
             )
             axis.legend(fontsize=7)
         axis.set_xlabel(x_key)
-        axis.set_title(key, fontsize=9)
+        axis.set_title((titles or {}).get(key, key), fontsize=9)
         axis.grid(alpha=0.3)
     figure.tight_layout()
     return _save(figure, Path(path))

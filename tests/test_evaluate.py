@@ -23,6 +23,7 @@ METRIC_KEYS = {
     "sdtw",
     "steps",
     "invalid_action_rate",
+    "reward",
     "episodes",
     "distance_kind",
 }
@@ -39,6 +40,7 @@ def _episode_metrics(success, spl, ne, steps, kind="euclidean"):
         "sdtw": 0.5 * success,
         "steps": steps,
         "invalid_action_rate": 0.0,
+        "reward": 10.0 * success - 0.5 * steps,
         "distance_kind": kind,
     }
 
@@ -49,6 +51,7 @@ def test_aggregate_metrics_mean_std_ci_hand_computed():
     assert result["spl"] == pytest.approx(0.4)
     assert result["navigation_error"] == 2.0
     assert result["steps"] == 6.0
+    assert result["reward"] == pytest.approx(((10.0 - 2.0) + (0.0 - 4.0)) / 2)
     assert result["episodes"] == 2
     assert result["distance_kind"] == "euclidean"
     # sample std of (1, 0) = sqrt(0.5); CI half width = 1.96 * sqrt(0.5) / sqrt(2) = 0.98
@@ -118,6 +121,8 @@ def test_expert_in_record_mode_metrics_and_files(tmp_path, vln_ego_trajectory):
     assert metrics["success_rate"] == pytest.approx(0.4)
     assert metrics["episodes"] == 5 and metrics["steps"] == pytest.approx(0.4)  # moves: STOP is not one
     assert metrics["distance_kind"] == "euclidean"
+    assert metrics["reward"] == pytest.approx(sum(r["reward"] for r in result.episodes) / 5)
+    assert result.episodes[0]["metrics"]["reward"] == result.episodes[0]["reward"]
     assert set(metrics["std"]) == set(metrics["ci95"]) == METRIC_KEYS - {"episodes", "distance_kind"}
     lines = (tmp_path / "out" / "episodes.jsonl").read_text().splitlines()
     assert len(lines) == 5
@@ -270,6 +275,32 @@ def test_held_out_world_shares_no_floor_plan_with_training():
     held_out = generate_episodes(seed=HELDOUT_WORLD_KWARGS["world_seed"], num_episodes=100)
     assert len({episode.scene_id for episode in held_out}) >= 5
     assert not training & {episode.scene_id for episode in held_out}
+
+
+def test_held_out_world_episodes_honour_world_config():
+    from vln_gym.world import WorldConfig, generate_episodes
+
+    config = {"min_path_length": 1.0, "max_path_length": 2.0, "success_distance": 0.5}
+    env_kwargs = {"world_config": config, "forward_step": 0.5, "turn_angle": 45.0, "max_steps": 20}
+    result = evaluate("oracle", env_kwargs=env_kwargs, num_episodes=4, num_envs=2, plots=False)
+    expected = generate_episodes(1000, 4, WorldConfig(**config), forward_step=0.5, turn_angle=45.0)
+    assert [r["id"] for r in result.episodes] == [e.episode_id for e in expected]
+    assert [r["goal_position"] for r in result.episodes] == [list(e.goal_position) for e in expected]
+    assert [r["path"][0] for r in result.episodes] == [list(e.agent_position) for e in expected]
+    for record in result.episodes:
+        assert record["success_distance"] == 0.5
+        # routes of 1-2 m (the default world's are 4-16 m: the oracle would walk at least 3.5 m)
+        assert record["metrics"]["success"] == 1.0 and record["metrics"]["trajectory_length"] < 3.0
+    # a WorldConfig instance works too; a bad field is one clear error
+    same = evaluate(
+        "oracle", env_kwargs={**env_kwargs, "world_config": WorldConfig(**config)}, num_episodes=4
+    )
+    assert [r["id"] for r in same.episodes] == [r["id"] for r in result.episodes]
+    assert same.episodes[0]["path"] == result.episodes[0]["path"]
+    from agents.evaluate import EvaluationError
+
+    with pytest.raises(EvaluationError, match="world_config"):
+        evaluate("oracle", env_kwargs={"world_config": {"no_such_field": 1}}, num_episodes=1)
 
 
 # ------------------------------------------------------- SB3 baseline: saved, evaluated like the rest

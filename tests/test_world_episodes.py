@@ -186,3 +186,47 @@ def test_instructions_stay_within_the_declared_limit(episodes) -> None:
     assert lazy.max_instruction_length == 128 + 48 * 30
     assert all(len(e.instruction) <= lazy.max_instruction_length for e in lazy)
     assert all(len(e.instruction) <= 1024 for e in episodes)
+
+
+def test_draws_the_action_set_cannot_complete_are_redrawn() -> None:
+    """Regression: with 0.5 m steps and 90-degree turns the agent moves on a lattice set by its start
+    heading; episode 18 of world seed 1000 first draws a start in a 1 m corridor whose lattice (rotated
+    57 degrees) never gets closer to the goal, although the free-space geodesic is 1.24 m. Generation used to
+    raise UnreachableGoalError there; such a draw is now redrawn."""
+    from vln_gym.world import UnreachableGoalError
+    from vln_gym.world.config import scene_id
+    from vln_gym.world.episodes import _sample, world_seed
+
+    config = WorldConfig(min_path_length=1.0, max_path_length=3.0)
+    seed, index, step, turn = 1000, 18, 0.5, 90.0
+    world = world_from_scene_id(scene_id(world_seed(seed, index // 10), config))
+    rng = np.random.default_rng([seed, index])
+    start, goal, geodesic, _ = _sample(rng, world, config)
+    heading = float(rng.uniform(-math.pi, math.pi))
+    assert 1.0 <= geodesic <= 3.0
+    with pytest.raises(UnreachableGoalError, match="stuck"):
+        world.expert_actions(start, heading, goal, 1.0, step, turn)
+
+    episode = generate_episode(seed, index, config, forward_step=step, turn_angle=turn)
+    assert episode.agent_position != start
+    for ep in [episode, *generate_episodes(seed, 60, config, forward_step=step, turn_angle=turn)]:
+        poses = world_for_episode(ep).follow(
+            ep.agent_position, ep.agent_heading, ep.expert_actions, step, turn
+        )
+        final = poses[-1][0]
+        assert math.dist(final, ep.goal_position) <= ep.success_distance, ep.episode_id
+        assert ep.expert_actions[-1] == 0  # ends with STOP
+
+
+def test_episodes_the_expert_completes_are_unchanged_by_redrawing() -> None:
+    """Only draws the expert cannot complete are redrawn: an episode whose first draw works keeps it."""
+    from vln_gym.world.config import scene_id
+    from vln_gym.world.episodes import _sample, world_seed
+
+    config = WorldConfig(min_path_length=1.0, max_path_length=3.0)
+    world = world_from_scene_id(scene_id(world_seed(1000, 1), config))
+    rng = np.random.default_rng([1000, 17])
+    start, goal, _, _ = _sample(rng, world, config)
+    heading = float(rng.uniform(-math.pi, math.pi))
+    episode = generate_episode(1000, 17, config, forward_step=0.5, turn_angle=90.0)
+    assert (episode.agent_position, episode.agent_heading, episode.goal_position) == (start, heading, goal)

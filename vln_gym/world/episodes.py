@@ -21,12 +21,18 @@ from vln_gym.geometry import MOVE_FORWARD, Vec3
 from vln_gym.world.config import WorldConfig, scene_id
 from vln_gym.world.instructions import instruction_for_path
 from vln_gym.world.layout import Landmark
+from vln_gym.world.navigation import UnreachableGoalError
 from vln_gym.world.world import World, world_from_scene_id
 
 GOAL_AT_LANDMARK = 0.75  # chance that the goal is in front of a landmark (when the world has any)
 LANDMARK_GAP = 0.7  # metres between a landmark's face and the goal in front of it
 START_TRIES = 200
 GOAL_TRIES = 50
+# Draws of (start, goal, heading) per episode: the geodesic distance is measured in free space, but the agent
+# only reaches the points of its action lattice (e.g. 0.5 m steps and 90-degree turns from the start
+# heading: four directions), which can miss a narrow doorway or corridor that free space passes through.
+# Such a draw is rejected and redrawn; draws the expert completes are unchanged.
+POSE_TRIES = 20
 # Instructions grow with the path (~20-40 characters per metre of geodesic in practice): the limit below
 # leaves a wide margin, so a lazy episode set can declare a fixed observation space before any episode
 # exists; `WorldEpisodes` checks every episode it builds against it.
@@ -127,10 +133,21 @@ def make_episode(
     turn_angle: float,
     success_distance: float,
 ) -> Episode:
-    """One episode in ``world`` drawn from ``rng``."""
-    start, goal, geodesic, landmark = _sample(rng, world, config)
-    heading = float(rng.uniform(-math.pi, math.pi))
-    actions = world.expert_actions(start, heading, goal, success_distance, forward_step, turn_angle)
+    """One episode in ``world`` drawn from ``rng``: a start, goal and heading from which the expert,
+    restricted to the episode's actions, reaches the goal (draws it cannot complete are redrawn)."""
+    for _ in range(POSE_TRIES):
+        start, goal, geodesic, landmark = _sample(rng, world, config)
+        heading = float(rng.uniform(-math.pi, math.pi))
+        try:
+            actions = world.expert_actions(start, heading, goal, success_distance, forward_step, turn_angle)
+            break
+        except UnreachableGoalError:
+            continue
+    else:
+        raise RuntimeError(
+            f"world {world.scene_id}: {POSE_TRIES} start/goal draws in a row that {forward_step:g} m steps "
+            f"and {turn_angle:g}-degree turns cannot complete; use smaller steps or turns"
+        )
     poses = world.follow(start, heading, actions, forward_step, turn_angle)
     reference = [start] + [p for (p, _, _), a in zip(poses, actions, strict=True) if a == MOVE_FORWARD]
     instruction = instruction_for_path(rng, world.layout, reference, actions, turn_angle, landmark)

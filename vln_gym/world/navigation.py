@@ -425,7 +425,10 @@ class Navigator:
                     return [*path, action]
                 counter += 1
                 heapq.heappush(heap, (d, counter, q, qh, (*path, action)))
-        raise UnreachableGoalError(f"expert is stuck at {pos} (geodesic {d0:.2f} m to goal {tuple(goal)})")
+        raise UnreachableGoalError(
+            f"expert is stuck at {pos} (geodesic {d0:.2f} m to goal {tuple(goal)}): no sequence of "
+            f"{forward_step:g} m steps and {turn_angle:g}-degree turns from here gets closer"
+        )
 
 
 def _check_steps(forward_step: float, turn_angle: float) -> None:
