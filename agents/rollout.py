@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.policy import PromptInputs, VLMPolicy
+from agents.policy import Generation, PromptInputs, VLMPolicy
 
 PAD_ACTION = ""  # sent to envs whose GRPO episode is over (an invalid, discarded no-op step)
 
@@ -123,6 +123,47 @@ def state_values(policy: VLMPolicy, observations: Sequence[Mapping], batch_size:
 
 
 # ---------------------------------------------------------------- collection
+def _generate(
+    policy: VLMPolicy,
+    observations: Sequence[Mapping],
+    generate_kwargs: Mapping[str, Any],
+    stats: RolloutStats,
+) -> Generation:
+    """``policy.generate`` on single-env observations, its time and token count added to ``stats``."""
+    start = time.perf_counter()
+    generation = policy.generate(observations, **generate_kwargs)
+    stats.generate_s += time.perf_counter() - start
+    stats.generated_tokens += sum(len(ids) for ids in generation.response_ids)
+    return generation
+
+
+def _decision(
+    generation: Generation,
+    slot: int,
+    env_index: int,
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    info: dict[str, Any],
+    group: int = -1,
+) -> Decision:
+    """The `Decision` of env ``env_index``, whose response is ``slot`` of ``generation``, after a vector
+    step (``truncated`` only when not also terminated)."""
+    return Decision(
+        env_index=int(env_index),
+        prompt=generation.prompts[slot],
+        response_ids=generation.response_ids[slot],
+        logprobs=generation.logprobs[slot],
+        values=generation.values[slot],
+        text=generation.texts[slot],
+        reward=float(rewards[env_index]),
+        terminated=bool(terminated[env_index]),
+        truncated=bool(truncated[env_index]) and not bool(terminated[env_index]),
+        info=info,
+        group=group,
+    )
+
+
 def _record_episode_end(
     stats: RolloutStats, info: Mapping[str, Any], episode_return: float, length: int
 ) -> None:
@@ -153,28 +194,14 @@ def collect_ppo(
     pending: list[tuple[Decision, Mapping]] = []  # decisions needing V(next obs)
     for _ in range(num_steps):
         singles = [obs_at(observations, i) for i in range(num_envs)]
-        start = time.perf_counter()
-        generation = policy.generate(singles, **generate_kwargs)
-        stats.generate_s += time.perf_counter() - start
-        stats.generated_tokens += sum(len(ids) for ids in generation.response_ids)
+        generation = _generate(policy, singles, generate_kwargs, stats)
         start = time.perf_counter()
         observations, rewards, terminated, truncated, infos = envs.step(tuple(generation.texts))
         stats.env_s += time.perf_counter() - start
         for i in range(num_envs):
             done = bool(terminated[i] or truncated[i])
             info, last_obs = step_result(infos, observations, i, done)
-            decision = Decision(
-                env_index=i,
-                prompt=generation.prompts[i],
-                response_ids=generation.response_ids[i],
-                logprobs=generation.logprobs[i],
-                values=generation.values[i],
-                text=generation.texts[i],
-                reward=float(rewards[i]),
-                terminated=bool(terminated[i]),
-                truncated=bool(truncated[i]) and not bool(terminated[i]),
-                info=info,
-            )
+            decision = _decision(generation, i, i, rewards, terminated, truncated, info)
             streams[i].append(decision)
             running_return[i] += decision.reward
             running_length[i] += 1
@@ -219,10 +246,7 @@ def collect_grpo(
     stats = RolloutStats()
     while live.any():
         active = np.flatnonzero(live)
-        start = time.perf_counter()
-        generation = policy.generate([obs_at(observations, i) for i in active], **generate_kwargs)
-        stats.generate_s += time.perf_counter() - start
-        stats.generated_tokens += sum(len(ids) for ids in generation.response_ids)
+        generation = _generate(policy, [obs_at(observations, i) for i in active], generate_kwargs, stats)
         actions = [PAD_ACTION] * num_envs
         for slot, i in enumerate(active):
             actions[i] = generation.texts[slot]
@@ -232,21 +256,8 @@ def collect_grpo(
         for slot, i in enumerate(active):
             done = bool(terminated[i] or truncated[i])
             info, _ = step_result(infos, observations, i, done)
-            episodes[i].append(
-                Decision(
-                    env_index=int(i),
-                    prompt=generation.prompts[slot],
-                    response_ids=generation.response_ids[slot],
-                    logprobs=generation.logprobs[slot],
-                    values=generation.values[slot],
-                    text=generation.texts[slot],
-                    reward=float(rewards[i]),
-                    terminated=bool(terminated[i]),
-                    truncated=bool(truncated[i]) and not bool(terminated[i]),
-                    info=info,
-                    group=first_group + int(i) // group_size,
-                )
-            )
+            group = first_group + int(i) // group_size
+            episodes[i].append(_decision(generation, slot, i, rewards, terminated, truncated, info, group))
             if done:
                 live[i] = False
                 episode_return = sum(d.reward for d in episodes[i])

@@ -16,6 +16,7 @@ from vln_gym.geometry import forward_vector
 
 BACKGROUND = (246, 244, 238)
 GRID = (222, 219, 210)
+# Overlay palette, also used by the floor-plan map (vln_gym.world.topdown).
 REFERENCE = (60, 170, 80)
 PATH = (40, 90, 220)
 GOAL = (220, 40, 40)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from vln_gym.data.context import ReadContext
-from vln_gym.data.fields import as_text
+from vln_gym.data.fields import PRIVILEGED_FIELDS, as_text
 from vln_gym.data.media import read_images
-from vln_gym.data.privileged import PRIVILEGED_FIELDS, read_privileged
+from vln_gym.data.privileged import read_privileged
 from vln_gym.data.problems import DataError, FieldError, Location, RecordProblems
 from vln_gym.episode import Episode
 

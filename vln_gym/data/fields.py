@@ -21,17 +21,9 @@ FORMATS = ("auto", "vlm-r1", "sharegpt", "vln-ego", "vln-gym")
 HEADING_UNITS = ("rad", "deg")
 ON_ERROR = ("raise", "skip")
 
-# Our field names that a field map may rename (LLaMA-Factory ``dataset_info`` style: ours -> file's column).
-MAPPABLE_FIELDS = (
-    "id",
-    "instruction",
-    "images",
-    "conversations",
-    "messages",
-    "system",
-    "agent_position",
-    "agent_heading",
-    "goal_position",
+# Privileged fields of a record (read by `vln_gym.data.privileged`): the pose, then the optional ones.
+POSE_FIELDS = ("agent_position", "agent_heading", "goal_position")
+OPTIONAL_FIELDS = (
     "distance_to_goal",
     "reference_path",
     "expert_actions",
@@ -41,6 +33,10 @@ MAPPABLE_FIELDS = (
     "trajectory_id",
     "step_index",
 )
+PRIVILEGED_FIELDS = POSE_FIELDS + OPTIONAL_FIELDS
+
+# Our field names that a field map may rename (LLaMA-Factory ``dataset_info`` style: ours -> file's column).
+MAPPABLE_FIELDS = ("id", "instruction", "images", "conversations", "messages", "system", *PRIVILEGED_FIELDS)
 
 
 @dataclass(frozen=True)

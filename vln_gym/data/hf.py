@@ -18,8 +18,8 @@ from typing import Any
 import datasets
 
 from vln_gym.data.fields import LoadOptions
-from vln_gym.data.loader import PathsLike, as_paths, iter_items, log_skipped
-from vln_gym.data.problems import DataError, Problem
+from vln_gym.data.loader import PathsLike, as_paths, check_on_error, iter_good_episodes
+from vln_gym.data.problems import DataError
 from vln_gym.episode import Episode
 
 _VEC = datasets.Sequence(datasets.Value("float64"), length=3)
@@ -59,18 +59,8 @@ def _generate(
     paths: tuple[str, ...], options: LoadOptions, on_error: str, stamps: tuple
 ) -> Iterator[dict[str, Any]]:
     """Rows for `Dataset.from_generator` (``stamps`` only makes the cache key change with the files)."""
-    problems: list[Problem] = []
-    skipped = total = 0
-    for item in iter_items(paths, options):
-        total += 1
-        if isinstance(item, DataError):
-            if on_error == "raise":
-                raise item
-            skipped += 1
-            problems.extend(item.problems)
-            continue
-        yield _row(item[1])
-    log_skipped(problems, skipped, total)
+    for episode in iter_good_episodes(paths, options, on_error):
+        yield _row(episode)
 
 
 def _stamps(paths: list[Path]) -> list[tuple[str, int, int]]:
@@ -94,8 +84,7 @@ def episodes_dataset(
     ``on_error="raise"`` raises `DataError` at the first bad record; ``"skip"`` leaves bad records out
     (use `validate_files` to list them).
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
+    check_on_error(on_error)
     load_options = LoadOptions.create(**options)
     inputs = as_paths(paths)
     gen_kwargs = {

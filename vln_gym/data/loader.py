@@ -64,19 +64,25 @@ def log_skipped(problems: list[Problem], skipped: int, total: int) -> None:
         )
 
 
-def _check_on_error(on_error: str) -> None:
+def check_on_error(on_error: str) -> None:
+    """ValueError unless ``on_error`` is ``"raise"`` or ``"skip"``."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
 
 
 def iter_episodes(paths: PathsLike, *, on_error: str = "raise", **options: Any) -> Iterator[Episode]:
     """Stream episodes (``options`` as for `load_episodes`); raises at the first bad record unless skip."""
-    _check_on_error(on_error)
-    load_options = LoadOptions.create(**options)
+    check_on_error(on_error)
+    yield from iter_good_episodes(paths, LoadOptions.create(**options), on_error)
+
+
+def iter_good_episodes(paths: PathsLike, options: LoadOptions, on_error: str) -> Iterator[Episode]:
+    """The good episodes, in order: a bad record raises its `DataError` (``"raise"``) or is counted and
+    logged with the others once the stream ends or stops (``"skip"``)."""
     problems: list[Problem] = []
     skipped = total = 0
     try:
-        for item in iter_items(paths, load_options):
+        for item in iter_items(paths, options):
             total += 1
             if isinstance(item, DataError):
                 if on_error == "raise":
@@ -119,7 +125,7 @@ def load_episodes(
         check_images: decode every image once to catch missing, truncated or non-image files.
         require_pose: missing pose fields are an error (else NaN pose, ``extra["pose_source"] = "missing"``).
     """
-    _check_on_error(on_error)
+    check_on_error(on_error)
     options = LoadOptions.create(
         format=format,
         field_map=field_map,

@@ -17,6 +17,8 @@ from typing import Any
 
 from vln_gym.data.context import ReadContext
 from vln_gym.data.fields import (
+    OPTIONAL_FIELDS,
+    POSE_FIELDS,
     as_actions,
     as_heading,
     as_int,
@@ -29,18 +31,6 @@ from vln_gym.data.problems import FieldError, RecordProblems
 from vln_gym.data.vlnego import POSE_SOURCE
 from vln_gym.geometry import distance
 
-POSE_FIELDS = ("agent_position", "agent_heading", "goal_position")
-OPTIONAL_FIELDS = (
-    "distance_to_goal",
-    "reference_path",
-    "expert_actions",
-    "geodesic_distance",
-    "scene_id",
-    "success_distance",
-    "trajectory_id",
-    "step_index",
-)
-PRIVILEGED_FIELDS = POSE_FIELDS + OPTIONAL_FIELDS
 NAN3 = (math.nan, math.nan, math.nan)
 
 

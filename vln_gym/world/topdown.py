@@ -1,6 +1,7 @@
 """Top-down map of a floor plan with overlays (agent path, reference path, goal and success circle).
 
-Image axes: +x to the right, +z down (heading 0, facing -z, points up), same as ``vln_gym.topdown``.
+Image axes: +x to the right, +z down (heading 0, facing -z, points up), same as ``vln_gym.topdown``,
+whose overlay colours it shares.
 Floors are drawn in a lightened room colour, walls dark grey, landmarks in their own colour.
 """
 
@@ -11,15 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vln_gym.topdown import AGENT, GOAL, PATH, REFERENCE, START, SUCCESS
 from vln_gym.world.layout import Layout
 
 WALL = (70, 70, 74)
-REFERENCE = (60, 170, 80)
-PATH = (40, 90, 220)
-GOAL = (220, 40, 40)
-SUCCESS = (240, 150, 150)
-START = (90, 90, 90)
-AGENT = (20, 20, 120)
 
 
 class TopDown:
