@@ -32,8 +32,8 @@ from agents import presets, report
 _OWN_PACKAGES = ("agents", "vln_gym", "rewards")
 TABLE_COLUMNS = ("success_rate", "spl", "navigation_error", "ndtw", "reward", "steps")
 LEARNING_CURVE = {
-    "episode/return": "mean episode reward",
-    "episode/success_rate": "success rate",
+    "episode/return": "training episodes: mean reward",
+    "episode/success_rate": "training episodes: success rate",
 }
 AGENTS: dict[str, str] = {
     "random": "picks one of the four actions uniformly at random at every step (the floor).",
@@ -68,13 +68,14 @@ class DemoSettings:
     quick: bool
     eval_episodes: int
     eval_num_envs: int
+    curve_every: int  # PPO iterations between checkpoints scored on the held-out episodes (0: none)
     seed: int = 0
 
     @classmethod
     def for_mode(cls, quick: bool, seed: int = 0) -> DemoSettings:
         if quick:
-            return cls(quick=True, eval_episodes=8, eval_num_envs=4, seed=seed)
-        return cls(quick=False, eval_episodes=200, eval_num_envs=8, seed=seed)
+            return cls(quick=True, eval_episodes=8, eval_num_envs=4, curve_every=0, seed=seed)
+        return cls(quick=False, eval_episodes=200, eval_num_envs=8, curve_every=10, seed=seed)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class DemoState:
     sft_policy: Path | None = None
     checkpoint: Path | None = None
     train_seconds: float | None = None
+    heldout_curve: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (PPO iteration, metrics)
     example_instruction: str = "Turn left, then head forward and wait near the white pillar."
     notes: list[str] = field(default_factory=list)
 
@@ -183,13 +185,17 @@ def _world_range() -> str:
     return f"{config['min_path_length']:g}-{config['max_path_length']:g} m"
 
 
-def _evaluate(state: DemoState, label: str, agent: str, checkpoint: Path | None = None) -> None:
+def _evaluate(
+    state: DemoState, label: str, agent: str, checkpoint: Path | None = None, *, in_table: bool = True
+) -> dict[str, Any]:
+    """Score ``agent`` on the held-out episodes; ``in_table``: a row of the comparison (files + pictures
+    in OUT/eval/LABEL), else metrics only (a point of the held-out learning curve)."""
     from agents.evaluate import evaluate
 
     if state.heldout is None:
         raise NotBuiltYet("no held-out episodes (the episode step did not run)")
     settings = state.settings
-    out = state.out / "eval" / label.replace("+", "_")
+    out = state.out / "eval" / label.replace("+", "_") if in_table else None
     started = time.perf_counter()
     result = evaluate(
         agent,
@@ -200,19 +206,22 @@ def _evaluate(state: DemoState, label: str, agent: str, checkpoint: Path | None 
         seed=settings.seed,
         out_dir=out,
         label=label,
+        plots=in_table,
     )
     m = result.metrics
-    state.results[label] = m
-    state.eval_dirs[label] = out
-    state.truncated_failures[label] = sum(
-        1 for r in result.episodes if r["truncated"] and not r["metrics"]["success"]
-    )
+    if out is not None:
+        state.results[label] = m
+        state.eval_dirs[label] = out
+        state.truncated_failures[label] = sum(
+            1 for r in result.episodes if r["truncated"] and not r["metrics"]["success"]
+        )
     low, high = success_interval(m)
     _say(
         f"    {label:<9} success {_pct(m['success_rate']):>4} (95% CI {_pct(low)}-{_pct(high)}), "
         f"SPL {_pct(m['spl']):>4}, final distance {m['navigation_error']:.2f} m, "
         f"reward {m['reward']:+.2f}  [{time.perf_counter() - started:.0f}s]"
     )
+    return m
 
 
 def step_baselines(state: DemoState) -> None:
@@ -240,6 +249,8 @@ def step_untrained(state: DemoState) -> None:
 def _learning_config(state: DemoState) -> Any:
     if state.config is None:
         overrides: dict[str, Any] = {"seed": state.settings.seed, "progress": False}
+        if state.settings.curve_every > 0:  # keep every checkpoint: the held-out learning curve scores them
+            overrides.update(save_every=state.settings.curve_every, keep_checkpoints=0)
         if state.settings.quick:  # whole episodes even in the smoke test, so the learning curve has points
             overrides["rollout_steps"] = presets.MAX_STEPS
         state.config = presets.learning_config(
@@ -295,8 +306,15 @@ def step_train(state: DemoState) -> None:
 def step_evaluate_trained(state: DemoState) -> None:
     if state.checkpoint is None or state.sft_policy is None:
         raise NotBuiltYet("no trained policy (the training step did not run)")
-    _evaluate(state, "sft", "policy", state.sft_policy)
-    _evaluate(state, "sft+ppo", "policy", state.checkpoint)
+    from agents.checkpoint import checkpoint_dir
+
+    state.heldout_curve = [(0, _evaluate(state, "sft", "policy", state.sft_policy))]
+    every, total = state.settings.curve_every, state.config.num_iterations
+    for iteration in range(every, total, every) if every > 0 else ():
+        path = checkpoint_dir(state.config.output_dir, iteration)
+        metrics = _evaluate(state, f"PPO {iteration}", "policy", path, in_table=False)
+        state.heldout_curve.append((iteration, metrics))
+    state.heldout_curve.append((total, _evaluate(state, "sft+ppo", "policy", state.checkpoint)))
 
 
 def step_report(state: DemoState) -> None:
@@ -324,7 +342,7 @@ STEPS: tuple[tuple[str, str, Callable[[DemoState], None]], ...] = (
     ("Train", "imitation warm start on expert actions, then PPO on the env's rewards", step_train),
     (
         "Evaluate the trained policy",
-        "after imitation only (sft) and after imitation + PPO (sft+ppo)",
+        "after imitation (sft), at PPO checkpoints, and at the end (sft+ppo)",
         step_evaluate_trained,
     ),
     ("Report", "table, learning curve, trajectory maps and what the numbers mean", step_report),
@@ -374,7 +392,7 @@ def explain(state: DemoState) -> str:
     config = presets.EASY_WORLD_CONFIG
     task = (
         "**The task.** An agent stands somewhere in a small generated floor plan (rooms, doorways, coloured "
-        f'landmarks) and is given an instruction such as *"{state.example_instruction}"*. At each '
+        f'landmarks) and is given an instruction (for example *"{state.example_instruction}"*). At each '
         f"step it sees a {presets.IMAGE_SIZE}x{presets.IMAGE_SIZE} first-person picture (plus the earlier "
         f"ones) and answers with one action: move forward {presets.FORWARD_STEP:g} m, turn left or right "
         f"{presets.TURN_ANGLE:g} degrees, or STOP. It succeeds if it says STOP within "
@@ -436,6 +454,65 @@ def explain(state: DemoState) -> str:
     return "\n\n".join(parts)
 
 
+def _learning_curve_section(state: DemoState) -> str:
+    """Held-out success at each scored checkpoint (``heldout_curve.png``) and the training rollouts' reward
+    and success per PPO iteration from metrics.jsonl (``learning_curve.png``); empty without either."""
+    parts = []
+    if len(state.heldout_curve) > 1:
+        points = [(it, m["success_rate"], *success_interval(m)) for it, m in state.heldout_curve]
+        references = {
+            label: state.results[label]["success_rate"]
+            for label in ("random", "untrained")
+            if label in state.results
+        }
+        report.plot_success_curve(
+            points,
+            state.out / "heldout_curve.png",
+            references=references,
+            title=f"success on the {state.settings.eval_episodes} held-out episodes (greedy actions)",
+            xlabel="PPO iteration (0 = after the imitation warm start)",
+        )
+        parts.append(
+            "Success on the held-out episodes of the policy after PPO iteration "
+            + ", ".join(str(iteration) for iteration, _ in state.heldout_curve)
+            + " (0 is the imitation-only policy, `sft`; the last one is `sft+ppo`), with 95% intervals; "
+            "dashed lines: the random agent and the "
+            "untrained policy.\n\n![held-out learning curve](heldout_curve.png)"
+        )
+    log = state.train_dir / "metrics.jsonl" if state.train_dir is not None else None
+    if log is not None and log.is_file():
+        try:
+            report.plot_learning_curve(
+                report.read_jsonl(log),
+                state.out / "learning_curve.png",
+                keys=tuple(LEARNING_CURVE),
+                titles=LEARNING_CURVE,
+            )
+        except ValueError as error:
+            parts.append(f"Training curve not plotted: {error}")
+        else:
+            seconds = f" ({state.train_seconds:.0f} s of training in all)" if state.train_seconds else ""
+            parts.append(
+                f"From the training log `{log.relative_to(state.out)}`{seconds}: each point is one PPO "
+                "iteration, the mean reward and success rate of the training episodes the policy played "
+                "in it (training floor plans, actions sampled at "
+                "temperature 1). Few episodes per point and random sampling make it noisy (the red line is "
+                "a running mean): judge progress by the held-out scores, not by this curve."
+                "\n\n![learning curve](learning_curve.png)"
+            )
+    return "\n\n".join(parts)
+
+
+def _instructions(state: DemoState) -> str:
+    """The instructions of the pictured episodes, as a markdown list (empty without episodes)."""
+    if state.heldout is None:
+        return ""
+    from agents.evaluate import MAP_PANELS
+
+    lines = [f"- `{e.episode_id}`: {e.instruction}" for e in state.heldout["episodes"][:MAP_PANELS]]
+    return " Their instructions:\n\n" + "\n".join(lines)
+
+
 def write_demo_report(state: DemoState) -> Path:
     """OUT/report.md: summary, comparison table, learning curve, trajectory maps."""
     sections = [("What you are looking at", explain(state))]
@@ -451,26 +528,9 @@ def write_demo_report(state: DemoState) -> Path:
                 + f"\n\n95% confidence intervals of SR: {intervals}.",
             )
         )
-    log = state.train_dir / "metrics.jsonl" if state.train_dir is not None else None
-    if log is not None and log.is_file():
-        rows = report.read_jsonl(log)
-        try:
-            report.plot_learning_curve(
-                rows, state.out / "learning_curve.png", keys=tuple(LEARNING_CURVE), titles=LEARNING_CURVE
-            )
-            seconds = f" ({state.train_seconds:.0f} s of training in all)" if state.train_seconds else ""
-            sections.append(
-                (
-                    "Learning curve (PPO, after the imitation warm start)",
-                    f"From `{log.relative_to(state.out)}`{seconds}. Each point is one PPO iteration: the "
-                    "mean reward and the success rate of the episodes the policy played while training "
-                    "(training floor plans, actions sampled at temperature 1, so lower and noisier than the "
-                    "greedy held-out scores above); the red line is a running mean.\n\n"
-                    "![learning curve](learning_curve.png)",
-                )
-            )
-        except ValueError as error:
-            sections.append(("Learning curve", f"not plotted: {error}"))
+    curve = _learning_curve_section(state)
+    if curve:
+        sections.append(("Learning curve", curve))
     pictures = []
     for label, directory in state.eval_dirs.items():
         relative = directory.relative_to(state.out)
@@ -484,8 +544,11 @@ def write_demo_report(state: DemoState) -> Path:
         sections.append(
             (
                 "Trajectories",
-                "The first six held-out episodes seen from above, for each agent: walls and landmarks, the "
-                "agent's path, the reference (shortest) path and the goal with its success circle.\n\n"
+                "The first six held-out episodes seen from above, for each agent: walls (dark grey), rooms, "
+                "landmarks (coloured blocks), the agent's path (blue, from the grey dot to the dark blue "
+                "one), the reference shortest path (green) and the goal (red dot) with its success circle."
+                + _instructions(state)
+                + "\n\n"
                 + "\n\n".join(pictures),
             )
         )
@@ -538,8 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if state.results:
         _say(report.metrics_table(state.results, markdown=False, columns=TABLE_COLUMNS))
         _say(
-            "\nSR success rate, SPL success weighted by path directness, NE final distance to the goal, "
-            "nDTW path fidelity, reward summed per episode, steps moves + turns per episode."
+            "\nSR success rate, SPL success weighted by path directness, NE final distance to the goal (m),\n"
+            "nDTW path fidelity, reward summed per episode, steps = moves + turns per episode."
         )
     else:
         _say("(no agent could be evaluated yet)")

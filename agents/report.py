@@ -230,6 +230,37 @@ def plot_learning_curve(
     return _save(figure, Path(path))
 
 
+def plot_success_curve(
+    points: Sequence[tuple[float, float, float, float]],
+    path: str | Path,
+    *,
+    references: Mapping[str, float] | None = None,
+    title: str = "",
+    xlabel: str = "iteration",
+) -> Path:
+    """Success rate (in %) at each ``(x, rate, ci_low, ci_high)`` with its 95% interval as error bars;
+    ``references`` (label -> rate) are dashed horizontal lines (e.g. the random agent)."""
+    if not points:
+        raise ValueError("plot_success_curve: no points")
+    xs, rates, lows, highs = (np.asarray(column, dtype=float) for column in zip(*points, strict=True))
+    figure, axis = plt.subplots(figsize=(5.5, 3.4))
+    errors = 100 * np.stack([np.maximum(rates - lows, 0.0), np.maximum(highs - rates, 0.0)])
+    axis.errorbar(xs, 100 * rates, yerr=errors, fmt="o-", color="tab:blue", capsize=3, label="policy")
+    styles = ("tab:gray", "tab:orange", "tab:green", "tab:purple")
+    for (label, rate), colour in zip((references or {}).items(), styles * 4, strict=False):
+        axis.axhline(
+            100 * rate, color=colour, linestyle="--", linewidth=1, label=f"{label} ({100 * rate:.0f}%)"
+        )
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("success rate (%)")
+    axis.set_ylim(bottom=0)
+    axis.set_title(title, fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    return _save(figure, Path(path))
+
+
 def write_markdown(path: str | Path, sections: Sequence[tuple[str, str]], *, title: str) -> Path:
     """report.md from (heading, markdown body) sections."""
     parts = [f"# {title}", ""]

@@ -44,6 +44,11 @@ def test_demo_report_from_plain_state(tmp_path):
     (train / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     state = _state(tmp_path, random=0.0, oracle=1.0)
     state.train_dir = train
+    state.heldout_curve = [
+        (0, _metrics("sft", 0.1)),
+        (10, _metrics("x", 0.2)),
+        (20, _metrics("sft+ppo", 0.3)),
+    ]
     state.notes = ["Train: not built yet (x is missing)"]
     report_md = write_demo_report(state).read_text()
     assert "| agent | SR | SPL | NE (m) | nDTW | reward | steps |" in report_md
@@ -51,6 +56,9 @@ def test_demo_report_from_plain_state(tmp_path):
     assert "| oracle | 100.0% |" in report_md
     assert "![learning curve](learning_curve.png)" in report_md
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    assert "![held-out learning curve](heldout_curve.png)" in report_md
+    assert "after PPO iteration 0, 10, 20 (0 is the imitation-only policy" in report_md
+    assert (tmp_path / "heldout_curve.png").stat().st_size > 1000
     assert "not built yet (x is missing)" in report_md
     assert "95% confidence intervals of SR: random 0%-0%, oracle 100%-100%." in report_md
 
