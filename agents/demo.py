@@ -230,19 +230,9 @@ def step_baselines(state: DemoState) -> None:
 
 
 def step_untrained(state: DemoState) -> None:
-    from agents.policy import VLMPolicy
-    from agents.ppo_train import resolve_model_path, seed_everything
+    from agents.ppo_train import save_initial_policy
 
-    config = _learning_config(state)
-    seed_everything(config.seed)
-    policy = VLMPolicy.from_pretrained(
-        resolve_model_path(config.model_name_or_path),
-        use_lora=config.use_lora,
-        freeze_vision=config.freeze_vision,
-        constrained_actions=config.constrained_actions,
-    )
-    untrained = state.out / "untrained"
-    policy.save_pretrained(untrained)
+    untrained = save_initial_policy(_learning_config(state), state.out / "untrained")
     _evaluate(state, "untrained", "policy", untrained)
 
 

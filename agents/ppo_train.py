@@ -882,6 +882,24 @@ def save_run(
     return path
 
 
+def save_initial_policy(config: PPOConfig, path: str | Path) -> Path:
+    """Save the policy exactly as a run of ``config`` starts it (seeded, before any warm start) to ``path``:
+    the "untrained" baseline that demos and benchmarks evaluate next to the trained one."""
+    from agents.policy import VLMPolicy
+
+    seed_everything(config.seed)
+    policy = VLMPolicy.from_pretrained(
+        resolve_model_path(config.model_name_or_path),
+        use_lora=config.use_lora,
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        freeze_vision=config.freeze_vision,
+        constrained_actions=config.constrained_actions,
+    )
+    policy.save_pretrained(path)
+    return Path(path)
+
+
 # ---------------------------------------------------------------- command line
 def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:
     """Flags and/or ``--config FILE.yaml`` (flags win over the file) through ``HfArgumentParser``."""

@@ -36,7 +36,7 @@ import torch
 
 from agents import presets
 from agents.evaluate import evaluate
-from agents.ppo_train import SFT_POLICY_DIR, ppo_train, resolve_model_path, seed_everything
+from agents.ppo_train import SFT_POLICY_DIR, ppo_train, save_initial_policy
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,17 +72,7 @@ def score(agent: str, checkpoint: str | None, env_kwargs: dict, seed: int) -> di
 
 def initial_policy(out: Path, config) -> str:
     """The policy as training starts it (full fine-tuning: exactly the tiny model's weights)."""
-    from agents.policy import VLMPolicy
-
-    seed_everything(config.seed)
-    policy = VLMPolicy.from_pretrained(
-        resolve_model_path(config.model_name_or_path),
-        use_lora=config.use_lora,
-        freeze_vision=config.freeze_vision,
-        constrained_actions=config.constrained_actions,
-    )
-    policy.save_pretrained(out / "initial")
-    return str(out / "initial")
+    return str(save_initial_policy(config, out / "initial"))
 
 
 def sft_check(initial: str, sft: str, count: int, seed: int) -> dict:
