@@ -300,7 +300,9 @@ def evaluate(
             **kwargs,
         )
     except (TypeError, ValueError, RuntimeError) as error:
-        raise EvaluationError(f"cannot make VLN-v0 with these env kwargs: {error}") from error
+        # gymnasium re-raises the env's own error with every kwarg (all episodes) appended: show the original
+        cause = error.__cause__ if isinstance(error.__cause__, type(error)) else error
+        raise EvaluationError(f"cannot make VLN-v0 with these env kwargs: {cause}") from error
     env_episodes = kwargs["episodes"]
     default_radius = float(vec.get_attr("success_distance")[0])
     radii = [

@@ -914,7 +914,15 @@ def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:
         if index + 1 >= len(args):
             raise SystemExit("--config needs a YAML file path")
         path = Path(args[index + 1])
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or error
+            raise SystemExit(f"{path}{where}: invalid YAML ({problem})") from None
+        if not isinstance(loaded, Mapping):
+            raise SystemExit(f"{path}: expected a mapping of PPOConfig fields, got {type(loaded).__name__}")
         known = {f.name for f in fields(PPOConfig)}
         unknown = sorted(set(loaded) - known)
         if unknown:
@@ -927,8 +935,17 @@ def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``vln-gym train`` / ``python -m agents.ppo_train``."""
-    config = parse_config(argv)
+    """``vln-gym train`` / ``python -m agents.ppo_train``; bad flags or config files exit 2 with one line."""
+    import yaml
+
+    try:
+        config = parse_config(argv)
+        model = config.model_name_or_path
+        if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
+            raise ValueError(f"PPOConfig.model_name_or_path: {model}: no such directory")
+    except (ValueError, OSError, yaml.YAMLError) as error:
+        print(f"vln-gym train: error: {error}", file=sys.stderr)
+        return 2
     result = ppo_train(config)
     printable = {k: v for k, v in result.items() if not k.startswith("time/")}
     print(json.dumps(printable, default=str))

@@ -210,6 +210,11 @@ def test_cli_errors_exit_2_with_one_line(capsys, tmp_path):
     assert "error: argument --episodes" in _one_error_line(
         capsys, ["--agent", "random", "--episodes", "many"]
     )
+    unknown_kwarg = _one_error_line(
+        capsys, ["--agent", "random", "--env-kwargs", '{"nosuch": 1}', "--out", str(tmp_path / "ev")]
+    )
+    assert unknown_kwarg.endswith("unexpected keyword argument 'nosuch'")
+    assert "Episode(" not in unknown_kwarg  # not gymnasium's dump of every episode passed to the env
 
 
 def test_cli_data_failing_validation_exit_2(capsys, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -379,3 +380,29 @@ def test_cli_train_one_iteration(tmp_path, vln_ego_trajectory, capsys):
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["iteration"] == 1 and printed["kl/reference"] == 0.0
     assert (tmp_path / "cli" / "checkpoint-000001" / "policy" / "adapter_model.safetensors").is_file()
+
+
+def test_cli_train_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
+    from vln_gym.cli import main
+
+    def error_of(argv: list[str]) -> str:
+        assert main(["train", *argv]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    assert "PPOConfig.env_kwargs: not valid JSON" in error_of(["--env_kwargs", "{bad"])
+    assert error_of(["--num_iterations", "-3"]).endswith("PPOConfig.num_iterations: must be >= 1 (got -3)")
+    assert str(tmp_path / "none.yaml") in error_of(["--config", str(tmp_path / "none.yaml")])
+    missing_model = str(tmp_path / "no-model")
+    assert f"model_name_or_path: {missing_model}: no such directory" in error_of(
+        ["--model_name_or_path", missing_model]
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("num_envs: 2\nalgo: [ppo\n")
+    with pytest.raises(SystemExit, match=rf"^{re.escape(str(broken))}:3: invalid YAML"):
+        main(["train", "--config", str(broken)])
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n")
+    with pytest.raises(SystemExit, match="expected a mapping of PPOConfig fields, got list"):
+        main(["train", "--config", str(listed)])

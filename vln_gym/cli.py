@@ -34,13 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vln-gym: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, function_name, _ = COMMANDS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            raise
-        print(f"vln-gym {name}: not built yet ({module_name} is missing)")
-        return 0
+    module = importlib.import_module(module_name)
     return int(getattr(module, function_name)(rest) or 0)
 
 

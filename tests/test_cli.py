@@ -1,0 +1,28 @@
+"""The `vln-gym` dispatcher: every command resolves to a real function; unknown commands exit 2."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from vln_gym.cli import COMMANDS, main
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_resolves_to_a_callable(command):
+    module_name, function_name, _ = COMMANDS[command]
+    assert callable(getattr(importlib.import_module(module_name), function_name))
+
+
+def test_unknown_command_exits_2_and_lists_commands(capsys):
+    assert main(["fly"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vln-gym: unknown command 'fly'")
+    assert all(f"  {name} " in err for name in COMMANDS)
+
+
+def test_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("  ")] == list(COMMANDS)
