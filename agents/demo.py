@@ -9,8 +9,7 @@ write ``OUT/report.md`` (comparison table, learning curve, trajectory maps, a pl
 
 The stable-baselines3 pixel baseline is not part of the demo: on this machine 2k SB3 steps take ~47 s
 (one core) and a useful run needs ~10^5, far beyond the demo's minutes (``python -m agents.sb3_baseline``).
-A step whose module has not been built yet is reported as "not built yet" and skipped (exit 0); a step
-that fails for any other reason is reported and the exit code is 1.
+A step that fails is reported, the steps that need its output are skipped, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from typing import Any
 
 from agents import presets, report
 
-_OWN_PACKAGES = ("agents", "vln_gym", "rewards")
 TABLE_COLUMNS = ("success_rate", "spl", "navigation_error", "ndtw", "reward", "steps")
 LEARNING_CURVE = {
     "episode/return": "training episodes: mean reward",
@@ -57,8 +55,8 @@ AGENTS: dict[str, str] = {
 SPL_NOTE = "SPL weights each success by how direct the path was"
 
 
-class NotBuiltYet(Exception):
-    """A module the step needs has not landed yet."""
+class StepSkipped(Exception):
+    """A step cannot run because an earlier step it needs did not produce its output."""
 
 
 @dataclass(frozen=True)
@@ -97,22 +95,6 @@ class DemoState:
     heldout_curve: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (PPO iteration, metrics)
     example_instruction: str = "Turn left, then head forward and wait near the white pillar."
     notes: list[str] = field(default_factory=list)
-
-
-def _missing_dependency(error: BaseException) -> str | None:
-    """A description when ``error`` means "a module of this project has not landed yet"."""
-    if isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] in _OWN_PACKAGES:
-        return f"{error.name} is missing"
-    if isinstance(error, ImportError) and (error.name or "").split(".")[0] in _OWN_PACKAGES:
-        return f"{error.name}: {error}"
-    if isinstance(error, NotImplementedError):
-        return f"not implemented yet ({error})"
-    if isinstance(error, RuntimeError) and "not available yet" in str(error):
-        return str(error)
-    if isinstance(error, NotBuiltYet):
-        return str(error)
-    cause = error.__cause__
-    return _missing_dependency(cause) if cause is not None else None
 
 
 def _configure_runtime() -> None:
@@ -193,7 +175,7 @@ def _evaluate(
     from agents.evaluate import evaluate
 
     if state.heldout is None:
-        raise NotBuiltYet("no held-out episodes (the episode step did not run)")
+        raise StepSkipped("no held-out episodes (the episode step did not run)")
     settings = state.settings
     out = state.out / "eval" / label.replace("+", "_") if in_table else None
     started = time.perf_counter()
@@ -295,7 +277,7 @@ def step_train(state: DemoState) -> None:
 
 def step_evaluate_trained(state: DemoState) -> None:
     if state.checkpoint is None or state.sft_policy is None:
-        raise NotBuiltYet("no trained policy (the training step did not run)")
+        raise StepSkipped("no trained policy (the training step did not run)")
     from agents.checkpoint import checkpoint_dir
 
     state.heldout_curve = [(0, _evaluate(state, "sft", "policy", state.sft_policy))]
@@ -578,12 +560,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         step_start = time.perf_counter()
         try:
             run(state)
+        except StepSkipped as error:
+            failed = True
+            _say(f"    skipped: {error}")
+            state.notes.append(f"{title}: skipped ({error})")
+            continue
         except Exception as error:
-            missing = _missing_dependency(error)
-            if missing is not None:
-                _say(f"    not built yet: {title} ({missing})")
-                state.notes.append(f"{title}: not built yet ({missing})")
-                continue
             failed = True
             _say(f"    FAILED: {type(error).__name__}: {error}")
             state.notes.append(f"{title}: failed ({type(error).__name__}: {error})")

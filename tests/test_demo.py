@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from agents.demo import DemoSettings, DemoState, _missing_dependency, explain, main, write_demo_report
+from agents.demo import DemoSettings, DemoState, explain, main, write_demo_report
 
 
 def _metrics(agent: str, success: float, episodes: int = 200) -> dict:
@@ -49,7 +49,7 @@ def test_demo_report_from_plain_state(tmp_path):
         (10, _metrics("x", 0.2)),
         (20, _metrics("sft+ppo", 0.3)),
     ]
-    state.notes = ["Train: not built yet (x is missing)"]
+    state.notes = ["Train: skipped (no held-out episodes)"]
     report_md = write_demo_report(state).read_text()
     assert "| agent | SR | SPL | NE (m) | nDTW | reward | steps |" in report_md
     assert "| random | 0.0% | 0.0% | 2.50 | 0.0% | -1.50 | 20.00 |" in report_md
@@ -59,7 +59,7 @@ def test_demo_report_from_plain_state(tmp_path):
     assert "![held-out learning curve](heldout_curve.png)" in report_md
     assert "after PPO iteration 0, 10, 20 (0 is the imitation-only policy" in report_md
     assert (tmp_path / "heldout_curve.png").stat().st_size > 1000
-    assert "not built yet (x is missing)" in report_md
+    assert "Train: skipped (no held-out episodes)" in report_md
     assert "95% confidence intervals of SR: random 0%-0%, oracle 100%-100%." in report_md
 
 
@@ -78,17 +78,6 @@ def test_explain_reports_gains_against_the_noise(tmp_path):
     assert "PPO on top of it lowered success by 20 points (30% -> 10%" in worse
 
 
-def test_missing_dependency_only_for_own_modules():
-    own = ModuleNotFoundError("No module named 'vln_gym.world.cli'", name="vln_gym.world.cli")
-    assert _missing_dependency(own) == "vln_gym.world.cli is missing"
-    assert _missing_dependency(ModuleNotFoundError("x", name="numpy")) is None
-    assert "not available yet" in _missing_dependency(RuntimeError("built-in world not available yet"))
-    assert _missing_dependency(ValueError("a real bug")) is None
-    wrapped = ValueError("cannot build")
-    wrapped.__cause__ = NotImplementedError("generate")
-    assert _missing_dependency(wrapped) == "not implemented yet (generate)"
-
-
 @pytest.mark.slow
 def test_demo_quick_runs_every_step(tmp_path, capsys):
     out = tmp_path / "demo"
@@ -96,7 +85,7 @@ def test_demo_quick_runs_every_step(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "[1/7]" in printed and "[7/7]" in printed
     assert f"{out / 'report.md'}" in printed
-    assert "not built yet" not in printed and "FAILED" not in printed
+    assert "skipped" not in printed and "FAILED" not in printed
     assert "PPO iteration   1/1: episode reward" in printed  # whole episodes even in the quick run
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary) == ["random", "oracle", "untrained", "sft", "sft+ppo"]
