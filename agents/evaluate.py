@@ -172,26 +172,14 @@ def _world_episodes(env_kwargs: dict[str, Any], wanted: int | None) -> list[Any]
     (``HELDOUT_WORLD_KWARGS``) unless ``world_seed`` / ``world_episodes`` are given. Generation is
     prefix-stable, so only the first ``wanted`` episodes are built. ``world_config`` (a ``WorldConfig`` or its
     fields) is honoured as the env honours it."""
-    try:
-        from vln_gym.world import WorldConfig, generate_episodes
-    except ImportError as error:
-        raise EvaluationError(f"built-in world not available yet ({error})") from error
+    from vln_gym.world import WorldConfig, generate_episodes
+
     seed = int(env_kwargs.pop("world_seed", HELDOUT_WORLD_KWARGS["world_seed"]))
     total = int(env_kwargs.pop("world_episodes", HELDOUT_WORLD_KWARGS["world_episodes"]))
-    world_config = env_kwargs.pop("world_config", None)
-    if world_config is None:
-        config = WorldConfig()
-    elif isinstance(world_config, WorldConfig):
-        config = world_config
-    elif isinstance(world_config, Mapping):
-        try:
-            config = WorldConfig(**world_config)
-        except (TypeError, ValueError) as error:
-            raise EvaluationError(f"env kwargs: world_config: {error}") from error
-    else:
-        raise EvaluationError(
-            f"env kwargs: world_config must be a WorldConfig or an object of its fields, got {world_config!r}"
-        )
+    try:
+        config = WorldConfig.coerce(env_kwargs.pop("world_config", None))
+    except ValueError as error:
+        raise EvaluationError(f"env kwargs: {error}") from error
     count = total if wanted is None else min(int(wanted), total)
     return generate_episodes(
         seed=seed,

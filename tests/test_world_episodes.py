@@ -230,3 +230,19 @@ def test_episodes_the_expert_completes_are_unchanged_by_redrawing() -> None:
     heading = float(rng.uniform(-math.pi, math.pi))
     episode = generate_episode(1000, 17, config, forward_step=0.5, turn_angle=90.0)
     assert (episode.agent_position, episode.agent_heading, episode.goal_position) == (start, heading, goal)
+
+
+def test_world_config_coerce_accepts_none_instance_and_fields():
+    from vln_gym.world import WorldConfig
+
+    assert WorldConfig.coerce(None) == WorldConfig()
+    custom = WorldConfig(rooms=3)
+    assert WorldConfig.coerce(custom) is custom
+    expected = WorldConfig(rooms=3, min_path_length=2.0)
+    assert WorldConfig.coerce({"rooms": 3, "min_path_length": 2.0}) == expected
+    with pytest.raises(ValueError, match=r"world_config: .*nosuch"):
+        WorldConfig.coerce({"nosuch": 1})
+    with pytest.raises(ValueError, match=r"WorldConfig\.rooms"):
+        WorldConfig.coerce({"rooms": 0})
+    with pytest.raises(ValueError, match="mapping of its fields"):
+        WorldConfig.coerce([("rooms", 3)])

@@ -195,12 +195,7 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             )
         else:
             world = _world_module()
-            if world_config is None:
-                config = world.WorldConfig()
-            elif isinstance(world_config, world.WorldConfig):
-                config = world_config
-            else:
-                config = world.WorldConfig(**dict(world_config))
+            config = world.WorldConfig.coerce(world_config)
             loaded = world.episodes.WorldEpisodes(
                 int(world_seed),
                 int(world_episodes),

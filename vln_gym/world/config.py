@@ -8,7 +8,9 @@ not part of it: they do not change the floor plan.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from typing import Any
 from urllib.parse import parse_qsl
 
 SCENE_PREFIX = "vlnworld/v1"
@@ -52,6 +54,21 @@ class WorldConfig:
     success_distance: float = 1.0  # per-episode success radius written into generated episodes
     min_path_length: float = 4.0  # shortest allowed start-to-goal geodesic distance
     max_path_length: float = 16.0  # longest allowed start-to-goal geodesic distance
+
+    @classmethod
+    def coerce(cls, value: WorldConfig | Mapping[str, Any] | None) -> WorldConfig:
+        """``value`` as a WorldConfig: None = the defaults, a mapping = its fields (a bad name or value raises
+        ``ValueError``)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"world_config must be a WorldConfig or a mapping of its fields, got {value!r}")
+        try:
+            return cls(**value)
+        except TypeError as error:  # an unknown field name
+            raise ValueError(f"world_config: {error}") from error
 
     def __post_init__(self) -> None:
         checks = (
