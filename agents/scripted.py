@@ -167,10 +167,8 @@ class PolicyAgent:
 
     def __init__(self, checkpoint: str | Path, *, seed: int = 0, constrained_actions: bool | None = None):
         path = _check_policy_checkpoint(checkpoint)
-        try:
-            from agents.policy import VLMPolicy
-        except ModuleNotFoundError as error:
-            raise AgentError(f"policy agent: agents.policy is not built yet ({error})") from error
+        from agents.policy import VLMPolicy
+
         kwargs: dict[str, Any] = {"seed": seed}
         if constrained_actions is not None:
             kwargs["constrained_actions"] = constrained_actions

@@ -541,13 +541,7 @@ def _remaining_reference(reference: Sequence[Vec3] | None, start: Vec3) -> tuple
 
 
 def _world_module() -> Any:
-    try:
-        import vln_gym.world as world
-    except ImportError as error:
-        raise RuntimeError(
-            "built-in world not available yet (vln_gym.world could not be imported); "
-            "pass data_files=... or episodes=... to run on a dataset"
-        ) from error
-    if not hasattr(world, "generate_episodes"):
-        raise RuntimeError("built-in world not available yet (vln_gym.world has no generate_episodes)")
+    """``vln_gym.world``, imported when an env first needs the built-in world."""
+    import vln_gym.world as world
+
     return world
