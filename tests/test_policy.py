@@ -367,6 +367,7 @@ def test_trie_logits_processor_constrains_hf_generate(policy):
     inputs["pixel_values"] = torch.cat([p.pixel_values for p in prompts])
     prompt_len = inputs["input_ids"].shape[1]
     processor = LogitsProcessorList([ActionTrieLogitsProcessor(policy.trie, prompt_len)])
+    torch.manual_seed(0)  # HF generate samples from the global RNG: seed it so the test is repeatable
     with torch.no_grad():
         out = policy.model.get_base_model().generate(
             **inputs, logits_processor=processor, do_sample=True, max_new_tokens=8
