@@ -207,7 +207,6 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             raise ValueError("no episodes to run (the data is empty)")
         self.episodes: Sequence[Episode] = loaded
         self._check_episodes(generated)
-        self._world_module = _world_module() if views == "world" else None
         self._replay = TrajectoryReplay(loaded, heading_weight) if views == "trajectory" else None
 
         self.reward_fn = make_reward(rewards)
@@ -259,32 +258,16 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             raise ValueError(
                 f"options['episode_index'] must be an int in [0, {len(self.episodes)}), got {index!r}"
             )
-        episode = self.episodes[int(index)]
-        self._episode = episode
-        self._episode_index = int(index)
-        self._goal: Vec3 = episode.goal_position
+        self._load_episode(int(index))
+        episode = self._episode
         self._position: Vec3 = episode.agent_position
         self._heading = float(episode.agent_heading)
-        self._success_distance = (
-            float(episode.success_distance) if episode.success_distance is not None else self.success_distance
-        )
         self._steps = 0
         self._done = False
-        self._world = self._world_module.world_for_episode(episode) if self._world_module else None
         distance = self._distance(self._position)
         self._path: list[Vec3] = [self._position]
         self._distances: list[float] = [distance]
         self._expert: tuple[int, ...] | None = self._expert_now(episode.expert_actions, distance)
-        if int(index) not in self._references:
-            self._references[int(index)] = _remaining_reference(episode.reference_path, self._position)
-        self._reference = self._references[int(index)]
-        self._episode_fields = {
-            "episode_id": episode.episode_id,
-            "instruction": episode.instruction,
-            "expert_response": episode.expert_response,
-            "trajectory_id": episode.trajectory_id,
-            "step_index": episode.step_index,
-        }
         if self.views == "record":
             self._history.reset(record_frames(episode, self.history_frames, self.image_size))
         elif self.views == "trajectory":
@@ -368,6 +351,63 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             info["metrics"] = self._metrics(stopped)
         return self._observation(), float(reward), terminated, truncated, info
 
+    def get_state(self) -> dict[str, Any]:
+        """A snapshot of everything ``step`` reads: episode index, pose, step count, path, distances, expert
+        actions, frame history and the env's RNG state.
+
+        Plain data only (numbers, lists, a dict of ints for the RNG, and ``frames``: one uint8 array
+        ``[n, H, W, 3]``), so it pickles, goes over a wire as JSON + raw bytes, and lives in a checkpoint
+        without pickle. ``set_state`` of it makes the following steps bit-identical to the original's.
+        """
+        if self._episode is None:
+            raise RuntimeError("call reset() before get_state() (no episode has started)")
+        frames = self._history.frames()
+        return {
+            "episode_index": self._episode_index,
+            "position": list(self._position),
+            "heading": self._heading,
+            "steps": self._steps,
+            "done": self._done,
+            "path": [list(p) for p in self._path],
+            "distances": list(self._distances),
+            "expert": None if self._expert is None else list(self._expert),
+            "frames": np.stack(frames) if frames else np.zeros((0, *self.image_size, 3), dtype=np.uint8),
+            "rng": None if self._np_random is None else self._np_random.bit_generator.state,
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Restore a ``get_state`` snapshot (of this env or of an env made with the same arguments).
+
+        Returns ``(observation, info)`` of the restored moment, as ``reset`` does, so the caller has the
+        observation in flight. Raises ``ValueError`` for a snapshot that does not fit this env.
+        """
+        index = state.get("episode_index")
+        if not isinstance(index, int | np.integer) or not 0 <= int(index) < len(self.episodes):
+            raise ValueError(
+                f"state['episode_index'] must be an int in [0, {len(self.episodes)}), got {index!r}"
+            )
+        frames = np.asarray(state["frames"])
+        if frames.dtype != np.uint8 or frames.shape[1:] != (*self.image_size, 3):
+            raise ValueError(
+                f"state['frames'] must be uint8 [n, {self.image_size[0]}, {self.image_size[1]}, 3], "
+                f"got {frames.dtype} {frames.shape}"
+            )
+        self._load_episode(int(index))
+        self._position = _vec3(state["position"])
+        self._heading = float(state["heading"])
+        self._steps = int(state["steps"])
+        self._done = bool(state["done"])
+        self._path = [_vec3(p) for p in state["path"]]
+        self._distances = [float(d) for d in state["distances"]]
+        expert = state.get("expert")
+        self._expert = None if expert is None else tuple(int(a) for a in expert)
+        self._history.reset(list(frames))
+        if state.get("rng") is not None:
+            rng = np.random.Generator(np.random.PCG64())
+            rng.bit_generator.state = state["rng"]
+            self._np_random = rng
+        return self._observation(), self._pose_info(self._distances[-1])
+
     def render(self) -> np.ndarray | None:
         """Top-down ``rgb_array``: path (blue), reference (green), goal and its success circle (red)."""
         if self.render_mode is None:
@@ -396,6 +436,27 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         )
 
     # ------------------------------------------------------------------ step helpers
+
+    def _load_episode(self, index: int) -> None:
+        """Set what follows from the episode alone: goal, success radius, world, reference, fields."""
+        episode = self.episodes[index]
+        self._episode = episode
+        self._episode_index = index
+        self._goal: Vec3 = episode.goal_position
+        self._success_distance = (
+            float(episode.success_distance) if episode.success_distance is not None else self.success_distance
+        )
+        self._world = world_for_episode(episode) if self.views == "world" else None
+        if index not in self._references:
+            self._references[index] = _remaining_reference(episode.reference_path, episode.agent_position)
+        self._reference = self._references[index]
+        self._episode_fields = {
+            "episode_id": episode.episode_id,
+            "instruction": episode.instruction,
+            "expert_response": episode.expert_response,
+            "trajectory_id": episode.trajectory_id,
+            "step_index": episode.step_index,
+        }
 
     def _decode_action(self, action: Any) -> tuple[tuple[int, ...], str | None, bool, str | None]:
         """``(action ids, text, invalid, parse error)``; bad discrete values raise (a caller bug)."""
@@ -545,3 +606,12 @@ def _world_module() -> Any:
     import vln_gym.world as world
 
     return world
+
+
+def world_for_episode(episode: Episode) -> Any:
+    """The built-in world an episode's ``scene_id`` names (cached by ``vln_gym.world``)."""
+    return _world_module().world_for_episode(episode)
+
+
+def _vec3(value: Sequence[float]) -> Vec3:
+    return (float(value[0]), float(value[1]), float(value[2]))

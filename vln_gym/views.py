@@ -41,6 +41,10 @@ class FrameHistory:
             raise ValueError(f"frame must be uint8 {self.shape[1:]}, got {frame.dtype} {frame.shape}")
         self._frames.append(frame)
 
+    def frames(self) -> list[np.ndarray]:
+        """The frames held now (oldest first; the arrays themselves, do not modify them)."""
+        return list(self._frames)
+
     def observation(self) -> tuple[np.ndarray, np.ndarray]:
         """``(frames uint8 [length, H, W, 3], frame_mask int8 [length])``: new arrays, safe to keep."""
         frames = np.empty(self.shape, dtype=np.uint8)
