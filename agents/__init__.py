@@ -6,14 +6,14 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "VLMPolicy": "agents.policy",
-    "PromptInputs": "agents.policy",
-    "Generation": "agents.policy",
-    "EvalOutput": "agents.policy",
-    "PolicyConfig": "agents.policy",
-    "build_tiny_qwen2_vl": "agents.tiny",
-    "ensure_tiny_model": "agents.tiny",
-    "default_tiny_path": "agents.tiny",
+    "VLMPolicy": "agents.policy.model",
+    "PromptInputs": "agents.policy.model",
+    "Generation": "agents.policy.model",
+    "EvalOutput": "agents.policy.model",
+    "PolicyConfig": "agents.policy.model",
+    "build_tiny_qwen2_vl": "agents.policy.tiny",
+    "ensure_tiny_model": "agents.policy.tiny",
+    "default_tiny_path": "agents.policy.tiny",
     "ppo_train": "agents.ppo_train",
     "PPOConfig": "agents.ppo_train",
 }

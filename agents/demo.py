@@ -8,7 +8,8 @@ policy (a supervised warm start on the expert's actions, then PPO through ``env.
 write ``OUT/report.md`` (comparison table, learning curve, trajectory maps, a plain-language summary).
 
 The stable-baselines3 pixel baseline is not part of the demo: on this machine 2k SB3 steps take ~47 s
-(one core) and a useful run needs ~10^5, far beyond the demo's minutes (``python -m agents.sb3_baseline``).
+(one core) and a useful run needs ~10^5, far beyond the demo's minutes
+(``python -m agents.eval.sb3_baseline``).
 A step that fails is reported, the steps that need its output are skipped, and the exit code is 1.
 """
 
@@ -26,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents import presets, report
+from agents import presets
+from agents.eval import report
 
 TABLE_COLUMNS = ("success_rate", "spl", "navigation_error", "ndtw", "reward", "steps")
 LEARNING_CURVE = {
@@ -140,7 +142,7 @@ def success_interval(metrics: Mapping[str, Any]) -> tuple[float, float]:
 
 
 def step_tiny_model(state: DemoState) -> None:
-    from agents.tiny import ensure_tiny_model
+    from agents.policy.tiny import ensure_tiny_model
 
     state.tiny_model = ensure_tiny_model()
     _say(f"    model: {state.tiny_model}")
@@ -172,7 +174,7 @@ def _evaluate(
 ) -> dict[str, Any]:
     """Score ``agent`` on the held-out episodes; ``in_table``: a row of the comparison (files + pictures
     in OUT/eval/LABEL), else metrics only (a point of the held-out learning curve)."""
-    from agents.evaluate import evaluate
+    from agents.eval.evaluate import evaluate
 
     if state.heldout is None:
         raise StepSkipped("no held-out episodes (the episode step did not run)")
@@ -278,7 +280,7 @@ def step_train(state: DemoState) -> None:
 def step_evaluate_trained(state: DemoState) -> None:
     if state.checkpoint is None or state.sft_policy is None:
         raise StepSkipped("no trained policy (the training step did not run)")
-    from agents.checkpoint import checkpoint_dir
+    from agents.train.checkpoint import checkpoint_dir
 
     state.heldout_curve = [(0, _evaluate(state, "sft", "policy", state.sft_policy))]
     every, total = state.settings.curve_every, state.config.num_iterations
@@ -390,7 +392,7 @@ def explain(state: DemoState) -> str:
     parts.append(
         "A non-language baseline (stable-baselines3 PPO on the pixels) is not run here: a useful run needs "
         "about 10^5 env steps, far beyond the demo's minutes; train and evaluate it with "
-        "`python -m agents.sb3_baseline` and `vln-gym evaluate --agent sb3 --checkpoint FILE.zip`."
+        "`python -m agents.eval.sb3_baseline` and `vln-gym evaluate --agent sb3 --checkpoint FILE.zip`."
     )
     if "oracle" in r and r["oracle"]["success_rate"] < 1.0:
         missed = round((1 - r["oracle"]["success_rate"]) * r["oracle"]["episodes"])
@@ -484,7 +486,7 @@ def _instructions(state: DemoState) -> str:
     """The instructions of the pictured episodes, as a markdown list (empty without episodes)."""
     if state.heldout is None:
         return ""
-    from agents.evaluate import MAP_PANELS
+    from agents.eval.evaluate import MAP_PANELS
 
     lines = [f"- `{e.episode_id}`: {e.instruction}" for e in state.heldout["episodes"][:MAP_PANELS]]
     return " Their instructions:\n\n" + "\n".join(lines)

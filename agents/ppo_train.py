@@ -29,8 +29,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from agents import ppo
-from agents.checkpoint import (
+from agents.train import ppo
+from agents.train.checkpoint import (
     assert_finite_parameters,
     check_compatible,
     load_optimizer_and_scheduler,
@@ -41,8 +41,8 @@ from agents.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from agents.rollout import Decision, RolloutStats, collect_grpo, collect_ppo, make_vector_env
-from agents.sft import (
+from agents.train.rollout import Decision, RolloutStats, collect_grpo, collect_ppo, make_vector_env
+from agents.train.sft import (
     SFTReport,
     collect_expert_pairs,
     load_reference,
@@ -245,7 +245,7 @@ def pad_right(tensors: Sequence[torch.Tensor], length: int) -> torch.Tensor:
 
 def resolve_model_path(name: str) -> str:
     if name == "tiny":
-        from agents.tiny import ensure_tiny_model
+        from agents.policy.tiny import ensure_tiny_model
 
         return str(ensure_tiny_model())
     return name
@@ -439,7 +439,7 @@ def rollout_metrics(accelerator, decisions: Sequence[Decision], stats: RolloutSt
 
 # ---------------------------------------------------------------- SFT warm start
 def sft_warm_start(policy, scorer, envs, config: PPOConfig, accelerator) -> SFTReport:
-    """``sft_steps`` supervised steps on expert answers before RL (as VLN-R1 does); see `agents.sft`."""
+    """``sft_steps`` supervised steps on expert answers before RL (as VLN-R1 does); see `agents.train.sft`."""
     rank = accelerator.process_index
     pairs = collect_expert_pairs(
         envs,
@@ -475,7 +475,7 @@ def ppo_train(
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from agents.policy import VLMPolicy
+    from agents.policy.model import VLMPolicy
 
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
@@ -885,7 +885,7 @@ def save_run(
 def save_initial_policy(config: PPOConfig, path: str | Path) -> Path:
     """Save the policy exactly as a run of ``config`` starts it (seeded, before any warm start) to ``path``:
     the "untrained" baseline that demos and benchmarks evaluate next to the trained one."""
-    from agents.policy import VLMPolicy
+    from agents.policy.model import VLMPolicy
 
     seed_everything(config.seed)
     policy = VLMPolicy.from_pretrained(

@@ -68,7 +68,7 @@ RL_ITERATIONS = {False: 40, True: 1}
 
 def heldout_env_kwargs(num_episodes: int = 100) -> dict[str, Any]:
     """Env kwargs of the held-out episodes (same setting, world seed `HELDOUT_WORLD_SEED`), with the episodes
-    generated up front as a list (what ``agents.evaluate.evaluate(env_kwargs=...)`` needs)."""
+    generated up front as a list (what ``agents.eval.evaluate.evaluate(env_kwargs=...)`` needs)."""
     kwargs = {k: v for k, v in EASY_WORLD_ENV_KWARGS.items() if k not in ("world_seed", "world_episodes")}
     kwargs.pop("world_config")
     return {**kwargs, "episodes": heldout_episodes(num_episodes)}

@@ -7,8 +7,8 @@ The model is built from a hand-written ``Qwen2VLConfig`` with the dimensions of 
 hidden 1536, 28 layers, 12 heads, 2 KV heads, intermediate 8960, vocab 151936, mrope_section [16, 24, 24],
 tied embeddings; vision: depth 32, embed_dim 1280, 16 heads, merger hidden 1536, patch 14, merge 2) and
 random weights, constructed directly in bf16 on the device (no fp32 copy, no download). The tokenizer and
-processor are the tiny model's (``agents.tiny``): its token ids fit in the 2B vocabulary; the image processor
-gets Qwen2-VL-2B-Instruct's pixel budget (min 3136, max 12845056 pixels), so a 224x224 frame becomes
+processor are the tiny model's (``agents.policy.tiny``): its token ids fit in the 2B vocabulary; the image
+processor gets Qwen2-VL-2B-Instruct's pixel budget (min 3136, max 12845056 pixels), so a 224x224 frame becomes
 16x16 patches = 64 merged image tokens, as with the real checkpoint. ``--tiny`` keeps the tiny model's own
 config and processor.
 
@@ -16,7 +16,7 @@ Measured on a batch of ``--batch`` (16) prompts with 2 random frames at 224x224 
 - rollout: ``VLMPolicy.generate`` (processor, vision tower, prefill, KV-cache decoding of
   ``--max-new-tokens`` sampled tokens); figure = generated tokens / wall time;
 - update: one PPO step = ``VLMPolicy.evaluate`` (with grad; image features cached by generate, as in the
-  trainer) + ``agents.ppo`` clipped policy / value losses + backward + grad clipping + AdamW step;
+  trainer) + ``agents.train.ppo`` clipped policy / value losses + backward + grad clipping + AdamW step;
   figure = samples / wall time;
 - peak GPU memory (``torch.cuda.max_memory_allocated``) per phase and overall; on CPU the peak RSS;
 - MFU of the update phase (see ``update_flops``): model FLOPs / update time / peak FLOP/s, with the peak
@@ -98,9 +98,9 @@ def build_policy(args: argparse.Namespace, device, dtype):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-    from agents.policy import PolicyConfig, VLMPolicy, _lora_target
-    from agents.tiny import ensure_tiny_model
-    from agents.value_head import ValueHead, hidden_size_of
+    from agents.policy.model import PolicyConfig, VLMPolicy, _lora_target
+    from agents.policy.tiny import ensure_tiny_model
+    from agents.policy.value_head import ValueHead, hidden_size_of
 
     tiny_path = ensure_tiny_model()
     tiny_config = AutoConfig.from_pretrained(tiny_path)
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from agents import ppo
+    from agents.train import ppo
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from agents import presets
-from agents.evaluate import evaluate
+from agents.eval.evaluate import evaluate
 from agents.ppo_train import SFT_POLICY_DIR, ppo_train, save_initial_policy
 
 
@@ -77,9 +77,9 @@ def initial_policy(out: Path, config) -> str:
 
 def sft_check(initial: str, sft: str, count: int, seed: int) -> dict:
     """Expert-action NLL / greedy accuracy on held-out (observation, expert action) pairs."""
-    from agents.policy import VLMPolicy
-    from agents.rollout import make_vector_env
-    from agents.sft import collect_expert_pairs, expert_accuracy, heldout_loss
+    from agents.policy.model import VLMPolicy
+    from agents.train.rollout import make_vector_env
+    from agents.train.sft import collect_expert_pairs, expert_accuracy, heldout_loss
 
     envs = make_vector_env("VLN-v0", presets.heldout_world_env_kwargs(), 4)
     pairs = collect_expert_pairs(

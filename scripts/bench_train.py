@@ -6,7 +6,7 @@
 Work per iteration, identical for every variant: ``--prompts`` start states x ``--generations`` sampled
 completions of at most ``--max-new-tokens`` tokens (no action-constrained decoding: trl has none), each
 scored by one ``VLN-v0`` step (the env owns the reward), then one optimizer step on all completions
-(minibatch = prompts x generations). Same tiny Qwen2-VL (``agents.tiny``), float32 weights, LoRA r=8 /
+(minibatch = prompts x generations). Same tiny Qwen2-VL (``agents.policy.tiny``), float32 weights, LoRA r=8 /
 alpha=16 on q/k/v/o of the language model (vision tower frozen), AdamW at the same learning rate, no KL
 term (trl's default ``beta=0``; ``--kl-coef`` sets both), no gradient checkpointing, the same number of
 torch threads. Prompts are the built-in world's: ``vln_gym.world.export_dataset(per_step=True, history=2)``
@@ -122,7 +122,7 @@ class Pacer:
 def run_ours(args: argparse.Namespace, pacer: Pacer) -> None:
     """Our trainer (``agents.ppo_train``) unchanged; its per-iteration metrics row paces the run."""
     import agents.ppo_train as trainer
-    from agents.tiny import ensure_tiny_model
+    from agents.policy.tiny import ensure_tiny_model
 
     completions = args.prompts * args.generations
     config = trainer.PPOConfig(
@@ -181,7 +181,7 @@ def trl_dataset(data: Path):
     from PIL import Image
 
     import vln_gym  # noqa: F401  (registers VLN-v0)
-    from agents.prompting import build_messages, valid_frames
+    from agents.policy.prompting import build_messages, valid_frames
 
     env = gym.make("VLN-v0", **env_kwargs(data))
     rows: dict[str, list] = {"prompt": [], "images": [], "episode_index": []}
@@ -242,8 +242,8 @@ def run_trl(args: argparse.Namespace, pacer: Pacer) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from agents.policy import _lora_target
-    from agents.tiny import ensure_tiny_model
+    from agents.policy.model import _lora_target
+    from agents.policy.tiny import ensure_tiny_model
 
     data = Path(args.data)
     model_path = ensure_tiny_model()
@@ -414,7 +414,7 @@ def parent_main(args: argparse.Namespace) -> int:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}, choose from {list(VARIANTS)}")
-    from agents.tiny import ensure_tiny_model
+    from agents.policy.tiny import ensure_tiny_model
 
     ensure_tiny_model()  # build once here, not concurrently in the children
     started = time.perf_counter()
@@ -465,7 +465,7 @@ def parent_main(args: argparse.Namespace) -> int:
             "warmup": 1,
             "threads": args.threads,
             "kl_coef": args.kl_coef,
-            "model": "tiny Qwen2-VL (agents.tiny), float32, LoRA r=8 alpha=16 q/k/v/o",
+            "model": "tiny Qwen2-VL (agents.policy.tiny), float32, LoRA r=8 alpha=16 q/k/v/o",
             "frames": "2 x 224x224",
         },
         "variants": figures,

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-from vln_gym.cli import COMMANDS, main
+from agents.cli import COMMANDS, main
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -6,7 +6,7 @@ import json
 
 from test_data_helpers import make_png, own_record, sharegpt_record, write_lines
 
-from vln_gym.cli import main
+from agents.cli import main
 from vln_gym.data import load_episodes, write_episodes_jsonl
 
 REMAP_KEY = "VLN-Ego/data/r2r_training_rgb"

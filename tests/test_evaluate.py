@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.evaluate import aggregate_metrics, evaluate, main, unbatch_info
+from agents.eval.evaluate import aggregate_metrics, evaluate, main, unbatch_info
 from vln_gym.episode import Episode
 
 METRIC_KEYS = {
@@ -272,7 +272,7 @@ def test_oracle_and_random_on_held_out_world(tmp_path):
 
 
 def test_held_out_world_shares_no_floor_plan_with_training():
-    from agents.evaluate import HELDOUT_WORLD_KWARGS
+    from agents.eval.evaluate import HELDOUT_WORLD_KWARGS
     from vln_gym.world import generate_episodes
 
     # The trainer's default env is the env's default world: world_seed 0 (first 100 of its episodes here).
@@ -302,7 +302,7 @@ def test_held_out_world_episodes_honour_world_config():
     )
     assert [r["id"] for r in same.episodes] == [r["id"] for r in result.episodes]
     assert same.episodes[0]["path"] == result.episodes[0]["path"]
-    from agents.evaluate import EvaluationError
+    from agents.eval.evaluate import EvaluationError
 
     with pytest.raises(EvaluationError, match="world_config"):
         evaluate("oracle", env_kwargs={"world_config": {"no_such_field": 1}}, num_episodes=1)
@@ -314,7 +314,7 @@ def test_held_out_world_episodes_honour_world_config():
 def test_sb3_wrapper_train_save_and_evaluate(tmp_path, vln_ego_trajectory):
     from stable_baselines3.common.env_checker import check_env
 
-    from agents.sb3_baseline import SB3Agent, make_sb3_env, sb3_observation, train_sb3
+    from agents.eval.sb3_baseline import SB3Agent, make_sb3_env, sb3_observation, train_sb3
 
     env_kwargs = {"episodes": _episodes(vln_ego_trajectory), "views": "trajectory", "max_steps": 6}
     env_kwargs["image_size"] = [48, 48]

@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from agents.constrained import ActionTrieLogitsProcessor, TokenTrie, apply_mask, response_mask
-from agents.policy import VLMPolicy
-from agents.tiny import build_tiny_qwen2_vl
+from agents.policy.constrained import ActionTrieLogitsProcessor, TokenTrie, apply_mask, response_mask
+from agents.policy.model import VLMPolicy
+from agents.policy.tiny import build_tiny_qwen2_vl
 from vln_gym.actions import ACTION_PROMPT, ACTION_WORDS, parse_action
 
 torch.set_num_threads(1)

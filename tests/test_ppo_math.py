@@ -1,4 +1,4 @@
-"""agents.ppo: every function against numbers computed by hand (and GAE against SB3's buffer)."""
+"""agents.train.ppo: every function against numbers computed by hand (and GAE against SB3's buffer)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents import ppo
+from agents.train import ppo
 
 
 def t(values) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""agents.sft (supervised warm start on expert actions) and agents.presets on the tiny model."""
+"""agents.train.sft (supervised warm start on expert actions) and agents.presets on the tiny model."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 
 from agents import presets
 from agents.ppo_train import SFT_POLICY_DIR, PPOConfig, ppo_train
-from agents.rollout import make_vector_env
-from agents.sft import ExpertPair, answer_ids, collect_expert_pairs, supervised_warm_start
+from agents.train.rollout import make_vector_env
+from agents.train.sft import ExpertPair, answer_ids, collect_expert_pairs, supervised_warm_start
 from vln_gym.actions import parse_action
 from vln_gym.episode import Episode
 from vln_gym.geometry import STOP
@@ -62,8 +62,8 @@ def test_expert_pairs_need_expert_actions(vln_ego_trajectory):
 
 
 def test_answer_ids_parse_back_to_the_action():
-    from agents.policy import VLMPolicy
-    from agents.tiny import ensure_tiny_model
+    from agents.policy.model import VLMPolicy
+    from agents.policy.tiny import ensure_tiny_model
 
     policy = VLMPolicy.from_pretrained(str(ensure_tiny_model()), constrained_actions=True)
     tokenizer = policy.processor.tokenizer
@@ -88,8 +88,8 @@ def first_decisions(world_seed: int, count: int) -> list[ExpertPair]:
 
 
 def test_warm_start_lowers_heldout_loss_and_raises_accuracy():
-    from agents.policy import VLMPolicy
-    from agents.tiny import ensure_tiny_model
+    from agents.policy.model import VLMPolicy
+    from agents.policy.tiny import ensure_tiny_model
 
     torch.manual_seed(0)
     policy = VLMPolicy.from_pretrained(

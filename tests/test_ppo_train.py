@@ -1,4 +1,5 @@
-"""agents.ppo_train / agents.rollout / agents.checkpoint on the tiny model and small hand-made episodes."""
+"""agents.ppo_train / agents.train.rollout / agents.train.checkpoint on the tiny model and small hand-made
+episodes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from agents.checkpoint import (
+from agents.ppo_train import PPOConfig, lr_factor, parse_config, ppo_targets, ppo_train
+from agents.train.checkpoint import (
     check_compatible,
     list_checkpoints,
     load_rng_state,
@@ -21,8 +23,7 @@ from agents.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from agents.ppo_train import PPOConfig, lr_factor, parse_config, ppo_targets, ppo_train
-from agents.rollout import Decision, collect_grpo, info_at, make_vector_env, obs_at
+from agents.train.rollout import Decision, collect_grpo, info_at, make_vector_env, obs_at
 from vln_gym.episode import Episode
 
 torch.set_num_threads(1)
@@ -304,7 +305,7 @@ def test_resume_refuses_another_lora_shape(tmp_path, env_kwargs):
 
 
 def test_grpo_groups_share_start_and_train(tmp_path, env_kwargs):
-    from agents.policy import VLMPolicy
+    from agents.policy.model import VLMPolicy
     from agents.ppo_train import resolve_model_path
 
     policy = VLMPolicy.from_pretrained(resolve_model_path("tiny"), constrained_actions=True, seed=0)
@@ -343,7 +344,7 @@ def test_nan_rewards_skip_then_stop(tmp_path, env_kwargs):
 
 
 def test_nan_loss_skips_steps_and_keeps_weights_finite(tmp_path, env_kwargs, monkeypatch):
-    from agents import ppo
+    from agents.train import ppo
 
     monkeypatch.setattr(
         ppo, "clipped_policy_loss", lambda *args: torch.tensor(float("nan"), requires_grad=True)
@@ -365,7 +366,7 @@ def test_shipped_training_yaml_parses(name):
 
 
 def test_cli_train_one_iteration(tmp_path, vln_ego_trajectory, capsys):
-    from vln_gym.cli import main
+    from agents.cli import main
 
     settings = tmp_path / "run.yaml"
     settings.write_text(
@@ -383,7 +384,7 @@ def test_cli_train_one_iteration(tmp_path, vln_ego_trajectory, capsys):
 
 
 def test_cli_train_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
-    from vln_gym.cli import main
+    from agents.cli import main
 
     def error_of(argv: list[str]) -> str:
         assert main(["train", *argv]) == 2

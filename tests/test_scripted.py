@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from agents.scripted import (
+from agents.eval.scripted import (
     AgentError,
     ExpertAgent,
     ForwardAgent,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from agents.tiny import (
+from agents.policy.tiny import (
     MARKER_FILE,
     QWEN_SPECIAL_TOKENS,
     build_tiny_qwen2_vl,

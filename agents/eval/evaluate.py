@@ -34,8 +34,8 @@ import gymnasium as gym
 import numpy as np
 
 import vln_gym  # noqa: F401  (registers VLN-v0)
-from agents import report
-from agents.scripted import AGENT_NAMES, Agent, AgentError, make_agent
+from agents.eval import report
+from agents.eval.scripted import AGENT_NAMES, Agent, AgentError, make_agent
 from vln_gym.geometry import ACTION_NAMES, STOP
 from vln_gym.images import ImageLoadError
 

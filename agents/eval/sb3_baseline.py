@@ -6,7 +6,7 @@ which SB3 treats as an image and feeds to its NatureCNN) and the frame mask (``f
 The agent therefore sees where it is but not where it is told to go: whatever it learns is
 instruction-free exploration, the floor that a language policy has to beat.
 
-Train: ``python -m agents.sb3_baseline --timesteps 20000 --out runs/sb3/ppo.zip``; evaluate like any
+Train: ``python -m agents.eval.sb3_baseline --timesteps 20000 --out runs/sb3/ppo.zip``; evaluate like any
 agent: ``vln-gym evaluate --agent sb3 --checkpoint runs/sb3/ppo.zip``.
 """
 
@@ -26,10 +26,11 @@ from gymnasium import spaces
 from PIL import Image
 
 import vln_gym  # noqa: F401  (registers VLN-v0)
-from agents.scripted import AgentError
+from agents.eval.agent import AgentError
 
 DEFAULT_SIZE = 64
-# Training world: the env's default built-in world (seed 0); evaluation uses agents.evaluate's held-out seed.
+# Training world: the env's default built-in world (seed 0); evaluation uses agents.eval.evaluate's
+# held-out seed.
 DEFAULT_TRAIN_ENV_KWARGS: dict[str, Any] = {"image_size": [DEFAULT_SIZE, DEFAULT_SIZE], "max_steps": 100}
 # With no data: the first 200 episodes of the training world (seed 0), cheaper to generate than 1000.
 DEFAULT_TRAIN_WORLD: dict[str, Any] = {"world_seed": 0, "world_episodes": 200}
@@ -154,9 +155,9 @@ class SB3Agent:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m agents.sb3_baseline``: train and save the SB3 baseline."""
+    """``python -m agents.eval.sb3_baseline``: train and save the SB3 baseline."""
     parser = argparse.ArgumentParser(
-        prog="python -m agents.sb3_baseline", description=__doc__.splitlines()[0]
+        prog="python -m agents.eval.sb3_baseline", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--out", default="runs/sb3/ppo.zip", help="where to save the model (.zip)")
     parser.add_argument("--timesteps", type=int, default=20_000, help="total env steps")

@@ -21,8 +21,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents import ppo
-from agents.rollout import obs_at
+from agents.train import ppo
+from agents.train.rollout import obs_at
 from vln_gym.actions import format_action, parse_action
 from vln_gym.geometry import MOVE_FORWARD, TURN_LEFT, TURN_RIGHT
 

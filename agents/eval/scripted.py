@@ -11,28 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from agents.eval.agent import Agent, AgentError
 from vln_gym.geometry import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT, heading_towards, wrap_angle
 
 AGENT_NAMES = ("random", "forward", "oracle", "expert", "policy", "sb3")
-
-
-class Agent(Protocol):
-    """What evaluation and rollouts need from an agent."""
-
-    name: str
-    action_space: str
-
-    def reset(self, seed: int | None = None) -> None: ...
-
-    def act(self, obs: Mapping[str, Any], info: Mapping[str, Any]) -> int | str: ...
-
-
-class AgentError(ValueError):
-    """An agent cannot be built (unknown name, missing or incompatible checkpoint) or lacks its inputs."""
 
 
 def _require(info: Mapping[str, Any], key: str, agent: str) -> Any:
@@ -167,7 +153,7 @@ class PolicyAgent:
 
     def __init__(self, checkpoint: str | Path, *, seed: int = 0, constrained_actions: bool | None = None):
         path = _check_policy_checkpoint(checkpoint)
-        from agents.policy import VLMPolicy
+        from agents.policy.model import VLMPolicy
 
         kwargs: dict[str, Any] = {"seed": seed}
         if constrained_actions is not None:
@@ -243,7 +229,7 @@ def make_agent(
     turn_angle: float = 15.0,
 ) -> Agent:
     """Build an agent by name (``AGENT_NAMES``). ``policy`` needs a VLMPolicy checkpoint directory,
-    ``sb3`` a stable-baselines3 ``.zip`` from ``agents.sb3_baseline``; the others take no checkpoint."""
+    ``sb3`` a stable-baselines3 ``.zip`` from ``agents.eval.sb3_baseline``; the others take no checkpoint."""
     if name not in AGENT_NAMES:
         raise AgentError(f"unknown agent {name!r}; known agents: {', '.join(AGENT_NAMES)}")
     if name in ("policy", "sb3"):
@@ -251,7 +237,7 @@ def make_agent(
             raise AgentError(f"agent {name!r} needs --checkpoint")
         if name == "policy":
             return PolicyAgent(checkpoint, seed=seed)
-        from agents.sb3_baseline import SB3Agent
+        from agents.eval.sb3_baseline import SB3Agent
 
         return SB3Agent(checkpoint)
     if checkpoint is not None:

@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": ("vln_gym.data.cli", "convert_main", "write any supported input as vln-gym jsonl"),
     "make-world": ("vln_gym.world.cli", "main", "export built-in-world episodes as a dataset"),
     "train": ("agents.ppo_train", "main", "PPO/GRPO training through env.step"),
-    "evaluate": ("agents.evaluate", "main", "run an agent on episodes; metrics, report, plots"),
+    "evaluate": ("agents.eval.evaluate", "main", "run an agent on episodes; metrics, report, plots"),
 }
 
 

@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.policy import Generation, PromptInputs, VLMPolicy
+from agents.policy.model import Generation, PromptInputs, VLMPolicy
 
 PAD_ACTION = ""  # sent to envs whose GRPO episode is over (an invalid, discarded no-op step)
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from agents.constrained import TokenTrie, allowed_mask, apply_mask, build_action_trie, response_mask
-from agents.prompting import build_messages, valid_frames
-from agents.value_head import ValueHead, hidden_size_of
+from agents.policy.constrained import TokenTrie, allowed_mask, apply_mask, build_action_trie, response_mask
+from agents.policy.prompting import build_messages, valid_frames
+from agents.policy.value_head import ValueHead, hidden_size_of
 
 POLICY_CONFIG_FILE = "policy_config.json"
 VALUE_HEAD_FILE = "value_head.safetensors"

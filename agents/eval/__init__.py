@@ -1,0 +1,1 @@
+"""Evaluation: scripted agents, `vln-gym evaluate`, reports and the SB3 pixel baseline."""

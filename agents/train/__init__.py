@@ -1,0 +1,2 @@
+"""Training: config, the episode runner, batch building, the update, the run log, PPO math, SFT and
+checkpoints."""
