@@ -78,10 +78,10 @@ def initial_policy(out: Path, config) -> str:
 def sft_check(initial: str, sft: str, count: int, seed: int) -> dict:
     """Expert-action NLL / greedy accuracy on held-out (observation, expert action) pairs."""
     from agents.policy.model import VLMPolicy
-    from agents.train.rollout import make_vector_env
+    from agents.train.envpool import make_env_pool
     from agents.train.sft import collect_expert_pairs, expert_accuracy, heldout_loss
 
-    envs = make_vector_env("VLN-v0", presets.heldout_world_env_kwargs(), 4)
+    envs = make_env_pool("VLN-v0", presets.heldout_world_env_kwargs(), 4)
     pairs = collect_expert_pairs(
         envs, count, seeds=[seed * 4 + k for k in range(4)], explore=0.1, rng=np.random.default_rng(seed)
     )

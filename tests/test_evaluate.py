@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.eval.evaluate import aggregate_metrics, evaluate, main, unbatch_info
+from agents.eval.evaluate import aggregate_metrics, evaluate, main
 from vln_gym.episode import Episode
 
 METRIC_KEYS = {
@@ -64,20 +64,6 @@ def test_aggregate_metrics_mean_std_ci_hand_computed():
     assert mixed["distance_kind"] == "mixed"
     single = aggregate_metrics([_episode_metrics(1.0, 1.0, 0.5, 3)])
     assert single["std"]["spl"] == 0.0 and single["ci95"]["spl"] == [1.0, 1.0]
-
-
-def test_unbatch_info_follows_masks_recursively():
-    infos = {
-        "episode_id": np.array(["a", "b"], dtype=object),
-        "_episode_id": np.array([True, True]),
-        "metrics": {"spl": np.array([0.0, 0.7]), "_spl": np.array([False, True])},
-        "_metrics": np.array([False, True]),
-    }
-    assert unbatch_info(infos, 0) == {"episode_id": "a"}
-    assert unbatch_info(infos, 1) == {"episode_id": "b", "metrics": {"spl": 0.7}}
-
-
-# ---------------------------------------------------------------- dataset mode on hand-made episodes
 
 
 def _episodes(vln_ego_trajectory: Path) -> list[Episode]:

@@ -10,7 +10,7 @@ import torch
 
 from agents import presets
 from agents.ppo_train import SFT_POLICY_DIR, PPOConfig, ppo_train
-from agents.train.rollout import make_vector_env
+from agents.train.envpool import make_env_pool
 from agents.train.sft import ExpertPair, answer_ids, collect_expert_pairs, supervised_warm_start
 from vln_gym.actions import parse_action
 from vln_gym.episode import Episode
@@ -23,7 +23,7 @@ WORLD = {**presets.EASY_WORLD_ENV_KWARGS, "history_frames": 2, "image_size": [56
 
 
 def pairs(world_seed: int, count: int, explore: float = 0.0) -> list[ExpertPair]:
-    envs = make_vector_env("VLN-v0", {**WORLD, "world_seed": world_seed}, 2)
+    envs = make_env_pool("VLN-v0", {**WORLD, "world_seed": world_seed}, 2)
     try:
         return collect_expert_pairs(
             envs, count, seeds=[1, 2], explore=explore, rng=np.random.default_rng(world_seed)
@@ -55,7 +55,7 @@ def test_expert_pairs_need_expert_actions(vln_ego_trajectory):
         step_index=0,
     )
     kwargs = {"episodes": [episode], "views": "trajectory", "action_space": "text", "image_size": (56, 56)}
-    envs = make_vector_env("VLN-v0", kwargs, 1)
+    envs = make_env_pool("VLN-v0", kwargs, 1)
     with pytest.raises(ValueError, match="expert_actions"):
         collect_expert_pairs(envs, 4, seeds=[0])
     envs.close()

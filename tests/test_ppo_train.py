@@ -13,7 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from agents.ppo_train import PPOConfig, lr_factor, parse_config, ppo_targets, ppo_train
+from agents.ppo_train import PPOConfig, parse_config, ppo_train
+from agents.train.batch import ppo_targets
 from agents.train.checkpoint import (
     check_compatible,
     list_checkpoints,
@@ -23,7 +24,10 @@ from agents.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from agents.train.rollout import Decision, collect_grpo, info_at, make_vector_env, obs_at
+from agents.train.envpool import make_env_pool
+from agents.train.rollout import Decision, collect_grpo
+from agents.train.runner import EpisodeRunner
+from agents.train.update import lr_factor
 from vln_gym.episode import Episode
 
 torch.set_num_threads(1)
@@ -167,21 +171,6 @@ def test_ppo_targets_segment_end_bootstraps():
     assert advantages[0].tolist() == pytest.approx([0.9 * 1.0 - 0.5])
 
 
-# ---------------------------------------------------------------- vector env plumbing
-def test_info_at_and_same_step_autoreset(env_kwargs):
-    envs = make_vector_env("VLN-v0", env_kwargs, 2)
-    observations, infos = envs.reset(seed=[3, 3])
-    first = obs_at(observations, 0)
-    assert first["frames"].shape == (2, 56, 56, 3) and isinstance(first["instruction"], str)
-    assert info_at(infos, 0)["episode_id"] == info_at(infos, 1)["episode_id"]  # same seed, same episode
-    observations, _, terminated, _, infos = envs.step(("stop", "move forward"))
-    assert terminated.tolist() == [True, False]
-    final = info_at(infos["final_info"], 0)
-    assert "metrics" in final and final["actions"] == (0,)
-    assert info_at(infos, 1)["actions"] == (1,)
-    envs.close()
-
-
 # ---------------------------------------------------------------- checkpoints
 class _Saver:
     def __init__(self, fail: bool = False) -> None:
@@ -309,9 +298,9 @@ def test_grpo_groups_share_start_and_train(tmp_path, env_kwargs):
     from agents.ppo_train import resolve_model_path
 
     policy = VLMPolicy.from_pretrained(resolve_model_path("tiny"), constrained_actions=True, seed=0)
-    envs = make_vector_env("VLN-v0", env_kwargs, 4)
-    episodes, stats = collect_grpo(policy, envs, [11, 12], 2, {"max_new_tokens": 8})
-    envs.close()
+    pool = make_env_pool("VLN-v0", env_kwargs, 4)
+    episodes, stats = collect_grpo(policy, EpisodeRunner(pool), [11, 12], 2, {"max_new_tokens": 8})
+    pool.close()
     firsts = [episode[0] for episode in episodes]
     assert [d.group for d in firsts] == [0, 0, 1, 1]
     assert torch.equal(firsts[0].prompt.input_ids, firsts[1].prompt.input_ids)

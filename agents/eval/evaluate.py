@@ -35,8 +35,11 @@ import numpy as np
 
 import vln_gym  # noqa: F401  (registers VLN-v0)
 from agents.eval import report
-from agents.eval.scripted import AGENT_NAMES, Agent, AgentError, make_agent
-from vln_gym.geometry import ACTION_NAMES, STOP
+from agents.eval.agent import Agent, AgentError
+from agents.eval.scripted import AGENT_NAMES, make_agent
+from agents.train.envpool import make_env, make_env_pool
+from agents.train.runner import EpisodeRunner
+from vln_gym.geometry import ACTION_NAMES
 from vln_gym.images import ImageLoadError
 
 # Episodes of the built-in world used for evaluation. Training (agents.ppo_train defaults, the env's
@@ -57,7 +60,7 @@ MEAN_KEYS: dict[str, str] = {
     "invalid_action_rate": "invalid_action_rate",
     "reward": "reward",
 }
-_DATA_LOAD_OPTIONS = ("format", "field_map", "media_dir", "path_remap", "heading_unit", "allow_outside_media")
+_LOAD_OPTIONS = ("heading_unit", "allow_outside_media")  # load_episodes options the env takes in data_options
 
 
 class EvaluationError(ValueError):
@@ -119,75 +122,39 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def unbatch_info(infos: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """Sub-env ``index``'s info dict out of a vector env's batched info (honours the ``_key`` masks)."""
-    out: dict[str, Any] = {}
-    for key, value in infos.items():
-        if key.startswith("_"):
-            continue
-        mask = infos.get(f"_{key}")
-        if mask is not None and not bool(mask[index]):
-            continue
-        out[key] = unbatch_info(value, index) if isinstance(value, Mapping) else value[index]
-    return out
+def env_build_kwargs(env_kwargs: Mapping[str, Any], data: Any) -> dict[str, Any]:
+    """``gym.make`` kwargs: ``data`` becomes ``data_files`` (the env loads and validates it); the load options
+    ``heading_unit`` / ``allow_outside_media`` given at the top level move into ``data_options``; with no
+    data, the held-out built-in world (``HELDOUT_WORLD_KWARGS``, which ``env_kwargs`` may override)."""
+    kwargs = dict(env_kwargs)
+    if data is not None:
+        kwargs["data_files"] = [str(data)] if isinstance(data, str | Path) else [str(p) for p in data]
+    if "data_files" in kwargs:
+        files = kwargs["data_files"]
+        missing = [f for f in ([files] if isinstance(files, str | Path) else files) if not Path(f).exists()]
+        if missing:
+            raise EvaluationError(f"{missing[0]}: data path not found")
+    options = {key: kwargs.pop(key) for key in _LOAD_OPTIONS if key in kwargs}
+    if options:
+        kwargs["data_options"] = {**options, **dict(kwargs.get("data_options") or {})}
+    if "data_files" not in kwargs and "episodes" not in kwargs and kwargs.get("views", "world") == "world":
+        kwargs = {**HELDOUT_WORLD_KWARGS, **kwargs}
+    return kwargs
 
 
-def unbatch_obs(obs: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """Sub-env ``index``'s observation dict out of a batched observation."""
-    return {key: value[index] for key, value in obs.items()}
+def make_probe_env(kwargs: Mapping[str, Any]) -> gym.Env:
+    """One env in this process, to read the episode list and success radii (errors as one line)."""
+    from vln_gym.data import DataError
 
-
-def _is_world_mode(env_kwargs: Mapping[str, Any]) -> bool:
-    if "views" in env_kwargs:
-        return env_kwargs["views"] == "world"
-    return "episodes" not in env_kwargs and "data_files" not in env_kwargs
-
-
-def _load_data(data: Sequence[str], env_kwargs: dict[str, Any]) -> list[Any]:
-    """Load and validate dataset episodes (load options are taken out of ``env_kwargs``)."""
-    from vln_gym.data import DataError, load_episodes
-
-    options = {key: env_kwargs.pop(key) for key in _DATA_LOAD_OPTIONS if key in env_kwargs}
-    options.update(env_kwargs.pop("data_options", None) or {})
-    for key in ("forward_step", "turn_angle"):
-        if key in env_kwargs:
-            options[key] = env_kwargs[key]
-    missing = [path for path in data if not Path(path).exists()]
-    if missing:
-        raise EvaluationError(f"{missing[0]}: data path not found")
     try:
-        episodes = load_episodes(list(data), **options)
+        return make_env("VLN-v0", kwargs)
     except DataError as error:
         first = str(error).splitlines()[0] if str(error) else "data failed validation"
         raise EvaluationError(f"data failed validation: {first}") from error
-    except TypeError as error:
-        raise EvaluationError(f"bad data load option in --env-kwargs: {error}") from error
-    if not episodes:
-        raise EvaluationError(f"{', '.join(data)}: no episodes")
-    return episodes
-
-
-def _world_episodes(env_kwargs: dict[str, Any], wanted: int | None) -> list[Any]:
-    """Built-in-world episodes, generated once here (not once per sub-env): the held-out set
-    (``HELDOUT_WORLD_KWARGS``) unless ``world_seed`` / ``world_episodes`` are given. Generation is
-    prefix-stable, so only the first ``wanted`` episodes are built. ``world_config`` (a ``WorldConfig`` or its
-    fields) is honoured as the env honours it."""
-    from vln_gym.world import WorldConfig, generate_episodes
-
-    seed = int(env_kwargs.pop("world_seed", HELDOUT_WORLD_KWARGS["world_seed"]))
-    total = int(env_kwargs.pop("world_episodes", HELDOUT_WORLD_KWARGS["world_episodes"]))
-    try:
-        config = WorldConfig.coerce(env_kwargs.pop("world_config", None))
-    except ValueError as error:
-        raise EvaluationError(f"env kwargs: {error}") from error
-    count = total if wanted is None else min(int(wanted), total)
-    return generate_episodes(
-        seed=seed,
-        num_episodes=max(count, 1),
-        config=config,
-        forward_step=float(env_kwargs.get("forward_step", 0.25)),
-        turn_angle=float(env_kwargs.get("turn_angle", 15.0)),
-    )
+    except (TypeError, ValueError, RuntimeError, OSError) as error:
+        # gymnasium re-raises the env's own error with every kwarg (all episodes) appended: show the original
+        cause = error.__cause__ if isinstance(error.__cause__, type(error)) else error
+        raise EvaluationError(f"cannot make VLN-v0 with these env kwargs: {cause}") from error
 
 
 def _agent_factory(
@@ -242,71 +209,51 @@ def evaluate(
     with load options (``format``, ``field_map``, ``media_dir``, ``path_remap``, ``heading_unit``) taken
     from ``env_kwargs``. Writes the output files when ``out_dir`` is given.
     """
-    kwargs = dict(env_kwargs or {})
-    if data is not None or "data_files" in kwargs:
-        paths = kwargs.pop("data_files", None) if data is None else data
-        paths = [paths] if isinstance(paths, str | Path) else list(paths)
-        kwargs["episodes"] = _load_data([str(p) for p in paths], kwargs)
-    elif "episodes" not in kwargs:
-        needed = None if episode_indices is None else max(episode_indices, default=-1) + 1
-        kwargs["episodes"] = _world_episodes(kwargs, num_episodes if needed is None else needed)
-        kwargs.setdefault("views", "world")
-    world_mode = _is_world_mode(kwargs)
-    factory = _agent_factory(
-        agent,
-        checkpoint=checkpoint,
-        world_mode=world_mode,
-        seed=seed,
-        forward_steps=forward_steps,
-        forward_step=float(kwargs.get("forward_step", 0.25)),
-        turn_angle=float(kwargs.get("turn_angle", 15.0)),
-    )
-    first_agent = factory(0)
-    kwargs.setdefault("action_space", first_agent.action_space)
-    if kwargs["action_space"] == "discrete" and first_agent.action_space == "text":
-        raise EvaluationError(f"agent {first_agent.name!r} answers in text; it needs action_space='text'")
-    text_env = kwargs["action_space"] == "text"
-    if num_envs < 1:
-        raise EvaluationError(f"--num-envs must be >= 1, got {num_envs}")
-
-    available = len(kwargs["episodes"])
-    if episode_indices is None:
-        count = available if num_episodes is None else min(int(num_episodes), available)
-        episode_indices = list(range(count))
-    indices = [int(i) for i in episode_indices]
-    bad = [i for i in indices if not 0 <= i < available]
-    if bad:
-        raise EvaluationError(f"episode index {bad[0]} out of range (the env has {available} episodes)")
-    if not indices:
-        raise EvaluationError("no episodes selected (--episodes must be >= 1)")
+    kwargs = env_build_kwargs(env_kwargs or {}, data)
+    probe = make_probe_env(kwargs)
     try:
-        vec = gym.make_vec(
-            "VLN-v0",
-            num_envs=min(num_envs, len(indices)),
-            vectorization_mode=vectorization_mode,
-            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.DISABLED},
-            **kwargs,
+        env = probe.unwrapped
+        world_mode = env.views == "world"
+        available = len(env.episodes)
+        if episode_indices is None:
+            count = available if num_episodes is None else min(int(num_episodes), available)
+            episode_indices = list(range(count))
+        indices = [int(i) for i in episode_indices]
+        bad = [i for i in indices if not 0 <= i < available]
+        if bad:
+            raise EvaluationError(f"episode index {bad[0]} out of range (the env has {available} episodes)")
+        if not indices:
+            raise EvaluationError("no episodes selected (--episodes must be >= 1)")
+        if num_envs < 1:
+            raise EvaluationError(f"--num-envs must be >= 1, got {num_envs}")
+        chosen = [env.episodes[i] for i in indices]
+        radii = [
+            env.success_distance if e.success_distance is None else float(e.success_distance) for e in chosen
+        ]
+        factory = _agent_factory(
+            agent,
+            checkpoint=checkpoint,
+            world_mode=world_mode,
+            seed=seed,
+            forward_steps=forward_steps,
+            forward_step=env.forward_step,
+            turn_angle=env.turn_angle,
         )
-    except (TypeError, ValueError, RuntimeError) as error:
-        # gymnasium re-raises the env's own error with every kwarg (all episodes) appended: show the original
-        cause = error.__cause__ if isinstance(error.__cause__, type(error)) else error
-        raise EvaluationError(f"cannot make VLN-v0 with these env kwargs: {cause}") from error
-    env_episodes = kwargs["episodes"]
-    default_radius = float(vec.get_attr("success_distance")[0])
-    radii = [
-        default_radius if e.success_distance is None else float(e.success_distance) for e in env_episodes
-    ]
-    try:
-        result = _run(
-            vec, factory, first_agent, indices, [radii[i] for i in indices], seed, text_env, on_episode
-        )
+        first_agent = factory(0)
+        kwargs.setdefault("action_space", first_agent.action_space)
+        if kwargs["action_space"] == "discrete" and first_agent.action_space == "text":
+            raise EvaluationError(f"agent {first_agent.name!r} answers in text; it needs action_space='text'")
+        text_env = kwargs["action_space"] == "text"
     finally:
-        vec.close()
+        probe.close()
+    pool = make_env_pool("VLN-v0", kwargs, min(num_envs, len(indices)), vectorization_mode)
+    try:
+        result = _run(EpisodeRunner(pool), factory, first_agent, indices, radii, seed, text_env, on_episode)
+    finally:
+        pool.close()
     result.metrics = {"agent": label or first_agent.name, "seed": seed, **result.metrics}
     if plots and world_mode:
-        result.maps = world_maps(
-            result.episodes[:MAP_PANELS], [env_episodes[r["index"]] for r in result.episodes]
-        )
+        result.maps = world_maps(result.episodes[:MAP_PANELS], chosen)
     if out_dir is not None:
         result.out_dir = write_outputs(result, out_dir, plots=plots)
     return result
@@ -320,8 +267,44 @@ def _env_action(action: int | str, text_env: bool) -> int | str:
     return action if isinstance(action, str) else int(action)
 
 
+class AgentsActor:
+    """Evaluation agents as a runner `Actor`: one agent per env, or one shared model agent that answers all
+    live envs in one batched call (``act_batch``). The payload is the agent's raw output."""
+
+    def __init__(self, agents: Sequence[Agent], text_env: bool) -> None:
+        self.agents, self.text_env = list(agents), text_env
+        shared = all(a is agents[0] for a in agents)
+        self.act_batch = getattr(agents[0], "act_batch", None) if shared else None
+
+    def act(self, indices, observations, infos) -> list[tuple[int | str, Any]]:
+        if self.act_batch is not None:
+            outputs = self.act_batch(list(observations), list(infos))
+        else:
+            outputs = [self.agents[i].act(o, f) for i, o, f in zip(indices, observations, infos, strict=True)]
+        return [(_env_action(output, self.text_env), output) for output in outputs]
+
+
+def _new_record(order: int, index: int, ep_seed: int, obs: Mapping, info: Mapping, radius: float) -> dict:
+    return {
+        "index": index,
+        "id": str(info.get("episode_id")),
+        "instruction": str(obs["instruction"]),
+        "seed": ep_seed,
+        "actions": [],
+        "outputs": [],
+        "path": [_plain(info["agent_position"])],
+        "reference_path": _plain(info.get("reference_path")),
+        "goal_position": _plain(info["goal_position"]),
+        "success_distance": radius,
+        "reward": 0.0,
+        "reward_terms": {},
+        "invalid_actions": 0,
+        "collisions": 0,
+    }
+
+
 def _run(
-    vec: gym.vector.VectorEnv,
+    runner: EpisodeRunner,
     factory: Callable[[int], Agent],
     first_agent: Agent,
     indices: list[int],
@@ -330,97 +313,48 @@ def _run(
     text_env: bool,
     on_episode: Callable[[dict[str, Any]], None] | None,
 ) -> EvaluationResult:
-    """The rollout loop: each sub-env runs one scheduled episode at a time; finished envs are reset
-    individually (``reset_mask``) to the next index, or parked on a dummy episode once the queue is empty."""
-    k = vec.num_envs
-    agents = [first_agent] + [factory(i) for i in range(1, k)]
-    # One shared model agent (policy) answers all live envs in one batched generation.
-    act_batch = getattr(first_agent, "act_batch", None)
-    batched = act_batch is not None and all(agent is first_agent for agent in agents)
+    """Each env runs one queued episode at a time on the episode runner; an env whose episode ended takes
+    the next index from the queue (reset with that episode's own seed) or stays idle once it is empty."""
+    agents = [first_agent] + [factory(i) for i in range(1, runner.num_envs)]
+    actor = AgentsActor(agents, text_env)
     queue = list(enumerate(indices))  # (run order, env episode index)
     records: list[dict[str, Any] | None] = [None] * len(indices)
+    current: list[tuple[int, dict[str, Any]] | None] = [None] * runner.num_envs
     frames: list[np.ndarray] = []
     frame_titles: list[str] = []
-    current: list[dict[str, Any] | None] = [None] * k
-    obs_list: list[dict[str, Any]] = [{}] * k
-    info_list: list[dict[str, Any]] = [{}] * k
-    stop_action = _env_action(STOP, text_env)
 
-    def start(env_index: int, first: bool) -> None:
-        order, index = queue.pop(0) if queue else (-1, indices[-1])
-        seeds: list[int | None] = [None] * k
-        ep_seed = episode_seed(seed, index)
-        seeds[env_index] = ep_seed
-        options: dict[str, Any] = {"episode_index": index}
-        if not first:
-            mask = np.zeros(k, dtype=np.bool_)
-            mask[env_index] = True
-            options["reset_mask"] = mask
-        obs, infos = vec.reset(seed=seeds if not first else [ep_seed] * k, options=options)
-        for j in range(k) if first else [env_index]:
-            obs_list[j] = unbatch_obs(obs, j)
-            info_list[j] = unbatch_info(infos, j)
-        if order < 0:
+    def start(env_index: int) -> None:
+        if not queue:
             current[env_index] = None
             return
+        order, index = queue.pop(0)
+        ep_seed = episode_seed(seed, index)
+        runner.reset({env_index: (ep_seed, {"episode_index": index})})
         agents[env_index].reset(seed=ep_seed)
-        info = info_list[env_index]
-        current[env_index] = {
-            "order": order,
-            "index": index,
-            "id": str(info.get("episode_id")),
-            "instruction": str(obs_list[env_index]["instruction"]),
-            "seed": ep_seed,
-            "actions": [],
-            "outputs": [],
-            "path": [_plain(info["agent_position"])],
-            "reference_path": _plain(info.get("reference_path")),
-            "goal_position": _plain(info["goal_position"]),
-            "success_distance": radii[order],
-            "reward": 0.0,
-            "reward_terms": {},
-            "invalid_actions": 0,
-            "collisions": 0,
-        }
+        obs, info = runner.observations[env_index], runner.infos[env_index]
+        current[env_index] = (order, _new_record(order, index, ep_seed, obs, info, radii[order]))
         if order == 0:
-            frames.append(np.array(obs_list[env_index]["frames"][-1]))
+            frames.append(np.array(obs["frames"][-1]))
             frame_titles.append("start")
 
-    # The first reset must cover every sub-env; then each env gets its own episode.
-    start(0, first=True)
-    for env_index in range(1, k):
-        start(env_index, first=False)
-
-    while any(record is not None for record in current):
-        live = [j for j in range(k) if current[j] is not None]
-        if batched:
-            outputs = act_batch([obs_list[j] for j in live], [info_list[j] for j in live])
-        else:
-            outputs = [agents[j].act(obs_list[j], info_list[j]) for j in live]
-        actions: list[int | str] = [stop_action] * k
-        for j, output in zip(live, outputs, strict=True):
-            current[j]["outputs"].append(_plain(output))  # type: ignore[index]
-            actions[j] = _env_action(output, text_env)
-        batch = tuple(actions) if text_env else np.asarray(actions, dtype=np.int64)
-        obs, rewards, terminated, truncated, infos = vec.step(batch)
-        for j in range(k):
-            obs_list[j] = unbatch_obs(obs, j)
-            info_list[j] = unbatch_info(infos, j)
-            record = current[j]
-            if record is not None:
-                _record_step(record, info_list[j], float(rewards[j]))
-                if record["order"] == 0:
-                    applied = info_list[j].get("actions") or ()
-                    name = "+".join(ACTION_NAMES[a] for a in applied) or "invalid"
-                    frames.append(np.array(obs_list[j]["frames"][-1]))
-                    frame_titles.append(f"step {len(record['outputs'])}: {name}")
-            if terminated[j] or truncated[j]:
-                if record is not None:
-                    records[record["order"]] = record
-                    _finish(record, info_list[j], bool(truncated[j]))
-                    if on_episode is not None:
-                        on_episode(record)
-                start(j, first=False)
+    for env_index in range(runner.num_envs):
+        start(env_index)
+    while runner.live.any():
+        steps, _ = runner.step(actor)
+        for step in steps:
+            order, record = current[step.env_index]
+            record["outputs"].append(_plain(step.output))
+            _record_step(record, step.info, step.reward)
+            if order == 0:
+                name = "+".join(ACTION_NAMES[a] for a in step.info.get("actions") or ()) or "invalid"
+                frames.append(np.array(step.next_observation["frames"][-1]))
+                frame_titles.append(f"step {len(record['outputs'])}: {name}")
+            if step.done:
+                _finish(record, step.info, step.truncated)
+                records[order] = record
+                if on_episode is not None:
+                    on_episode(record)
+                start(step.env_index)
     done = [record for record in records if record is not None]
     metrics = aggregate_metrics([record["metrics"] for record in done])
     return EvaluationResult(metrics=metrics, episodes=done, frames=frames, frame_titles=frame_titles)
@@ -448,7 +382,6 @@ def _finish(record: dict[str, Any], info: Mapping[str, Any], truncated: bool) ->
     metrics["reward"] = record["reward"]
     record["metrics"] = metrics
     record["truncated"] = truncated
-    record.pop("order")
 
 
 MAP_PANELS = 6

@@ -6,6 +6,8 @@ Layout of ``OUTPUT_DIR/checkpoint-000004/``::
     optimizer.pt          optimizer state dict (tensors only; loaded with weights_only=True)
     scheduler.pt          LR scheduler state dict
     rng-rank0.json ...    python / numpy / torch RNG states, one file per process
+    envs-rank0.json/.npz  PPO: the episodes in flight (env snapshots, returns, lengths, episode counters);
+                          frames in the .npz (loaded with allow_pickle=False), the rest as JSON
     trainer_state.json    iteration, config, model fingerprint
 
 Everything is written into a hidden temporary sibling and renamed into place, so a kill at any moment
@@ -25,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from agents.train.runner import RunnerState
 
 STATE_FILE = "trainer_state.json"
 LATEST_FILE = "latest"
@@ -90,6 +94,7 @@ def save_checkpoint(
     scheduler: Any,
     trainer_state: Mapping[str, Any],
     rng_states: list[dict[str, Any]],
+    runner_states: list[RunnerState] | None = None,
     keep_last: int = 2,
 ) -> Path:
     """Write checkpoint ``iteration`` atomically; keep the ``keep_last`` newest (0: all). Returns its path."""
@@ -103,6 +108,8 @@ def save_checkpoint(
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         for rank, state in enumerate(rng_states):
             _write_json(tmp / f"rng-rank{rank}.json", state)
+        for rank, runner_state in enumerate(runner_states or []):
+            _write_runner_state(tmp, rank, runner_state)
         _write_json(tmp / STATE_FILE, {**trainer_state, "iteration": iteration})
         if final.exists():  # the same iteration saved again (a resumed run): swap the old one out
             stale = output_dir / f".stale-{final.name}"
@@ -177,3 +184,88 @@ def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], check
         raise ValueError(
             f"{checkpoint}: checkpoint was made with another model/config:\n  " + "\n  ".join(problems)
         )
+
+
+# ---------------------------------------------------------------- episodes in flight
+def _write_runner_state(directory: Path, rank: int, state: RunnerState) -> None:
+    frames = {f"env{i}": snap["frames"] for i, snap in enumerate(state.snapshots) if snap is not None}
+    snapshots = [
+        None if snap is None else {k: v for k, v in snap.items() if k != "frames"} for snap in state.snapshots
+    ]
+    with (directory / f"envs-rank{rank}.npz").open("wb") as handle:
+        np.savez(handle, **frames)
+    _write_json(
+        directory / f"envs-rank{rank}.json",
+        {
+            "snapshots": snapshots,
+            "returns": state.returns,
+            "lengths": state.lengths,
+            "episodes_started": state.episodes_started,
+        },
+    )
+
+
+def load_runner_state(checkpoint: str | Path, rank: int) -> RunnerState | None:
+    """The episodes in flight saved for process ``rank``; ``None`` when the checkpoint has none (GRPO)."""
+    path = Path(checkpoint) / f"envs-rank{rank}.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    with np.load(path.with_suffix(".npz"), allow_pickle=False) as frames:
+        snapshots = [
+            None if snap is None else {**snap, "frames": frames[f"env{i}"]}
+            for i, snap in enumerate(saved["snapshots"])
+        ]
+    return RunnerState(snapshots, saved["returns"], saved["lengths"], saved["episodes_started"])
+
+
+# ---------------------------------------------------------------- a run's checkpoint, from every process
+def parameter_digest(policy: torch.nn.Module) -> str:
+    """sha256 of the trainable parameters (names and bytes): equal on all processes when DDP keeps sync."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in policy.named_parameters():
+        if param.requires_grad or name.startswith("value_head"):
+            digest.update(name.encode())
+            digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_run(
+    accelerator, policy, optimizer, scheduler, config, iteration: int, shapes, runner_state=None
+) -> Path | None:
+    """Checkpoint from the main process, with every process's RNG states (and episodes in flight)."""
+    local = {"rng": rng_state(), "digest": parameter_digest(policy), "runner": runner_state}
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        gathered = gather_object([local])
+    else:
+        gathered = [local]
+    path = None
+    if accelerator.is_main_process:
+        from dataclasses import fields
+
+        assert_finite_parameters({n: p for n, p in policy.named_parameters() if p.requires_grad})
+        trainer_state = {
+            "fingerprint": config.fingerprint(),
+            "trainable_shapes": shapes,
+            "num_processes": accelerator.num_processes,
+            "parameter_digests": [item["digest"] for item in gathered],  # equal on every process under DDP
+            "config": {f.name: getattr(config, f.name) for f in fields(config)},
+        }
+        runners = [item["runner"] for item in gathered]
+        path = save_checkpoint(
+            config.output_dir,
+            iteration,
+            save_policy=policy.save_pretrained,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            trainer_state=trainer_state,
+            rng_states=[item["rng"] for item in gathered],
+            runner_states=runners if all(r is not None for r in runners) else None,
+            keep_last=config.keep_checkpoints,
+        )
+    accelerator.wait_for_everyone()
+    return path

@@ -1,27 +1,34 @@
-"""Collecting PPO / GRPO samples from a Gymnasium vector env (text actions, SAME_STEP autoreset).
+"""PPO and GRPO collection on the episode runner (text actions from ``VLMPolicy.generate``).
 
 Each decision of each env is one `Decision`: the prompt, the sampled response tokens with their old
-log-probs and values (straight from `VLMPolicy.generate`, no second forward pass), the env reward and the
-episode flags. The vector env runs in ``AutoresetMode.SAME_STEP``: when an episode ends, the step's own
-info and last observation come back in ``infos["final_info"]`` / ``infos["final_obs"]`` and the returned
-observation already belongs to the next episode.
+log-probs and values (straight from ``generate``, no second forward pass), the env reward and the episode
+flags.
+
+- PPO (`collect_ppo`): the envs persist across iterations. An iteration takes ``num_steps`` decisions per
+  env, continuing the episodes in flight; an env whose episode ended is reset (seeded from its own episode
+  counter) when it is next needed. A stream cut by the end of the rollout or by truncation carries
+  ``bootstrap_value`` = V(next state); a termination never bootstraps.
+- GRPO (`collect_grpo`): ``num_envs / group_size`` groups. Each group starts from one state, either a fresh
+  reset or (``start="expert_prefix"``, ActiveVLN's recipe) a reset followed by a random number of expert
+  steps, snapshotted and restored into every member. Members run until their episode ends or they used
+  ``turn_budget`` decisions; only live envs are stepped.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from agents.policy.model import Generation, PromptInputs, VLMPolicy
-
-PAD_ACTION = ""  # sent to envs whose GRPO episode is over (an invalid, discarded no-op step)
+from agents.train.config import GRPO_STARTS
+from agents.train.runner import EpisodeEnd, EpisodeRunner, Step
+from vln_gym.actions import format_action
+from vln_gym.geometry import STOP
 
 
 @dataclass
@@ -58,58 +65,63 @@ class RolloutStats:
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     episode_metrics: list[dict[str, float]] = field(default_factory=list)
+    carried_over: int = 0  # episodes already in flight when the rollout started (PPO)
+
+    def merge(self, other: RolloutStats) -> None:
+        """Add another rollout's times, tokens and episodes to these."""
+        for name in ("generate_s", "env_s", "value_s", "generated_tokens", "carried_over"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.episode_returns += other.episode_returns
+        self.episode_lengths += other.episode_lengths
+        self.episode_metrics += other.episode_metrics
+
+    def record(self, end: EpisodeEnd) -> None:
+        self.episode_returns.append(end.episode_return)
+        self.episode_lengths.append(end.length)
+        metrics = end.info.get("metrics")
+        if isinstance(metrics, Mapping):
+            numeric = {
+                k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.number | bool)
+            }
+            self.episode_metrics.append(numeric)
 
 
-# ---------------------------------------------------------------- vector env plumbing
-def make_env(env_id: str, env_kwargs: Mapping[str, Any]) -> gym.Env:
-    """One env (importing vln_gym registers VLN-v0); top-level so AsyncVectorEnv can pickle it."""
-    import vln_gym  # noqa: F401
+class PolicyActor:
+    """The policy as an `Actor`: one batched ``generate`` for all live envs; the payload is the
+    ``(generation, slot)`` pair a `Decision` is built from."""
 
-    return gym.make(env_id, **dict(env_kwargs))
+    def __init__(self, policy: VLMPolicy, generate_kwargs: Mapping[str, Any], stats: RolloutStats) -> None:
+        self.policy, self.generate_kwargs, self.stats = policy, dict(generate_kwargs), stats
 
-
-def make_vector_env(
-    env_id: str, env_kwargs: Mapping[str, Any], num_envs: int, mode: str = "sync"
-) -> gym.vector.VectorEnv:
-    """``num_envs`` copies of ``env_id`` in SAME_STEP autoreset mode (``mode`` = sync | async)."""
-    fns: list[Callable[[], gym.Env]] = [partial(make_env, env_id, dict(env_kwargs)) for _ in range(num_envs)]
-    autoreset = gym.vector.AutoresetMode.SAME_STEP
-    if mode == "sync":
-        return gym.vector.SyncVectorEnv(fns, autoreset_mode=autoreset)
-    if mode == "async":
-        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=autoreset)
-    raise ValueError(f"vector env mode must be 'sync' or 'async', got {mode!r}")
+    def act(self, indices, observations, infos) -> list[tuple[str, tuple[Generation, int]]]:
+        start = time.perf_counter()
+        generation = self.policy.generate(observations, **self.generate_kwargs)
+        self.stats.generate_s += time.perf_counter() - start
+        self.stats.generated_tokens += sum(len(ids) for ids in generation.response_ids)
+        return [(text, (generation, slot)) for slot, text in enumerate(generation.texts)]
 
 
-def obs_at(observations: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """The single-env observation ``index`` of a batched Dict observation."""
-    return {key: value[index] for key, value in observations.items()}
+def decision_of(step: Step, group: int = -1) -> Decision:
+    """The `Decision` of a runner step whose payload came from `PolicyActor`."""
+    generation, slot = step.output
+    return Decision(
+        env_index=step.env_index,
+        prompt=generation.prompts[slot],
+        response_ids=generation.response_ids[slot],
+        logprobs=generation.logprobs[slot],
+        values=generation.values[slot],
+        text=generation.texts[slot],
+        reward=float(step.reward),
+        terminated=step.terminated,
+        truncated=step.truncated,
+        info=step.info,
+        group=group,
+    )
 
 
-def info_at(infos: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """The single-env info ``index`` of a vector-env info dict (follows the ``_key`` masks, recursively)."""
-    single: dict[str, Any] = {}
-    for key, value in infos.items():
-        if key.startswith("_"):
-            continue
-        mask = infos.get(f"_{key}")
-        if mask is not None and not mask[index]:
-            continue
-        if isinstance(value, Mapping):
-            single[key] = info_at(value, index)
-        else:
-            item = value[index]
-            single[key] = item.item() if isinstance(item, np.generic) else item
-        if key == "final_obs" and single[key] is None:
-            del single[key]
-    return single
-
-
-def step_result(infos: Mapping[str, Any], observations: Mapping[str, Any], index: int, done: bool):
-    """``(info, last_obs)`` of env ``index``'s step: the finished episode's own when ``done`` (SAME_STEP)."""
-    if done:
-        return info_at(infos["final_info"], index), infos["final_obs"][index]
-    return info_at(infos, index), obs_at(observations, index)
+def episode_seed(seed: int, rank: int, env_index: int, episode: int) -> int:
+    """Seed of episode number ``episode`` of env ``env_index`` on process ``rank`` (scheduling-free)."""
+    return int(np.random.SeedSequence([seed, rank, env_index, episode]).generate_state(1)[0])
 
 
 @torch.no_grad()
@@ -122,99 +134,42 @@ def state_values(policy: VLMPolicy, observations: Sequence[Mapping], batch_size:
     return result
 
 
-# ---------------------------------------------------------------- collection
-def _generate(
-    policy: VLMPolicy,
-    observations: Sequence[Mapping],
-    generate_kwargs: Mapping[str, Any],
-    stats: RolloutStats,
-) -> Generation:
-    """``policy.generate`` on single-env observations, its time and token count added to ``stats``."""
-    start = time.perf_counter()
-    generation = policy.generate(observations, **generate_kwargs)
-    stats.generate_s += time.perf_counter() - start
-    stats.generated_tokens += sum(len(ids) for ids in generation.response_ids)
-    return generation
-
-
-def _decision(
-    generation: Generation,
-    slot: int,
-    env_index: int,
-    rewards: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-    info: dict[str, Any],
-    group: int = -1,
-) -> Decision:
-    """The `Decision` of env ``env_index``, whose response is ``slot`` of ``generation``, after a vector
-    step (``truncated`` only when not also terminated)."""
-    return Decision(
-        env_index=int(env_index),
-        prompt=generation.prompts[slot],
-        response_ids=generation.response_ids[slot],
-        logprobs=generation.logprobs[slot],
-        values=generation.values[slot],
-        text=generation.texts[slot],
-        reward=float(rewards[env_index]),
-        terminated=bool(terminated[env_index]),
-        truncated=bool(truncated[env_index]) and not bool(terminated[env_index]),
-        info=info,
-        group=group,
-    )
-
-
-def _record_episode_end(
-    stats: RolloutStats, info: Mapping[str, Any], episode_return: float, length: int
-) -> None:
-    stats.episode_returns.append(episode_return)
-    stats.episode_lengths.append(length)
-    metrics = info.get("metrics")
-    if isinstance(metrics, Mapping):
-        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.number | bool)}
-        stats.episode_metrics.append(numeric)
-
-
+# ---------------------------------------------------------------- PPO
 def collect_ppo(
     policy: VLMPolicy,
-    envs: gym.vector.VectorEnv,
-    observations: Mapping[str, Any],
+    runner: EpisodeRunner,
     num_steps: int,
     generate_kwargs: Mapping[str, Any],
+    *,
+    seed: int,
+    rank: int = 0,
 ) -> tuple[list[list[Decision]], RolloutStats]:
-    """``num_steps`` decisions per env from ``observations`` (the envs' current batched observation).
+    """``num_steps`` decisions per env, continuing the runner's episodes in flight.
 
     Returns one time-ordered stream of decisions per env and the stats. Streams cut by truncation or by the
     end of the rollout carry ``bootstrap_value`` = V(next state), computed in one batched pass at the end.
     """
-    num_envs = envs.num_envs
-    streams: list[list[Decision]] = [[] for _ in range(num_envs)]
-    stats = RolloutStats()
-    running_return, running_length = np.zeros(num_envs), np.zeros(num_envs, dtype=int)
+    stats = RolloutStats(carried_over=int(runner.live.sum()))
+    actor = PolicyActor(policy, generate_kwargs, stats)
+    streams: list[list[Decision]] = [[] for _ in range(runner.num_envs)]
     pending: list[tuple[Decision, Mapping]] = []  # decisions needing V(next obs)
+    env_start = runner.env_seconds
     for _ in range(num_steps):
-        singles = [obs_at(observations, i) for i in range(num_envs)]
-        generation = _generate(policy, singles, generate_kwargs, stats)
-        start = time.perf_counter()
-        observations, rewards, terminated, truncated, infos = envs.step(tuple(generation.texts))
-        stats.env_s += time.perf_counter() - start
-        for i in range(num_envs):
-            done = bool(terminated[i] or truncated[i])
-            info, last_obs = step_result(infos, observations, i, done)
-            decision = _decision(generation, i, i, rewards, terminated, truncated, info)
-            streams[i].append(decision)
-            running_return[i] += decision.reward
-            running_length[i] += 1
-            if done:
-                _record_episode_end(stats, info, float(running_return[i]), int(running_length[i]))
-                running_return[i], running_length[i] = 0.0, 0
+        idle = [i for i in range(runner.num_envs) if not runner.live[i]]
+        runner.reset({i: (episode_seed(seed, rank, i, int(runner.episodes_started[i])), None) for i in idle})
+        steps, ends = runner.step(actor)
+        for step in steps:
+            decision = decision_of(step)
+            streams[step.env_index].append(decision)
             if decision.truncated:
-                pending.append((decision, last_obs))
-    for i in range(num_envs):
+                pending.append((decision, step.next_observation))
+        for end in ends:
+            stats.record(end)
+    for i in runner.live_indices():
         last = streams[i][-1]
-        if not last.done:
-            last.segment_end = True
-            pending.append((last, obs_at(observations, i)))
+        last.segment_end = True
+        pending.append((last, runner.observations[i]))
+    stats.env_s = runner.env_seconds - env_start
     start = time.perf_counter()
     for (decision, _), value in zip(pending, state_values(policy, [obs for _, obs in pending]), strict=True):
         decision.bootstrap_value = value
@@ -222,44 +177,86 @@ def collect_ppo(
     return streams, stats
 
 
+# ---------------------------------------------------------------- GRPO
+class _ExpertReplay:
+    """An `Actor` that answers the expert's next action as text (for prefixes; needs expert actions)."""
+
+    def act(self, indices, observations, infos) -> list[tuple[str, int]]:
+        answers = []
+        for i, info in zip(indices, infos, strict=True):
+            expert = info.get("expert_actions")
+            if not expert:
+                raise ValueError(
+                    f"env {i}: grpo_start='expert_prefix' needs info['expert_actions'] (the built-in world "
+                    "or trajectories with expert actions); use grpo_start='reset' for this data"
+                )
+            answers.append((format_action(int(expert[0])), int(expert[0])))
+        return answers
+
+
+def start_group(runner: EpisodeRunner, members: Sequence[int], seed: int, prefix_steps: int) -> int:
+    """Reset the group's first env with ``seed``, replay up to ``prefix_steps`` expert actions (never the
+    expert's STOP, never to the episode's end), then restore that state into every member. Returns the
+    number of expert steps replayed."""
+    first = members[0]
+    runner.reset({first: (seed, None)})
+    replayed = 0
+    replay = _ExpertReplay()
+    while replayed < prefix_steps:
+        expert = runner.infos[first].get("expert_actions")
+        if not expert:
+            replay.act([first], [runner.observations[first]], [runner.infos[first]])  # raises, names the fix
+        if int(expert[0]) == STOP:
+            break
+        before = runner.pool.get_state([first])[first]
+        steps, _ = runner.step(replay, [first])
+        if steps[0].done:  # the prefix must leave an episode to play: back to the state before
+            runner.restore({first: before})
+            break
+        replayed += 1
+    snapshot = runner.pool.get_state([first])[first]
+    runner.restore({i: snapshot for i in members})
+    return replayed
+
+
 def collect_grpo(
     policy: VLMPolicy,
-    envs: gym.vector.VectorEnv,
+    runner: EpisodeRunner,
     seeds: Sequence[int],
     group_size: int,
     generate_kwargs: Mapping[str, Any],
+    *,
     first_group: int = 0,
+    start: str = "reset",
+    prefix_steps: Sequence[int] | None = None,
+    turn_budget: int | None = None,
 ) -> tuple[list[list[Decision]], RolloutStats]:
-    """One round of complete episodes: env ``j`` resets with ``seeds[j // group_size]``, so each group of
-    ``group_size`` consecutive envs starts from the same state; only live envs generate.
-
-    Returns one episode (list of decisions) per env, its decisions tagged with ``group = first_group + j //
-    group_size``. Finished envs receive `PAD_ACTION` (discarded) until the whole round is over.
-    """
-    num_envs = envs.num_envs
+    """One round of groups: group ``g`` (envs ``g * group_size ...``) starts from ``seeds[g]`` (and, with
+    ``start="expert_prefix"``, ``prefix_steps[g]`` expert steps). Returns one decision list per env, tagged
+    with ``group = first_group + g``; a member's list ends at its episode's end or at ``turn_budget``."""
+    num_envs = runner.num_envs
     if num_envs % group_size:
         raise ValueError(f"GRPO needs num_envs ({num_envs}) to be a multiple of group_size ({group_size})")
-    env_seeds = [int(seeds[j // group_size]) for j in range(num_envs)]
-    observations, _ = envs.reset(seed=env_seeds)
-    episodes: list[list[Decision]] = [[] for _ in range(num_envs)]
-    live = np.ones(num_envs, dtype=bool)
+    if start not in GRPO_STARTS:
+        raise ValueError(f"GRPO start must be one of {GRPO_STARTS}, got {start!r}")
     stats = RolloutStats()
-    while live.any():
-        active = np.flatnonzero(live)
-        generation = _generate(policy, [obs_at(observations, i) for i in active], generate_kwargs, stats)
-        actions = [PAD_ACTION] * num_envs
-        for slot, i in enumerate(active):
-            actions[i] = generation.texts[slot]
-        start = time.perf_counter()
-        observations, rewards, terminated, truncated, infos = envs.step(tuple(actions))
-        stats.env_s += time.perf_counter() - start
-        for slot, i in enumerate(active):
-            done = bool(terminated[i] or truncated[i])
-            info, _ = step_result(infos, observations, i, done)
-            group = first_group + int(i) // group_size
-            episodes[i].append(_decision(generation, slot, i, rewards, terminated, truncated, info, group))
-            if done:
-                live[i] = False
-                episode_return = sum(d.reward for d in episodes[i])
-                _record_episode_end(stats, info, episode_return, len(episodes[i]))
+    env_start = runner.env_seconds
+    for g in range(num_envs // group_size):
+        members = list(range(g * group_size, (g + 1) * group_size))
+        if start == "reset":
+            runner.reset({i: (int(seeds[g]), None) for i in members})
+        else:
+            start_group(runner, members, int(seeds[g]), int(prefix_steps[g]) if prefix_steps else 0)
+    episodes: list[list[Decision]] = [[] for _ in range(num_envs)]
+    actor = PolicyActor(policy, generate_kwargs, stats)
+    while runner.live.any():
+        steps, ends = runner.step(actor)
+        for step in steps:
+            i = step.env_index
+            episodes[i].append(decision_of(step, first_group + i // group_size))
+            if turn_budget is not None and not step.done and len(episodes[i]) >= turn_budget:
+                runner.release(i)
+        for end in ends:
+            stats.record(end)
+    stats.env_s = runner.env_seconds - env_start
     return episodes, stats

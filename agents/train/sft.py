@@ -17,12 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from agents.train import ppo
-from agents.train.rollout import obs_at
+from agents.train.envpool import EnvPool
+from agents.train.runner import EpisodeRunner
 from vln_gym.actions import format_action, parse_action
 from vln_gym.geometry import MOVE_FORWARD, TURN_LEFT, TURN_RIGHT
 
@@ -67,44 +67,63 @@ class SFTReport:
         }
 
 
+class ExpertActor:
+    """An `Actor` that records (observation, expert action) and then moves as the expert, or with chance
+    ``explore`` at random (never STOP); the payload is the expert's action, the label of the pair."""
+
+    def __init__(self, explore: float, rng: np.random.Generator) -> None:
+        if not 0.0 <= explore < 1.0:
+            raise ValueError(f"explore must be in [0, 1), got {explore}")
+        self.explore, self.rng = explore, rng
+
+    def act(self, indices, observations, infos) -> list[tuple[str, int]]:
+        answers = []
+        for i, info in zip(indices, infos, strict=True):
+            expert = info.get("expert_actions")
+            if not expert:
+                raise ValueError(
+                    f"env {i}: info['expert_actions'] is missing or empty; the supervised warm start needs "
+                    "an env that knows the expert's actions (the built-in world, or records that have them)"
+                )
+            label = action = int(expert[0])
+            if self.explore > 0 and self.rng.random() < self.explore:
+                action = int(self.rng.choice(EXPLORE_ACTIONS))
+            answers.append((format_action(action), label))
+        return answers
+
+
 def collect_expert_pairs(
-    envs: gym.vector.VectorEnv,
+    pool: EnvPool,
     count: int,
     *,
     seeds: Sequence[int],
     explore: float = 0.0,
     rng: np.random.Generator | None = None,
 ) -> list[ExpertPair]:
-    """``count`` (observation, expert action) pairs from a text-action vector env in SAME_STEP autoreset.
+    """``count`` (observation, expert action) pairs from a text-action env pool, on the episode runner.
 
-    Every env is reset with ``seeds``; each step, each env's pair is recorded and the env then takes the
-    expert's action, or with probability ``explore`` a random move (never STOP). Raises ``ValueError``
-    when the env does not report ``info["expert_actions"]`` (dataset modes without expert actions).
+    Env ``i`` starts its ``k``-th episode with a seed drawn from ``(seeds[i], k)``; each step, each live env's
+    pair is recorded and the env then takes the expert's action, or with probability ``explore`` a random
+    move (never STOP). Raises ``ValueError`` when the env does not report ``info["expert_actions"]``
+    (dataset modes without expert actions).
     """
-    if not 0.0 <= explore < 1.0:
-        raise ValueError(f"explore must be in [0, 1), got {explore}")
-    if len(seeds) != envs.num_envs:
-        raise ValueError(f"{len(seeds)} seeds for {envs.num_envs} envs")
-    rng = np.random.default_rng(0) if rng is None else rng
-    observations, infos = envs.reset(seed=[int(s) for s in seeds])
+    if len(seeds) != pool.num_envs:
+        raise ValueError(f"{len(seeds)} seeds for {pool.num_envs} envs")
+    actor = ExpertActor(explore, np.random.default_rng(0) if rng is None else rng)
+    runner = EpisodeRunner(pool)
     pairs: list[ExpertPair] = []
     while len(pairs) < count:
-        actions = []
-        for i in range(envs.num_envs):
-            has = "expert_actions" in infos and infos.get("_expert_actions", np.ones(envs.num_envs))[i]
-            expert = infos["expert_actions"][i] if has else None
-            if expert is None or len(expert) == 0:
-                raise ValueError(
-                    f"env {i}: info['expert_actions'] is missing or empty; the supervised warm start needs "
-                    "an env that knows the expert's actions (the built-in world, or records that have them)"
-                )
-            action = int(expert[0])
-            pairs.append(ExpertPair(obs_at(observations, i), action))
-            if explore > 0 and rng.random() < explore:
-                action = int(rng.choice(EXPLORE_ACTIONS))
-            actions.append(format_action(action))
-        observations, _, _, _, infos = envs.step(tuple(actions))
+        idle = [i for i in range(pool.num_envs) if not runner.live[i]]
+        runner.reset({i: (_episode_seed(seeds[i], int(runner.episodes_started[i])), None) for i in idle})
+        steps, _ = runner.step(actor)
+        pairs.extend(ExpertPair(step.observation, step.output) for step in steps)
     return pairs[:count]
+
+
+def _episode_seed(seed: int, episode: int) -> int:
+    return (
+        int(seed) if episode == 0 else int(np.random.SeedSequence([int(seed), episode]).generate_state(1)[0])
+    )
 
 
 def answer_ids(policy, action: int) -> torch.Tensor:
@@ -222,26 +241,6 @@ def supervised_warm_start(
         report.heldout_accuracy_after = expert_accuracy(policy, heldout, batch_size)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def refresh_reference(policy) -> None:
-    """Make a full-fine-tuning policy's frozen reference (KL anchor) equal to its current weights, so RL after
-    the warm start is regularised towards the warm-started policy, not the random initial one. With LoRA
-    the reference is the adapter-disabled base model and nothing changes."""
-    reference = getattr(policy, "reference_model", None)
-    if reference is not None:
-        reference.load_state_dict(policy.model.state_dict())
-
-
-def load_reference(policy, path) -> None:
-    """Load a full-fine-tuning policy's frozen reference from the HF checkpoint at ``path`` (a saved full
-    policy or a base model directory); no-op with LoRA."""
-    reference = getattr(policy, "reference_model", None)
-    if reference is None:
-        return
-    from transformers import AutoModelForImageTextToText
-
-    reference.load_state_dict(AutoModelForImageTextToText.from_pretrained(str(path)).state_dict())
 
 
 def pairs_summary(pairs: Sequence[ExpertPair]) -> Mapping[int, int]:

@@ -1,0 +1,219 @@
+"""`PPOConfig`: every setting of a training run, one help line per field (CLI and YAML through
+``HfArgumentParser``), and `parse_config` for ``vln-gym train`` / ``python -m agents.ppo_train``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from agents.train import ppo
+
+GRPO_STARTS = ("reset", "expert_prefix")  # where GRPO groups start (agents.train.rollout)
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class PPOConfig:
+    """Everything a training run needs; one help line per field (``--help``)."""
+
+    output_dir: str = field(default="runs/train", metadata=_help("run dir: checkpoints, metrics.jsonl, tb/"))
+    num_iterations: int = field(default=8, metadata=_help("rollout + update iterations"))
+    num_envs: int = field(default=4, metadata=_help("envs per process (GRPO: a multiple of group_size)"))
+    seed: int = field(default=0, metadata=_help("base seed (model init, env seeds, sampling, shuffling)"))
+    algo: Literal["ppo", "grpo"] = field(
+        default="ppo", metadata=_help("ppo (value head, GAE) or grpo (groups)")
+    )
+    save_every: int = field(
+        default=5, metadata=_help("checkpoint every N iterations (and at the end); 0: end only")
+    )
+    resume_from: str | None = field(
+        default=None, metadata=_help("checkpoint dir or run dir to continue from")
+    )
+    model_name_or_path: str = field(
+        default="tiny", metadata=_help("HF Qwen2-VL dir/name; 'tiny' builds the tiny model")
+    )
+    env_id: str = field(default="VLN-v0", metadata=_help("gymnasium id of the env"))
+    env_kwargs: str = field(
+        default='{"action_space": "text", "max_steps": 12, "image_size": [112, 112]}',
+        metadata=_help("JSON dict of gym.make kwargs (a dict is accepted from Python / YAML)"),
+    )
+    vector_mode: Literal["sync", "async"] = field(default="sync", metadata=_help("gymnasium vector env mode"))
+    use_lora: bool = field(default=True, metadata=_help("train a LoRA adapter (else full fine-tuning)"))
+    freeze_vision: bool = field(
+        default=True, metadata=_help("keep the vision tower frozen (full fine-tuning / LoRA targets)")
+    )
+    lora_r: int = field(default=8, metadata=_help("LoRA rank"))
+    lora_alpha: int = field(default=16, metadata=_help("LoRA alpha"))
+    constrained_actions: bool = field(
+        default=True, metadata=_help("decode only answers of the action grammar")
+    )
+    max_new_tokens: int = field(default=8, metadata=_help("generation length limit per decision"))
+    temperature: float = field(
+        default=1.0, metadata=_help("sampling temperature (ratios score the same one)")
+    )
+    top_p: float = field(default=1.0, metadata=_help("nucleus sampling threshold"))
+    rollout_steps: int = field(default=8, metadata=_help("PPO: decisions per env per iteration"))
+    group_size: int = field(default=4, metadata=_help("GRPO: rollouts per start state"))
+    grpo_rounds: int = field(default=1, metadata=_help("GRPO: rounds of num_envs episodes per iteration"))
+    grpo_start: Literal["auto", "reset", "expert_prefix"] = field(
+        default="auto",
+        metadata=_help(
+            "GRPO: where groups start: reset, or expert_prefix (replay the expert for a random number of "
+            "steps, "
+            "snapshot, branch); auto = expert_prefix in world/trajectory modes, reset in record mode"
+        ),
+    )
+    grpo_prefix_max: int = field(
+        default=8, metadata=_help("GRPO expert_prefix: most expert steps replayed (uniform in 0..N)")
+    )
+    grpo_turn_budget: int | None = field(
+        default=None, metadata=_help("GRPO: decisions per group member (None: until its episode ends)")
+    )
+    ppo_epochs: int = field(default=2, metadata=_help("passes over the rollout per iteration"))
+    minibatch_size: int = field(default=8, metadata=_help("decisions per optimizer step"))
+    grad_accum: int = field(default=1, metadata=_help("micro-batches per minibatch (gradient accumulation)"))
+    lr: float = field(default=5e-4, metadata=_help("AdamW learning rate of the policy (LoRA) parameters"))
+    value_lr: float = field(default=1e-3, metadata=_help("AdamW learning rate of the value head"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    lr_schedule: Literal["linear", "cosine", "constant"] = field(
+        default="linear", metadata=_help("decay of both learning rates over the iterations")
+    )
+    gamma: float = field(default=0.99, metadata=_help("discount between decisions (tokens of one answer: 1)"))
+    lam: float = field(default=0.95, metadata=_help("GAE lambda (over tokens and decisions)"))
+    clip_range: float = field(default=0.2, metadata=_help("PPO ratio clip"))
+    value_clip: float | None = field(default=0.2, metadata=_help("value clip around old values (None: off)"))
+    vf_coef: float = field(default=0.5, metadata=_help("value loss weight"))
+    ent_coef: float = field(default=0.0, metadata=_help("entropy bonus weight"))
+    kl_coef: float = field(
+        default=0.02, metadata=_help("KL(policy || reference) weight; 0 skips the reference")
+    )
+    kl_estimator: Literal["k1", "k3"] = field(default="k1", metadata=_help("per-token KL estimator"))
+    kl_clamp: float = field(default=10.0, metadata=_help("per-token KL estimates are clamped to +-this"))
+    kl_in_reward: bool = field(
+        default=True, metadata=_help("PPO: KL as a per-token reward penalty, else a loss")
+    )
+    whiten_advantages: bool = field(default=True, metadata=_help("PPO: normalise advantages per iteration"))
+    target_kl: float | None = field(
+        default=None, metadata=_help("stop the update when approx-KL exceeds this")
+    )
+    max_grad_norm: float = field(
+        default=1.0, metadata=_help("gradient clipping norm (policy, value head apart)")
+    )
+    sft_steps: int = field(
+        default=0, metadata=_help("supervised warm start steps on expert answers (fresh runs)")
+    )
+    sft_samples: int = field(
+        default=64, metadata=_help("expert (observation, answer) pairs per process for SFT")
+    )
+    sft_batch_size: int = field(default=32, metadata=_help("pairs per SFT step"))
+    sft_explore: float = field(
+        default=0.0, metadata=_help("chance of a random move while collecting SFT pairs (state coverage)")
+    )
+    sft_lr: float = field(default=1e-3, metadata=_help("learning rate of the SFT warm start (cosine decay)"))
+    torch_threads: int | None = field(
+        default=None, metadata=_help("torch intra-op threads (1 is fastest for tiny models on shared CPUs)")
+    )
+    max_nonfinite: int = field(
+        default=3, metadata=_help("consecutive NaN/inf events tolerated before stopping")
+    )
+    keep_checkpoints: int = field(default=2, metadata=_help("newest checkpoints kept (0: all)"))
+    tensorboard: bool = field(default=True, metadata=_help("write TensorBoard events to OUTPUT_DIR/tb"))
+    progress: bool = field(default=True, metadata=_help("show a tqdm progress bar"))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.env_kwargs, str):
+            try:
+                parsed = json.loads(self.env_kwargs) if self.env_kwargs.strip() else {}
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"PPOConfig.env_kwargs: not valid JSON ({error}): {self.env_kwargs!r}"
+                ) from None
+            self.env_kwargs = parsed
+        if not isinstance(self.env_kwargs, Mapping):
+            raise ValueError(f"PPOConfig.env_kwargs: must be a JSON object/dict, got {self.env_kwargs!r}")
+        self.env_kwargs = dict(self.env_kwargs)
+        checks = [
+            ("algo", self.algo in ("ppo", "grpo"), "must be ppo or grpo"),
+            ("kl_estimator", self.kl_estimator in ppo.KL_ESTIMATORS, "must be k1 or k3"),
+            (
+                "lr_schedule",
+                self.lr_schedule in ("linear", "cosine", "constant"),
+                "must be linear|cosine|constant",
+            ),
+            ("vector_mode", self.vector_mode in ("sync", "async"), "must be sync or async"),
+            ("num_iterations", self.num_iterations >= 1, "must be >= 1"),
+            ("num_envs", self.num_envs >= 1, "must be >= 1"),
+            ("rollout_steps", self.rollout_steps >= 1, "must be >= 1"),
+            ("minibatch_size", self.minibatch_size >= 1, "must be >= 1"),
+            ("grad_accum", 1 <= self.grad_accum <= self.minibatch_size, "must be in 1..minibatch_size"),
+            ("ppo_epochs", self.ppo_epochs >= 1, "must be >= 1"),
+            ("sft_steps", self.sft_steps >= 0, "must be >= 0"),
+            ("sft_batch_size", self.sft_batch_size >= 1, "must be >= 1"),
+            ("sft_explore", 0.0 <= self.sft_explore < 1.0, "must be in [0, 1)"),
+            ("torch_threads", self.torch_threads is None or self.torch_threads >= 1, "must be >= 1"),
+            ("group_size", self.group_size >= 2 or self.algo == "ppo", "must be >= 2 for grpo"),
+            ("grpo_start", self.grpo_start in ("auto", *GRPO_STARTS), "must be auto|reset|expert_prefix"),
+            ("grpo_prefix_max", self.grpo_prefix_max >= 0, "must be >= 0"),
+            ("grpo_turn_budget", self.grpo_turn_budget is None or self.grpo_turn_budget >= 1, "must be >= 1"),
+            (
+                "num_envs",
+                self.algo == "ppo" or self.num_envs % self.group_size == 0,
+                "must be a multiple of group_size",
+            ),
+        ]
+        for name, ok, message in checks:
+            if not ok:
+                raise ValueError(f"PPOConfig.{name}: {message} (got {getattr(self, name)!r})")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint must share with this config to be resumed."""
+        keys = (
+            "model_name_or_path",
+            "use_lora",
+            "lora_r",
+            "lora_alpha",
+            "freeze_vision",
+            "algo",
+            "constrained_actions",
+        )
+        return {key: getattr(self, key) for key in keys}
+
+
+def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:
+    """Flags and/or ``--config FILE.yaml`` (flags win over the file) through ``HfArgumentParser``."""
+    import yaml
+    from transformers import HfArgumentParser
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(PPOConfig, description="PPO/GRPO training of a VLMPolicy through env.step")
+    parser.add_argument("--config", default=None, help="YAML file with PPOConfig fields")
+    if "--config" in args:
+        index = args.index("--config")
+        if index + 1 >= len(args):
+            raise SystemExit("--config needs a YAML file path")
+        path = Path(args[index + 1])
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or error
+            raise SystemExit(f"{path}{where}: invalid YAML ({problem})") from None
+        if not isinstance(loaded, Mapping):
+            raise SystemExit(f"{path}: expected a mapping of PPOConfig fields, got {type(loaded).__name__}")
+        known = {f.name for f in fields(PPOConfig)}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise SystemExit(f"{path}: unknown PPOConfig fields: {', '.join(unknown)}")
+        if isinstance(loaded.get("env_kwargs"), Mapping):
+            loaded["env_kwargs"] = json.dumps(loaded["env_kwargs"])
+        parser.set_defaults(**loaded)
+    config, _ = parser.parse_args_into_dataclasses(args=args)
+    return config
