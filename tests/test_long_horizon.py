@@ -241,7 +241,9 @@ def test_grpo_groups_start_from_one_expert_prefix_state(policy):
         pool.close()
 
 
-def test_grpo_expert_prefix_needs_expert_actions(policy, vln_ego_trajectory):
+def test_grpo_prefix_stops_before_the_experts_stop(policy, vln_ego_trajectory):
+    """A prefix longer than the expert's plan replays up to (not including) the expert's STOP: the members
+    still have an episode to play, from one state."""
     kwargs = {
         "data_files": str(vln_ego_trajectory),
         "format": "vln-ego",
@@ -252,7 +254,6 @@ def test_grpo_expert_prefix_needs_expert_actions(policy, vln_ego_trajectory):
     pool = make_env_pool("VLN-v0", kwargs, 2)
     try:
         runner = EpisodeRunner(pool)
-        # from the last record of the trajectory the expert has nothing left but STOP: no prefix is replayed
         episodes, _ = collect_grpo(
             policy,
             runner,
@@ -260,10 +261,42 @@ def test_grpo_expert_prefix_needs_expert_actions(policy, vln_ego_trajectory):
             2,
             {"max_new_tokens": 8},
             start="expert_prefix",
-            prefix_steps=[50],
+            prefix_steps=[500],
             turn_budget=2,
         )
         assert len(episodes) == 2 and all(episodes)
+        assert torch.equal(episodes[0][0].prompt.pixel_values, episodes[1][0].prompt.pixel_values)
+    finally:
+        pool.close()
+
+
+def test_grpo_expert_prefix_needs_expert_actions(policy, vln_ego_trajectory):
+    from vln_gym.episode import Episode
+
+    episode = Episode(
+        episode_id="e0",
+        instruction="walk",
+        images=(str(vln_ego_trajectory / "step_0.jpg"),),
+        agent_position=(0.0, 0.0, 0.0),
+        agent_heading=0.0,
+        goal_position=(0.0, 0.0, -1.0),
+        distance_to_goal=1.0,
+        trajectory_id="t",
+        step_index=0,
+    )
+    kwargs = {"episodes": [episode], "views": "trajectory", "action_space": "text", "image_size": [32, 32]}
+    pool = make_env_pool("VLN-v0", kwargs, 2)
+    try:
+        with pytest.raises(ValueError, match=r"grpo_start='expert_prefix' \(use grpo_start='reset'"):
+            collect_grpo(
+                policy,
+                EpisodeRunner(pool),
+                [0],
+                2,
+                {"max_new_tokens": 8},
+                start="expert_prefix",
+                prefix_steps=[2],
+            )
     finally:
         pool.close()
 

@@ -26,8 +26,7 @@ import torch
 
 from agents.policy.model import Generation, PromptInputs, VLMPolicy
 from agents.train.config import GRPO_STARTS
-from agents.train.runner import EpisodeEnd, EpisodeRunner, Step
-from vln_gym.actions import format_action
+from agents.train.runner import EpisodeEnd, EpisodeRunner, ExpertActor, Step
 from vln_gym.geometry import STOP
 
 
@@ -178,20 +177,14 @@ def collect_ppo(
 
 
 # ---------------------------------------------------------------- GRPO
-class _ExpertReplay:
-    """An `Actor` that answers the expert's next action as text (for prefixes; needs expert actions)."""
+class _Fixed:
+    """An actor that answers one given action."""
 
-    def act(self, indices, observations, infos) -> list[tuple[str, int]]:
-        answers = []
-        for i, info in zip(indices, infos, strict=True):
-            expert = info.get("expert_actions")
-            if not expert:
-                raise ValueError(
-                    f"env {i}: grpo_start='expert_prefix' needs info['expert_actions'] (the built-in world "
-                    "or trajectories with expert actions); use grpo_start='reset' for this data"
-                )
-            answers.append((format_action(int(expert[0])), int(expert[0])))
-        return answers
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def act(self, indices, observations, infos) -> list[tuple[str, None]]:
+        return [(self.action, None) for _ in indices]
 
 
 def start_group(runner: EpisodeRunner, members: Sequence[int], seed: int, prefix_steps: int) -> int:
@@ -201,15 +194,13 @@ def start_group(runner: EpisodeRunner, members: Sequence[int], seed: int, prefix
     first = members[0]
     runner.reset({first: (seed, None)})
     replayed = 0
-    replay = _ExpertReplay()
+    replay = ExpertActor(needed_by="grpo_start='expert_prefix' (use grpo_start='reset' for other data)")
     while replayed < prefix_steps:
-        expert = runner.infos[first].get("expert_actions")
-        if not expert:
-            replay.act([first], [runner.observations[first]], [runner.infos[first]])  # raises, names the fix
-        if int(expert[0]) == STOP:
+        action, expert = replay.act([first], [runner.observations[first]], [runner.infos[first]])[0]
+        if expert == STOP:
             break
         before = runner.pool.get_state([first])[first]
-        steps, _ = runner.step(replay, [first])
+        steps, _ = runner.step(_Fixed(action), [first])
         if steps[0].done:  # the prefix must leave an episode to play: back to the state before
             runner.restore({first: before})
             break

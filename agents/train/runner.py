@@ -17,6 +17,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from agents.train.envpool import EnvPool
+from vln_gym.actions import format_action
+from vln_gym.geometry import MOVE_FORWARD, TURN_LEFT, TURN_RIGHT
+
+EXPLORE_ACTIONS = (MOVE_FORWARD, TURN_LEFT, TURN_RIGHT)  # random detours never STOP (that ends the episode)
 
 
 class Actor(Protocol):
@@ -27,6 +31,34 @@ class Actor(Protocol):
     ) -> list[tuple[Any, Any]]:
         """One ``(env action, payload)`` per index; the payload comes back in `Step.output`."""
         ...
+
+
+class ExpertActor:
+    """Moves as the expert (``info["expert_actions"][0]``, as text), or with chance ``explore`` at random
+    (never STOP); the payload is the expert's action (the label of an SFT pair). ``needed_by`` names the
+    caller in the error raised when the env does not know the expert's actions."""
+
+    def __init__(
+        self, explore: float = 0.0, rng: np.random.Generator | None = None, *, needed_by: str = "the expert"
+    ) -> None:
+        if not 0.0 <= explore < 1.0:
+            raise ValueError(f"explore must be in [0, 1), got {explore}")
+        self.explore, self.rng, self.needed_by = explore, rng or np.random.default_rng(0), needed_by
+
+    def act(self, indices, observations, infos) -> list[tuple[str, int]]:
+        answers = []
+        for i, info in zip(indices, infos, strict=True):
+            expert = info.get("expert_actions")
+            if not expert:
+                raise ValueError(
+                    f"env {i}: info['expert_actions'] is missing or empty; {self.needed_by} needs an env "
+                    "that knows the expert's actions (the built-in world, or records that have them)"
+                )
+            label = action = int(expert[0])
+            if self.explore > 0 and self.rng.random() < self.explore:
+                action = int(self.rng.choice(EXPLORE_ACTIONS))
+            answers.append((format_action(action), label))
+        return answers
 
 
 @dataclass

@@ -22,11 +22,8 @@ import torch
 
 from agents.train import ppo
 from agents.train.envpool import EnvPool
-from agents.train.runner import EpisodeRunner
+from agents.train.runner import EpisodeRunner, ExpertActor
 from vln_gym.actions import format_action, parse_action
-from vln_gym.geometry import MOVE_FORWARD, TURN_LEFT, TURN_RIGHT
-
-EXPLORE_ACTIONS = (MOVE_FORWARD, TURN_LEFT, TURN_RIGHT)  # random detours never STOP (that ends the episode)
 
 ScoreFn = Callable[[Sequence[Any], Sequence[torch.Tensor]], tuple[torch.Tensor, ...]]
 
@@ -67,31 +64,6 @@ class SFTReport:
         }
 
 
-class ExpertActor:
-    """An `Actor` that records (observation, expert action) and then moves as the expert, or with chance
-    ``explore`` at random (never STOP); the payload is the expert's action, the label of the pair."""
-
-    def __init__(self, explore: float, rng: np.random.Generator) -> None:
-        if not 0.0 <= explore < 1.0:
-            raise ValueError(f"explore must be in [0, 1), got {explore}")
-        self.explore, self.rng = explore, rng
-
-    def act(self, indices, observations, infos) -> list[tuple[str, int]]:
-        answers = []
-        for i, info in zip(indices, infos, strict=True):
-            expert = info.get("expert_actions")
-            if not expert:
-                raise ValueError(
-                    f"env {i}: info['expert_actions'] is missing or empty; the supervised warm start needs "
-                    "an env that knows the expert's actions (the built-in world, or records that have them)"
-                )
-            label = action = int(expert[0])
-            if self.explore > 0 and self.rng.random() < self.explore:
-                action = int(self.rng.choice(EXPLORE_ACTIONS))
-            answers.append((format_action(action), label))
-        return answers
-
-
 def collect_expert_pairs(
     pool: EnvPool,
     count: int,
@@ -109,7 +81,9 @@ def collect_expert_pairs(
     """
     if len(seeds) != pool.num_envs:
         raise ValueError(f"{len(seeds)} seeds for {pool.num_envs} envs")
-    actor = ExpertActor(explore, np.random.default_rng(0) if rng is None else rng)
+    actor = ExpertActor(
+        explore, np.random.default_rng(0) if rng is None else rng, needed_by="the supervised warm start"
+    )
     runner = EpisodeRunner(pool)
     pairs: list[ExpertPair] = []
     while len(pairs) < count:
