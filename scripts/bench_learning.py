@@ -9,7 +9,9 @@ starts and goals), greedy decoding, the same episodes for every agent.
 2. the initial policy (the tiny model as built: random weights);
 3. PPO run of ``learning_config("ppo")``: a supervised warm start on the expert's next actions (SFT; the
    policy right after it is saved as ``sft_policy`` and scored on its own), then PPO through ``env.step``;
-4. GRPO run of ``learning_config("grpo")`` starting from the same SFT policy (no second warm start);
+4. GRPO runs of ``learning_config("grpo")`` starting from the same SFT policy (no second warm start): groups
+   branching from expert-prefix states (``grpo_start=expert_prefix``, the world-mode default) and, side by
+   side, groups starting at reset (``grpo_start=reset``);
 5. the SFT data check: expert-action NLL and greedy accuracy on held-out (observation, expert action)
    pairs, before and after the warm start.
 
@@ -124,13 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     rows["sft_policy"] = score("policy", sft_dir, heldout, args.seed)
     rows["ppo_trained"] = score("policy", ppo_result["checkpoint"], heldout, args.seed)
 
-    grpo_config = presets.learning_config(
-        out / "grpo", "grpo", quick=args.quick, model_name_or_path=sft_dir, sft_steps=0, **overrides
-    )
-    start = time.perf_counter()
-    grpo_result = ppo_train(grpo_config)
-    seconds["grpo"] = time.perf_counter() - start
-    rows["grpo_trained"] = score("policy", grpo_result["checkpoint"], heldout, args.seed)
+    # GRPO from the same SFT policy, twice: groups branching from expert-prefix states (the default in world
+    # mode, ActiveVLN's recipe) and groups starting at reset (side by side, same seed and budget)
+    for start_mode, name in (("expert_prefix", "grpo"), ("reset", "grpo_reset")):
+        grpo_config = presets.learning_config(
+            out / name,
+            "grpo",
+            quick=args.quick,
+            model_name_or_path=sft_dir,
+            sft_steps=0,
+            grpo_start=start_mode,
+            **overrides,
+        )
+        start = time.perf_counter()
+        grpo_result = ppo_train(grpo_config)
+        seconds[name] = time.perf_counter() - start
+        rows[f"{name}_trained"] = score("policy", grpo_result["checkpoint"], heldout, args.seed)
     check = sft_check(initial, sft_dir, args.heldout_pairs, args.seed)
 
     print(
@@ -149,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"RL: {ppo_config.num_iterations} iterations each; "
-        f"PPO (after SFT) {seconds['sft+ppo'] - seconds['sft']:.0f} s, GRPO {seconds['grpo']:.0f} s; "
+        f"PPO (after SFT) {seconds['sft+ppo'] - seconds['sft']:.0f} s, GRPO {seconds['grpo']:.0f} s "
+        f"(from reset {seconds['grpo_reset']:.0f} s); "
         f"total {time.perf_counter() - started:.0f} s"
     )
     summary = {

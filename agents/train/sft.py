@@ -74,9 +74,9 @@ def collect_expert_pairs(
 ) -> list[ExpertPair]:
     """``count`` (observation, expert action) pairs from a text-action env pool, on the episode runner.
 
-    Env ``i`` starts its ``k``-th episode with a seed drawn from ``(seeds[i], k)``; each step, each live env's
-    pair is recorded and the env then takes the expert's action, or with probability ``explore`` a random
-    move (never STOP). Raises ``ValueError`` when the env does not report ``info["expert_actions"]``
+    Env ``i`` starts its first episode with ``seeds[i]`` and later ones from its own RNG; each step, each
+    env's pair is recorded and the env then takes the expert's action, or with probability ``explore`` a
+    random move (never STOP). Raises ``ValueError`` when the env does not report ``info["expert_actions"]``
     (dataset modes without expert actions).
     """
     if len(seeds) != pool.num_envs:
@@ -88,16 +88,10 @@ def collect_expert_pairs(
     pairs: list[ExpertPair] = []
     while len(pairs) < count:
         idle = [i for i in range(pool.num_envs) if not runner.live[i]]
-        runner.reset({i: (_episode_seed(seeds[i], int(runner.episodes_started[i])), None) for i in idle})
+        runner.reset({i: (None if runner.episodes_started[i] else int(seeds[i]), None) for i in idle})
         steps, _ = runner.step(actor)
         pairs.extend(ExpertPair(step.observation, step.output) for step in steps)
     return pairs[:count]
-
-
-def _episode_seed(seed: int, episode: int) -> int:
-    return (
-        int(seed) if episode == 0 else int(np.random.SeedSequence([int(seed), episode]).generate_state(1)[0])
-    )
 
 
 def answer_ids(policy, action: int) -> torch.Tensor:
