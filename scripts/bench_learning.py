@@ -10,8 +10,8 @@ starts and goals), greedy decoding, the same episodes for every agent.
 3. PPO run of ``learning_config("ppo")``: a supervised warm start on the expert's next actions (SFT; the
    policy right after it is saved as ``sft_policy`` and scored on its own), then PPO through ``env.step``;
 4. GRPO runs of ``learning_config("grpo")`` starting from the same SFT policy (no second warm start): groups
-   branching from expert-prefix states (``grpo_start=expert_prefix``, the world-mode default) and, side by
-   side, groups starting at reset (``grpo_start=reset``);
+   starting at reset (the preset) and, side by side, groups branching from expert-prefix states
+   (``grpo_start=expert_prefix``, the world-mode default);
 5. the SFT data check: expert-action NLL and greedy accuracy on held-out (observation, expert action)
    pairs, before and after the warm start.
 
@@ -126,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     rows["sft_policy"] = score("policy", sft_dir, heldout, args.seed)
     rows["ppo_trained"] = score("policy", ppo_result["checkpoint"], heldout, args.seed)
 
-    # GRPO from the same SFT policy, twice: groups branching from expert-prefix states (the default in world
-    # mode, ActiveVLN's recipe) and groups starting at reset (side by side, same seed and budget)
-    for start_mode, name in (("expert_prefix", "grpo"), ("reset", "grpo_reset")):
+    # GRPO from the same SFT policy, twice, side by side (same seed and budget): groups starting at reset (the
+    # preset: 12-decision episodes, so a reset group already sees every state) and groups branching from
+    # expert-prefix states (the world-mode default, ActiveVLN's recipe for long episodes)
+    for start_mode, name in (("reset", "grpo"), ("expert_prefix", "grpo_prefix")):
         grpo_config = presets.learning_config(
             out / name,
             "grpo",
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"RL: {ppo_config.num_iterations} iterations each; "
         f"PPO (after SFT) {seconds['sft+ppo'] - seconds['sft']:.0f} s, GRPO {seconds['grpo']:.0f} s "
-        f"(from reset {seconds['grpo_reset']:.0f} s); "
+        f"(from expert prefixes {seconds['grpo_prefix']:.0f} s); "
         f"total {time.perf_counter() - started:.0f} s"
     )
     summary = {

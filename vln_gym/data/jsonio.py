@@ -29,6 +29,9 @@ def _utf8_problem(path: str, line: int, error: UnicodeDecodeError) -> Problem:
     return Problem(path, line, "json", f"not valid UTF-8 (byte {error.object[error.start]:#04x})")
 
 
+TOO_DEEP = "JSON nested too deeply (Python's recursion limit): not a dataset record"
+
+
 def _first_char(path: Path) -> str:
     with path.open("rb") as handle:
         head = handle.read(4096)
@@ -62,7 +65,7 @@ def _single_object(path: Path) -> dict | None:
     """The object of a ``.json`` file holding exactly one (pretty-printed) object, else ``None``."""
     try:
         value = json.loads(path.read_bytes().removeprefix(BOM).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -85,6 +88,8 @@ def iter_jsonl(path: Path) -> Iterator[Item]:
                 yield Location(name, number), json.loads(text)
             except json.JSONDecodeError as error:
                 yield Problem(name, number, "json", _decode_error(text, error))
+            except RecursionError:
+                yield Problem(name, number, "json", TOO_DEEP)
 
 
 def iter_json_array(path: Path) -> Iterator[Item]:
@@ -115,6 +120,9 @@ def iter_json_array(path: Path) -> Iterator[Item]:
         except json.JSONDecodeError as error:
             line_of_error = text.count("\n", 0, error.pos) + 1
             yield Problem(name, line_of_error, f"[{index}]", _decode_error(text, error))
+            return
+        except RecursionError:  # the element's end cannot be found: the records before it stand
+            yield Problem(name, line, f"[{index}]", TOO_DEEP)
             return
         yield Location(name, line, index), value
         index += 1
