@@ -191,6 +191,7 @@ def _evaluate(
         out_dir=out,
         label=label,
         plots=in_table,
+        overwrite=True,  # the demo owns runs/demo
     )
     m = result.metrics
     if out is not None:

@@ -41,6 +41,7 @@ from agents.train.envpool import make_env, make_env_pool
 from agents.train.runner import EpisodeRunner
 from vln_gym.geometry import ACTION_NAMES
 from vln_gym.images import ImageLoadError
+from vln_gym.safe_files import OutputExistsError, atomic_write_text, atomic_writer, check_output
 
 # Episodes of the built-in world used for evaluation. Training (agents.ppo_train defaults, the env's
 # default world) uses world seed 0; evaluation uses a different world seed, so every floor plan, start
@@ -199,6 +200,7 @@ def evaluate(
     plots: bool = True,
     label: str | None = None,
     on_episode: Callable[[dict[str, Any]], None] | None = None,
+    overwrite: bool = False,
 ) -> EvaluationResult:
     """Run ``agent`` (a name from ``AGENT_NAMES``, an agent, or a zero-argument factory) on episodes.
 
@@ -207,9 +209,18 @@ def evaluate(
     world's held-out episodes (``HELDOUT_WORLD_KWARGS``; ``world_seed`` / ``world_episodes`` in
     ``env_kwargs`` override them). ``data`` loads through ``vln_gym.data.load_episodes``
     with load options (``format``, ``field_map``, ``media_dir``, ``path_remap``, ``heading_unit``) taken
-    from ``env_kwargs``. Writes the output files when ``out_dir`` is given.
+    from ``env_kwargs``. Writes the output files when ``out_dir`` is given; an ``out_dir`` that holds
+    anything is refused (before any episode runs) unless ``overwrite``, and it may never hold the data.
     """
     kwargs = env_build_kwargs(env_kwargs or {}, data)
+    if out_dir is not None:
+        files = kwargs.get("data_files") or []
+        try:
+            check_output(
+                out_dir, overwrite=overwrite, inputs=[files] if isinstance(files, str | Path) else files
+            )
+        except OutputExistsError as error:
+            raise EvaluationError(str(error)) from None
     probe = make_probe_env(kwargs)
     try:
         env = probe.unwrapped
@@ -439,8 +450,8 @@ def write_outputs(result: EvaluationResult, out_dir: str | Path, *, plots: bool 
     """metrics.json, episodes.jsonl, PNGs and report.md into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n", encoding="utf-8")
-    with (out / "episodes.jsonl").open("w", encoding="utf-8") as handle:
+    atomic_write_text(out / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
+    with atomic_writer(out / "episodes.jsonl") as handle:
         for record in result.episodes:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     sections = [
@@ -505,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--forward-steps", type=int, default=10, help="forward agent: steps before STOP")
     parser.add_argument("--out", help="output dir (default runs/eval/AGENT)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     parser.add_argument("--no-plots", action="store_true", help="skip PNGs")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads for model agents (default 1)"
@@ -543,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             vectorization_mode=args.vectorization,
             forward_steps=args.forward_steps,
             plots=not args.no_plots,
+            overwrite=args.overwrite,
         )
     except (AgentError, EvaluationError, ImageLoadError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)

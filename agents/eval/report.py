@@ -14,6 +14,8 @@ from typing import Any
 
 import matplotlib
 
+from vln_gym.safe_files import atomic_write_text
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
@@ -267,6 +269,5 @@ def write_markdown(path: str | Path, sections: Sequence[tuple[str, str]], *, tit
     for heading, body in sections:
         parts += [f"## {heading}", "", body.rstrip(), ""]
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write_text(out, "\n".join(parts))
     return out

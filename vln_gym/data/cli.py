@@ -10,6 +10,7 @@ from typing import Any
 from vln_gym.data.fields import FORMATS, MAPPABLE_FIELDS, LoadOptions
 from vln_gym.data.loader import collect_episodes, validate_files
 from vln_gym.data.ownjsonl import write_episodes_jsonl
+from vln_gym.safe_files import OutputExistsError, check_output
 
 
 class _UsageError(Exception):
@@ -114,10 +115,18 @@ def convert_main(argv: list[str]) -> int:
     parser.add_argument(
         "--on-error", default="raise", choices=("raise", "skip"), help="bad records: stop or skip"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it exists (never an input)"
+    )
     parsed = _parse(parser, argv)
     if isinstance(parsed, int):
         return parsed
     args, options = parsed
+    try:
+        check_output(args.out, overwrite=args.overwrite, inputs=args.paths)
+    except OutputExistsError as error:
+        print(f"vln-gym convert: error: {error}", file=sys.stderr)
+        return 2
     episodes, report = collect_episodes(args.paths, LoadOptions.create(**options))
     if report.problems and args.on_error == "raise":
         for problem in report.problems:

@@ -20,6 +20,7 @@ from vln_gym.data.media import read_images
 from vln_gym.data.privileged import read_privileged
 from vln_gym.data.problems import DataError, Location, RecordProblems
 from vln_gym.episode import Episode
+from vln_gym.safe_files import atomic_writer
 
 FORMAT_TAG = "vln-gym/1"
 TEXT_FIELDS = ("system_prompt", "prompt", "expert_response")
@@ -119,20 +120,14 @@ def write_episodes_jsonl(
     relative to it (load the file back with the same ``media_dir``, or keep the file in that folder);
     other paths are written absolute. Returns the path written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with temporary.open("w", encoding="utf-8", newline="\n") as handle:
-            for episode in episodes:
-                record = episode_record(episode, media_dir)
-                try:
-                    line = json.dumps(record, ensure_ascii=False, allow_nan=False)
-                except (TypeError, ValueError) as error:
-                    raise ValueError(
-                        f"episode {episode.episode_id!r} cannot be written as JSON: {error}"
-                    ) from error
-                handle.write(line + "\n")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_writer(path) as handle:
+        for episode in episodes:
+            record = episode_record(episode, media_dir)
+            try:
+                line = json.dumps(record, ensure_ascii=False, allow_nan=False)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"episode {episode.episode_id!r} cannot be written as JSON: {error}"
+                ) from error
+            handle.write(line + "\n")
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vln_gym.safe_files import check_output
 from vln_gym.world.config import MAX_LANDMARKS, MAX_ROOMS, WorldConfig
 
 
@@ -33,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
         "--forward-step", type=float, default=0.25, help="metres per MOVE_FORWARD (default 0.25)"
     )
     parser.add_argument("--turn-angle", type=float, default=15.0, help="degrees per turn (default 15)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out folder (its old files are removed)",
+    )
     return parser
 
 
@@ -45,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.episodes < 1 or args.size < 8:
             raise ValueError("--episodes must be >= 1 and --size >= 8")
         config = WorldConfig(rooms=args.rooms, landmarks=args.landmarks)
+        check_output(args.out, overwrite=args.overwrite)
         path = export_dataset(
             args.out,
             args.episodes,
@@ -56,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             history=args.history,
             forward_step=args.forward_step,
             turn_angle=args.turn_angle,
+            replace=args.overwrite,
         )
     except ValueError as error:
         print(f"vln-gym make-world: {error}", file=sys.stderr)

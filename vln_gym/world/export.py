@@ -11,6 +11,10 @@ arguments write the same bytes.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -77,6 +81,25 @@ def _step_records(
     return records
 
 
+def _replace_folder(target: Path, build: Callable[[Path], Path]) -> Path:
+    """``build`` into a fresh sibling of ``target``, then swap it in; returns the jsonl path in ``target``."""
+    target = target.resolve()
+    fresh = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
+    try:
+        written = build(fresh)
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+        os.replace(target, old / target.name)
+        try:
+            os.replace(fresh, target)
+        except OSError:
+            os.replace(old / target.name, target)  # put the old dataset back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+    return target / written.name
+
+
 def export_dataset(
     out_dir: str | Path,
     num_episodes: int,
@@ -90,8 +113,29 @@ def export_dataset(
     forward_step: float = 0.25,
     turn_angle: float = 15.0,
     success_distance: float | None = None,
+    replace: bool = False,
 ) -> Path:
-    """Generate ``num_episodes`` episodes from ``seed``, render images, write the jsonl; returns its path."""
+    """Generate ``num_episodes`` episodes from ``seed``, render images, write the jsonl; returns its path.
+
+    ``replace``: build the dataset in a temporary sibling folder, then swap it for ``out_dir`` (whose old
+    files, stale images included, are removed only once the new dataset is complete)."""
+    if replace and Path(out_dir).exists():
+        return _replace_folder(
+            Path(out_dir),
+            lambda folder: export_dataset(
+                folder,
+                num_episodes,
+                seed,
+                per_step=per_step,
+                image_format=image_format,
+                size=size,
+                config=config,
+                history=history,
+                forward_step=forward_step,
+                turn_angle=turn_angle,
+                success_distance=success_distance,
+            ),
+        )
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)}, got {image_format!r}")
     if history < 1:

@@ -1,0 +1,98 @@
+"""Nothing the package writes can destroy a user's data: outputs are refused when they exist (unless
+``--overwrite``) or are an input (always), and result files are replaced atomically."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from test_data_helpers import make_png, own_record, write_lines
+
+from agents.cli import main
+from vln_gym.data import load_episodes
+from vln_gym.safe_files import OutputExistsError, atomic_write_text, atomic_writer, check_output
+
+
+def test_atomic_writer_keeps_the_old_file_when_the_write_fails(tmp_path):
+    target = tmp_path / "results.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_writer(target) as handle:
+        handle.write("half of the new")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temporary left behind
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+
+
+def test_atomic_writer_does_not_follow_a_planted_symlink(tmp_path):
+    """The temporary name is unpredictable and created exclusively: a symlink at the old predictable name
+    (``.NAME.tmp``) is neither followed nor written through."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / ".out.jsonl.tmp").symlink_to(victim)
+    atomic_write_text(tmp_path / "out.jsonl", "data\n")
+    assert victim.read_text() == "precious"
+    assert (tmp_path / "out.jsonl").read_text() == "data\n"
+
+
+def test_check_output(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text("x")
+    check_output(tmp_path / "new.jsonl", overwrite=False, inputs=[data])
+    with pytest.raises(OutputExistsError, match="file exists; pass --overwrite"):
+        check_output(data, overwrite=False)
+    with pytest.raises(OutputExistsError, match="is \\(or holds\\) the input"):
+        check_output(data, overwrite=True, inputs=[data])
+    with pytest.raises(OutputExistsError, match="is \\(or holds\\) the input"):
+        check_output(tmp_path, overwrite=True, inputs=[data])  # a folder holding the input
+    link = tmp_path / "alias.jsonl"
+    link.symlink_to(data)
+    with pytest.raises(OutputExistsError, match="is \\(or holds\\) the input"):
+        check_output(link, overwrite=True, inputs=[data])  # the same file by another name
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    check_output(empty, overwrite=False)
+
+
+def test_convert_never_overwrites_silently_nor_onto_its_input(tmp_path, capsys):
+    make_png(tmp_path / "a.png")
+    source = write_lines(tmp_path / "d.jsonl", [own_record("ok", ["a.png"])])
+    before = source.read_bytes()
+    assert main(["convert", str(source), "--out", str(source), "--overwrite"]) == 2
+    assert "is (or holds) the input" in capsys.readouterr().err
+    assert source.read_bytes() == before
+    out = tmp_path / "out.jsonl"
+    out.write_text("someone's results\n")
+    assert main(["convert", str(source), "--out", str(out)]) == 2
+    assert "file exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "someone's results\n"
+    assert main(["convert", str(source), "--out", str(out), "--overwrite"]) == 0
+    assert [e.episode_id for e in load_episodes(out)] == ["ok"]
+
+
+def test_make_world_refuses_then_replaces_the_whole_folder(tmp_path, capsys):
+    out = tmp_path / "set"
+    argv = ["make-world", "--out", str(out), "--episodes", "2", "--size", "16"]
+    assert main(argv) == 0
+    stale = out / "images" / "stale.jpg"
+    stale.write_bytes(b"old")
+    assert main(argv) == 2
+    assert "folder is not empty; pass --overwrite" in capsys.readouterr().err
+    assert stale.exists()
+    assert main([*argv[:-4], "--episodes", "1", "--size", "16", "--overwrite"]) == 0
+    assert not stale.exists()  # the old dataset is gone, not mixed with the new one
+    episodes = load_episodes(out / "episodes.jsonl")
+    assert len(episodes) == 1 and all(os.path.exists(p) for e in episodes for p in e.images)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # no temporary folders left
+
+
+def test_evaluate_refuses_existing_results(tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--agent", "random", "--episodes", "1", "--out", str(out), "--no-plots"]
+    assert main(argv) == 0
+    metrics = (out / "metrics.json").read_text()
+    assert main(argv) == 2
+    assert "folder is not empty; pass --overwrite" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == metrics
+    assert main([*argv, "--overwrite"]) == 0

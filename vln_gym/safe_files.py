@@ -1,0 +1,70 @@
+"""Writing files without ever destroying a user's data: atomic replacement and refusal to overwrite.
+
+- `atomic_write_text` / `atomic_writer`: the new content goes to a temporary file created safely
+  (``mkstemp``: an unpredictable name, opened exclusively, so no symlink can redirect it) in the target's
+  own folder, is flushed and fsynced, then renamed over the target. A kill at any moment leaves either the
+  old file or the new one, whole.
+- `check_output`: an output path that already exists is refused unless ``overwrite``; an output that is
+  one of the inputs (same real path, or a folder holding an input) is refused always.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+
+class OutputExistsError(ValueError):
+    """An output would overwrite existing data (or an input); the message says which and how to proceed."""
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """``with atomic_writer(path) as handle: ...``: ``path`` is replaced only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        binary = "b" in mode
+        with os.fdopen(
+            fd, mode, encoding=None if binary else encoding, newline=None if binary else "\n"
+        ) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (see the module docstring)."""
+    with atomic_writer(path) as handle:
+        handle.write(text)
+
+
+def _same_or_inside(output: Path, item: Path) -> bool:
+    return output == item or (output.is_dir() and output in item.parents)
+
+
+def check_output(
+    output: str | Path, *, overwrite: bool, inputs: Iterable[str | Path] = (), flag: str = "--overwrite"
+) -> None:
+    """Refuse to write ``output`` onto an input, or onto existing data without ``overwrite``.
+
+    A folder output counts as existing when it holds anything. Raises `OutputExistsError`.
+    """
+    target = Path(output)
+    real = Path(os.path.realpath(target))
+    for item in inputs:
+        if _same_or_inside(real, Path(os.path.realpath(item))):
+            raise OutputExistsError(f"{target}: is (or holds) the input {item}; write the output elsewhere")
+    exists = any(target.iterdir()) if target.is_dir() else target.exists()
+    if exists and not overwrite:
+        kind = "folder is not empty" if target.is_dir() else "file exists"
+        raise OutputExistsError(f"{target}: {kind}; pass {flag} to replace it")
