@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -34,18 +35,20 @@ from agents.policy.reference import load_reference, refresh_reference
 from agents.train import ppo
 from agents.train.batch import build_samples, reference_logprobs
 from agents.train.checkpoint import (
+    CheckpointError,
     check_compatible,
     load_optimizer_and_scheduler,
     load_rng_state,
     load_runner_state,
-    load_trainer_state,
-    resolve_checkpoint,
+    resume_point,
     save_run,
     set_rng_state,
+    verify_digest,
 )
 from agents.train.config import PPOConfig, parse_config
 from agents.train.envpool import make_env_pool
 from agents.train.rollout import RolloutStats, collect_grpo, collect_ppo
+from agents.train.rundir import RunDirError, claim_output_dir, release
 from agents.train.runlog import NonFiniteGuard, RunLogger, global_mean_std, global_sum, rollout_metrics
 from agents.train.runner import EpisodeRunner
 from agents.train.sft import SFTReport, collect_expert_pairs, supervised_warm_start
@@ -97,19 +100,6 @@ def save_initial_policy(config: PPOConfig, path: str | Path) -> Path:
     seed_everything(config.seed)
     load_policy(config, resolve_model_path(config.model_name_or_path)).save_pretrained(path)
     return Path(path)
-
-
-def resume_point(config: PPOConfig, world: int) -> tuple[Path | None, dict[str, Any]]:
-    """The checkpoint to resume from and its trainer state; refuses another model / LoRA shape / world size
-    before anything is loaded."""
-    if not config.resume_from:
-        return None, {"iteration": 0}
-    resume = resolve_checkpoint(config.resume_from)
-    saved = load_trainer_state(resume)
-    check_compatible(saved["fingerprint"], config.fingerprint(), resume)
-    if saved["num_processes"] != world:
-        raise ValueError(f"{resume}: written by {saved['num_processes']} processes, this run has {world}")
-    return resume, saved
 
 
 def build_optimizer(policy, config: PPOConfig):
@@ -199,11 +189,23 @@ def ppo_train(
     its checkpoint), with that iteration's metrics row (the dict written to metrics.jsonl).
     """
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum)
+    lock = None
+    try:
+        lock = claim_output_dir(config, accelerator)
+        return train(config, accelerator, on_iteration)
+    finally:
+        release(lock)
+        accelerator.end_training()  # tears the process group down before exit (else gloo may abort at exit)
+
+
+def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
+    """The run itself, in an owned output dir (see `ppo_train`)."""
+    from tqdm.auto import tqdm
+
     rank, world = accelerator.process_index, accelerator.num_processes
     output_dir = Path(config.output_dir)
     seed_everything(config.seed + rank)
@@ -214,6 +216,9 @@ def ppo_train(
     with accelerator.main_process_first():
         model_path = resolve_model_path(config.model_name_or_path)
     policy = load_policy(config, str(resume / "policy") if resume else model_path, accelerator.device, None)
+    if resume is not None:
+        verify_digest(policy, saved, rank, resume)
+    run_id = saved.get("run_id") or uuid.uuid4().hex
     optimizer, scheduler, trainable = build_optimizer(policy, config)
     scorer, optimizer = accelerator.prepare(PolicyScorer(policy, config.temperature), optimizer)
     trainable_shapes = {n: list(p.shape) for n, p in policy.named_parameters() if p.requires_grad}
@@ -332,13 +337,20 @@ def ppo_train(
         ):
             in_flight = runner.state() if config.algo == "ppo" else None
             last_checkpoint = save_run(
-                accelerator, policy, optimizer, scheduler, config, iteration, trainable_shapes, in_flight
+                accelerator,
+                policy,
+                optimizer,
+                scheduler,
+                config,
+                iteration,
+                trainable_shapes,
+                in_flight,
+                run_id,
             )
 
     pool.close()
     logger.close()
     accelerator.wait_for_everyone()
-    accelerator.end_training()  # tears the process group down before exit (else gloo may abort at exit)
     return {**metrics, "checkpoint": str(last_checkpoint) if last_checkpoint else None}
 
 
@@ -355,7 +367,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, yaml.YAMLError) as error:
         print(f"vln-gym train: error: {error}", file=sys.stderr)
         return 2
-    result = ppo_train(config)
+    try:
+        result = ppo_train(config)
+    except (RunDirError, CheckpointError, ValueError, FileNotFoundError) as error:
+        print(f"vln-gym train: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"vln-gym train: interrupted; the checkpoints in {config.output_dir} are whole "
+            f"(continue with --resume_from {config.output_dir})",
+            file=sys.stderr,
+        )
+        return 130
     printable = {k: v for k, v in result.items() if not k.startswith("time/")}
     print(json.dumps(printable, default=str))
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -29,6 +30,11 @@ import numpy as np
 import torch
 
 from agents.train.runner import RunnerState
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated or corrupt; the message names the file."""
+
 
 STATE_FILE = "trainer_state.json"
 LATEST_FILE = "latest"
@@ -97,7 +103,8 @@ def save_checkpoint(
     runner_states: list[RunnerState] | None = None,
     keep_last: int = 2,
 ) -> Path:
-    """Write checkpoint ``iteration`` atomically; keep the ``keep_last`` newest (0: all). Returns its path."""
+    """Write checkpoint ``iteration`` atomically; keep the ``keep_last`` newest of the same run (``run_id`` in
+    ``trainer_state``; 0: all). Returns its path."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir(output_dir, iteration)
@@ -123,10 +130,18 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _replace_file(output_dir / LATEST_FILE, final.name + "\n")
-    if keep_last > 0:
-        for old in list_checkpoints(output_dir)[:-keep_last]:
+    if keep_last > 0:  # rotation only ever deletes checkpoints of this run
+        ours = [c for c in list_checkpoints(output_dir) if _run_id_of(c) == trainer_state.get("run_id")]
+        for old in ours[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _run_id_of(checkpoint: Path) -> str | None:
+    try:
+        return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -145,7 +160,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     latest = path / LATEST_FILE
     if latest.is_file():
-        candidate = path / latest.read_text(encoding="utf-8").strip()
+        name = latest.read_text(encoding="utf-8", errors="replace").strip()
+        if not name.startswith(PREFIX) or Path(name).name != name:
+            raise CheckpointError(f"{latest}: must name a {PREFIX}* folder of this run dir, got {name!r}")
+        candidate = path / name
         if (candidate / STATE_FILE).is_file():
             return candidate
     found = list_checkpoints(path)
@@ -154,23 +172,48 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path}: no checkpoint here ({STATE_FILE} not found, no {PREFIX}* dirs)")
 
 
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: missing (was the checkpoint written by fewer processes, or cut short?)"
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CheckpointError(f"{path}: unreadable or corrupt JSON ({error})") from None
+
+
 def load_trainer_state(checkpoint: str | Path) -> dict[str, Any]:
-    return json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8"))
+    """The checkpoint's trainer state, checked for the fields a resume reads."""
+    path = Path(checkpoint) / STATE_FILE
+    state = _read_json(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(state).__name__}")
+    iteration = state.get("iteration")
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise CheckpointError(f"{path}: iteration: must be an int >= 0, got {iteration!r}")
+    for key, kind in (("fingerprint", dict), ("num_processes", int), ("config", dict)):
+        if not isinstance(state.get(key), kind):
+            raise CheckpointError(f"{path}: {key}: missing or not a {kind.__name__}")
+    return state
 
 
 def load_rng_state(checkpoint: str | Path, rank: int) -> dict[str, Any]:
-    path = Path(checkpoint) / f"rng-rank{rank}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (was the checkpoint written by fewer processes?)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return _read_json(Path(checkpoint) / f"rng-rank{rank}.json")
 
 
 def load_optimizer_and_scheduler(
     checkpoint: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> None:
     checkpoint = Path(checkpoint)
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True))
-    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=True))
+    for name, target in (("optimizer.pt", optimizer), ("scheduler.pt", scheduler)):
+        try:
+            target.load_state_dict(torch.load(checkpoint / name, map_location="cpu", weights_only=True))
+        except FileNotFoundError:
+            raise CheckpointError(f"{checkpoint / name}: missing") from None
+        except (RuntimeError, ValueError, KeyError, EOFError, OSError, pickle.UnpicklingError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"{checkpoint / name}: corrupt or from another run ({first})") from None
 
 
 def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], checkpoint: str | Path) -> None:
@@ -210,13 +253,18 @@ def load_runner_state(checkpoint: str | Path, rank: int) -> RunnerState | None:
     path = Path(checkpoint) / f"envs-rank{rank}.json"
     if not path.is_file():
         return None
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    with np.load(path.with_suffix(".npz"), allow_pickle=False) as frames:
-        snapshots = [
-            None if snap is None else {**snap, "frames": frames[f"env{i}"]}
-            for i, snap in enumerate(saved["snapshots"])
-        ]
-    return RunnerState(snapshots, saved["returns"], saved["lengths"], saved["episodes_started"])
+    saved = _read_json(path)
+    try:
+        with np.load(path.with_suffix(".npz"), allow_pickle=False) as frames:
+            snapshots = [
+                None if snap is None else {**snap, "frames": frames[f"env{i}"]}
+                for i, snap in enumerate(saved["snapshots"])
+            ]
+        return RunnerState(snapshots, saved["returns"], saved["lengths"], saved["episodes_started"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"{path.with_suffix('.npz')}: episodes in flight unreadable ({error})"
+        ) from None
 
 
 # ---------------------------------------------------------------- a run's checkpoint, from every process
@@ -233,7 +281,7 @@ def parameter_digest(policy: torch.nn.Module) -> str:
 
 
 def save_run(
-    accelerator, policy, optimizer, scheduler, config, iteration: int, shapes, runner_state=None
+    accelerator, policy, optimizer, scheduler, config, iteration: int, shapes, runner_state=None, run_id=None
 ) -> Path | None:
     """Checkpoint from the main process, with every process's RNG states (and episodes in flight)."""
     local = {"rng": rng_state(), "digest": parameter_digest(policy), "runner": runner_state}
@@ -254,6 +302,7 @@ def save_run(
             "num_processes": accelerator.num_processes,
             "parameter_digests": [item["digest"] for item in gathered],  # equal on every process under DDP
             "config": {f.name: getattr(config, f.name) for f in fields(config)},
+            "run_id": run_id,
         }
         runners = [item["runner"] for item in gathered]
         path = save_checkpoint(
@@ -269,3 +318,35 @@ def save_run(
         )
     accelerator.wait_for_everyone()
     return path
+
+
+# ---------------------------------------------------------------- resuming
+def resume_point(config, world: int) -> tuple[Path | None, dict[str, Any]]:
+    """The checkpoint to resume from and its trainer state; refuses another model / LoRA shape / world size
+    before anything is loaded."""
+    if not config.resume_from:
+        return None, {"iteration": 0}
+    resume = resolve_checkpoint(config.resume_from)
+    saved = load_trainer_state(resume)
+    check_compatible(saved["fingerprint"], config.fingerprint(), resume)
+    if saved["num_processes"] != world:
+        raise ValueError(f"{resume}: written by {saved['num_processes']} processes, this run has {world}")
+    if saved["iteration"] > config.num_iterations:
+        raise ValueError(
+            f"{resume}: iteration {saved['iteration']} is past this run's "
+            f"num_iterations={config.num_iterations}"
+        )
+    changed = config.resume_differences(saved["config"])
+    if changed:
+        raise ValueError(f"{resume}: a resume cannot change " + "; ".join(changed))
+    return resume, saved
+
+
+def verify_digest(policy, saved: dict[str, Any], rank: int, resume: Path) -> None:
+    """Refuse resumed weights whose sha256 differs from the one saved with them (a corrupt file)."""
+    digests = saved.get("parameter_digests") or []
+    if rank < len(digests) and parameter_digest(policy) != digests[rank]:
+        raise CheckpointError(
+            f"{resume / 'policy'}: the weights do not match the digest saved in {resume / STATE_FILE} "
+            "(corrupt or edited files); resume from an earlier checkpoint"
+        )

@@ -12,7 +12,20 @@ from typing import Any, Literal
 
 from agents.train import ppo
 
-GRPO_STARTS = ("reset", "expert_prefix")  # where GRPO groups start (agents.train.rollout)
+GRPO_STARTS = ("reset", "expert_prefix")
+# PPOConfig fields a resume may change (the rest must equal the checkpoint's config)
+RESUME_MAY_CHANGE = (
+    "output_dir",
+    "overwrite_output_dir",
+    "resume_from",
+    "save_every",
+    "keep_checkpoints",
+    "tensorboard",
+    "progress",
+    "torch_threads",
+    "max_nonfinite",
+    "vector_mode",
+)  # where GRPO groups start (agents.train.rollout)
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -24,6 +37,9 @@ class PPOConfig:
     """Everything a training run needs; one help line per field (``--help``)."""
 
     output_dir: str = field(default="runs/train", metadata=_help("run dir: checkpoints, metrics.jsonl, tb/"))
+    overwrite_output_dir: bool = field(
+        default=False, metadata=_help("delete a previous run in output_dir and start over (else refused)")
+    )
     num_iterations: int = field(default=8, metadata=_help("rollout + update iterations"))
     num_envs: int = field(default=4, metadata=_help("envs per process (GRPO: a multiple of group_size)"))
     seed: int = field(default=0, metadata=_help("base seed (model init, env seeds, sampling, shuffling)"))
@@ -148,6 +164,11 @@ class PPOConfig:
                 "must be linear|cosine|constant",
             ),
             ("vector_mode", self.vector_mode in ("sync", "async"), "must be sync or async"),
+            (
+                "env_id",
+                ":" not in self.env_id,
+                "must be a registered gymnasium id (module:Class would import code; gym.register it instead)",
+            ),
             ("num_iterations", self.num_iterations >= 1, "must be >= 1"),
             ("num_envs", self.num_envs >= 1, "must be >= 1"),
             ("rollout_steps", self.rollout_steps >= 1, "must be >= 1"),
@@ -171,6 +192,23 @@ class PPOConfig:
         for name, ok, message in checks:
             if not ok:
                 raise ValueError(f"PPOConfig.{name}: {message} (got {getattr(self, name)!r})")
+
+    def resume_differences(self, saved: Mapping[str, Any]) -> list[str]:
+        """Fields of a checkpoint's config (``saved``) that this config changes but a resume may not.
+
+        May change: where and how often the run writes (`RESUME_MAY_CHANGE`), and ``num_iterations`` when
+        ``lr_schedule`` is constant (the schedule of the other schedules is defined over the run's length)."""
+        allowed = set(RESUME_MAY_CHANGE)
+        if self.lr_schedule == "constant" and saved.get("lr_schedule") == "constant":
+            allowed.add("num_iterations")
+        problems = []
+        for f in fields(self):
+            if f.name in allowed or f.name not in saved:
+                continue
+            mine = json.loads(json.dumps(getattr(self, f.name), default=repr))
+            if mine != saved[f.name]:
+                problems.append(f"{f.name}: checkpoint has {saved[f.name]!r}, this run has {mine!r}")
+        return problems
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint must share with this config to be resumed."""

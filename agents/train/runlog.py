@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from agents.train.rollout import Decision, RolloutStats
+from vln_gym.safe_files import atomic_write_text
 
 
 class RunLogger:
@@ -26,11 +27,14 @@ class RunLogger:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
         if keep_until is not None and self.path.exists():  # resume: drop rows after the checkpoint
-            rows = [line for line in self.path.read_text().splitlines() if line.strip()]
-            kept = [row for row in rows if json.loads(row).get("iteration", 0) <= keep_until]
-            self.path.write_text("".join(row + "\n" for row in kept))
+            kept = [
+                row
+                for row in self.path.read_text(encoding="utf-8").splitlines()
+                if _row_until(row, keep_until)
+            ]
+            atomic_write_text(self.path, "".join(row + "\n" for row in kept))
         elif keep_until is None:
-            self.path.write_text("")
+            atomic_write_text(self.path, "")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -51,6 +55,19 @@ class RunLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _row_until(row: str, iteration: int) -> bool:
+    """A metrics row of an iteration up to ``iteration`` (a line cut by a kill is dropped)."""
+    try:
+        value = json.loads(row)
+    except ValueError:
+        return False
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("iteration"), int)
+        and value["iteration"] <= iteration
+    )
 
 
 class NonFiniteGuard:
