@@ -393,7 +393,8 @@ def explain(state: DemoState) -> str:
     parts.append(
         "A non-language baseline (stable-baselines3 PPO on the pixels) is not run here: a useful run needs "
         "about 10^5 env steps, far beyond the demo's minutes; train and evaluate it with "
-        "`python -m agents.eval.sb3_baseline` and `vln-gym evaluate --agent sb3 --checkpoint FILE.zip`."
+        "`python -m agents.eval.sb3_baseline` and "
+        "`vln-gym evaluate --agent sb3 --checkpoint FILE.zip --trust-checkpoint`."
     )
     if "oracle" in r and r["oracle"]["success_rate"] < 1.0:
         missed = round((1 - r["oracle"]["success_rate"]) * r["oracle"]["episodes"])

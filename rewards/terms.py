@@ -27,18 +27,25 @@ __all__ = [
 _THINK_ANSWER = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.S)
 
 
-def progress(t: Transition) -> float:
-    """Distance to goal reduced this step, in forward steps (+1.0 = one step closer, negative = away)."""
+def progress(t: Transition) -> float | None:
+    """Distance to goal reduced this step, in forward steps (+1.0 = one step closer, negative = away);
+    ``None`` when the pose is unknown."""
+    if not t.pose_known:
+        return None
     return (t.prev_distance - t.next_distance) / t.forward_step
 
 
-def success(t: Transition) -> float:
-    """1.0 when STOP was called within the success distance."""
+def success(t: Transition) -> float | None:
+    """1.0 when STOP was called within the success distance; ``None`` when the pose is unknown."""
+    if not t.pose_known:
+        return None
     return 1.0 if t.success else 0.0
 
 
-def wrong_stop(t: Transition) -> float:
-    """-1.0 when STOP was called outside the success distance."""
+def wrong_stop(t: Transition) -> float | None:
+    """-1.0 when STOP was called outside the success distance; ``None`` when the pose is unknown."""
+    if not t.pose_known:
+        return None
     return -1.0 if t.stopped and not t.success else 0.0
 
 

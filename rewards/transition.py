@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,11 @@ class Transition:
     step_index: int = 0
     expert_actions: tuple[int, ...] | None = None
     episode: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pose_known(self) -> bool:
+        """Both distances to the goal are known (records loaded with ``require_pose=False`` have NaN)."""
+        return math.isfinite(self.prev_distance) and math.isfinite(self.next_distance)
 
     @property
     def success(self) -> bool:

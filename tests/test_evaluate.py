@@ -187,6 +187,14 @@ def test_cli_errors_exit_2_with_one_line(capsys, tmp_path):
     assert "not a stable-baselines3 checkpoint" in _one_error_line(
         capsys, ["--agent", "sb3", "--checkpoint", str(not_zip)]
     )
+    fake_zip = tmp_path / "crafted.zip"
+    import zipfile
+
+    with zipfile.ZipFile(fake_zip, "w") as archive:
+        archive.writestr("data", "{}")
+    assert "pass --trust-checkpoint" in _one_error_line(
+        capsys, ["--agent", "sb3", "--checkpoint", str(fake_zip)]
+    )
     assert "--env-kwargs is not JSON" in _one_error_line(
         capsys, ["--agent", "random", "--env-kwargs", "{bad"]
     )
@@ -300,6 +308,7 @@ def test_held_out_world_episodes_honour_world_config():
 def test_sb3_wrapper_train_save_and_evaluate(tmp_path, vln_ego_trajectory):
     from stable_baselines3.common.env_checker import check_env
 
+    from agents.eval.agent import AgentError
     from agents.eval.sb3_baseline import SB3Agent, make_sb3_env, sb3_observation, train_sb3
 
     env_kwargs = {"episodes": _episodes(vln_ego_trajectory), "views": "trajectory", "max_steps": 6}
@@ -318,10 +327,17 @@ def test_sb3_wrapper_train_save_and_evaluate(tmp_path, vln_ego_trajectory):
 
     path = train_sb3(tmp_path / "ppo.zip", total_timesteps=64, env_kwargs=env_kwargs, size=40, n_steps=32)
     assert path.is_file()
-    agent = SB3Agent(path)
+    with pytest.raises(AgentError, match="pickle, which runs any code"):
+        SB3Agent(path)
+    agent = SB3Agent(path, trust_checkpoint=True)
     assert (agent.size, agent.history) == (40, 2)
     result = evaluate(
-        "sb3", checkpoint=path, env_kwargs=env_kwargs, num_episodes=3, out_dir=tmp_path / "eval"
+        "sb3",
+        checkpoint=path,
+        env_kwargs=env_kwargs,
+        num_episodes=3,
+        out_dir=tmp_path / "eval",
+        trust_checkpoint=True,
     )
     assert result.metrics["agent"] == "sb3" and result.metrics["episodes"] == 3
     assert all(0 <= a <= 3 for record in result.episodes for a in record["actions"])

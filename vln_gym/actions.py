@@ -124,11 +124,14 @@ def parse_action(
         option_items = tuple(sorted((str(key).upper(), value) for key, value in options.items()))
         if any(value not in (STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT) for _, value in option_items):
             raise ValueError(f"options must map letters to action ids 0..3, got {dict(options)!r}")
-    return _parse_cached(text, float(forward_step), float(turn_angle), option_items, int(max_actions))
+    parse = _parse_cached if len(text) <= CACHE_MAX_CHARS else _parse
+    return parse(text, float(forward_step), float(turn_angle), option_items, int(max_actions))
 
 
-@lru_cache(maxsize=1024)  # the env re-parses frequent answers every step
-def _parse_cached(
+CACHE_MAX_CHARS = 512  # answers up to this long are memoised: 1024 entries stay under ~2 MB
+
+
+def _parse(
     text: str,
     forward_step: float,
     turn_angle: float,
@@ -147,24 +150,49 @@ def _parse_cached(
     return ParsedAction(actions, True, has_think, has_answer, answer, None)
 
 
+_parse_cached = lru_cache(maxsize=1024)(_parse)  # the env re-parses frequent answers every step
+
+
+def _tag_pairs(tags: list[tuple[int, int, str]], name: str) -> list[tuple[int, int, int, int]]:
+    """Non-overlapping ``<name>...</name>`` pairs, each open tag closed by the nearest close tag after it
+    (what a lazy ``<name>(.*?)</name>`` regex finds), as (open start, open end, close start, close end)."""
+    pairs, open_at = [], None
+    for start, end, tag in tags:
+        if tag == f"<{name}>" and open_at is None:
+            open_at = (start, end)
+        elif tag == f"</{name}>" and open_at is not None:
+            pairs.append((*open_at, start, end))
+            open_at = None
+    return pairs
+
+
 def _extract_answer(text: str) -> tuple[str, bool, bool, str | None]:
-    """Return ``(answer text, has_think, has_answer, error)`` from the raw model output."""
-    answers = list(_ANSWER_TAG.finditer(text))
+    """Return ``(answer text, has_think, has_answer, error)`` from the raw model output.
+
+    One linear scan for the tags (lazy-regex pairing of unclosed tags is quadratic in the text length)."""
+    tags = [(m.start(), m.end(), m.group(0).lower()) for m in _ANY_TAG.finditer(text)]
+    answers = _tag_pairs(tags, "answer")
+    thinks = _tag_pairs(tags, "think")
     if len(answers) > 1:
         return "", False, True, f"{len(answers)} <answer> tags, expected one"
     if answers:
-        match = answers[0]
-        has_think = _THINK_TAG.search(text[: match.start()]) is not None
-        answer = match.group(1).strip()
-        if _ANY_TAG.search(answer):
+        open_start, open_end, close_start, _ = answers[0]
+        has_think = any(end <= open_start for _, _, _, end in thinks)
+        answer = text[open_end:close_start].strip()
+        if any(open_end <= start < close_start for start, _, _ in tags):
             return answer, has_think, True, "nested <think>/<answer> tag inside <answer>"
         return answer, has_think, True, None
-    has_think = _THINK_TAG.search(text) is not None
-    rest = _THINK_TAG.sub(" ", text)
-    stray = _ANY_TAG.search(rest)
+    pieces, position = [], 0
+    for start, _, _, end in thinks:
+        pieces += [text[position:start], " "]
+        position = end
+    pieces.append(text[position:])
+    rest = "".join(pieces)
+    inside = [(a, b) for a, _, _, b in thinks]
+    stray = next((tag for start, _, tag in tags if not any(a <= start < b for a, b in inside)), None)
     if stray:
-        return rest.strip(), has_think, False, f"unmatched {stray.group(0)} tag"
-    return rest.strip(), has_think, False, None
+        return rest.strip(), bool(thinks), False, f"unmatched {stray} tag"
+    return rest.strip(), bool(thinks), False, None
 
 
 def _parse_answer(

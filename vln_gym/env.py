@@ -29,6 +29,7 @@ TEXT_ACTION_MAX_LENGTH = 8192
 _METRICS_MEMO_MAX_PATH = 8
 _METRICS_MEMO_SIZE = 65536
 _ACTION_IDS = frozenset((STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT))
+MAX_WORLD_STEP_RATIO = 2.0  # built-in world: forward_step <= this x success_distance (goals stay reachable)
 
 
 class VLNEnv(gym.Env[dict[str, Any], Any]):
@@ -53,7 +54,9 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
 
     ``action_space="discrete"``: ``Discrete(4)`` with Habitat ids 0 STOP, 1 MOVE_FORWARD (``forward_step``
     metres), 2 TURN_LEFT, 3 TURN_RIGHT (``turn_angle`` degrees); Python or numpy ints.
-    ``action_space="text"``: any string (``UnicodeText``), parsed by ``vln_gym.actions.parse_action``.
+    ``action_space="text"``: a ``str`` (``UnicodeText``) of at most 8,192 characters, parsed by
+    ``vln_gym.actions.parse_action`` in linear time; a longer answer is invalid; any other type
+    (bytes, numbers, None) raises ``TypeError`` naming it.
     Several actions in one answer ("move forward, turn left") run as one macro step, in order; it ends
     early at STOP or at a collision. Unparseable text moves nothing, is penalised, sets
     ``info["invalid_action"]`` and never raises.
@@ -196,6 +199,12 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         else:
             world = _world_module()
             config = world.WorldConfig.coerce(world_config)
+            longest = MAX_WORLD_STEP_RATIO * config.success_distance
+            if self.forward_step > longest:
+                raise ValueError(
+                    f"forward_step={self.forward_step} m: the built-in world serves steps of at most "
+                    f"{MAX_WORLD_STEP_RATIO:g} x success_distance ({longest:g} m): longer ones skip goals"
+                )
             loaded = world.episodes.WorldEpisodes(
                 int(world_seed),
                 int(world_episodes),
@@ -463,6 +472,9 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         if self.text_actions:
             if not isinstance(action, str):
                 raise TypeError(f"action_space='text' takes a str action, got {type(action).__name__}")
+            if len(action) > TEXT_ACTION_MAX_LENGTH:
+                error = f"answer of {len(action)} characters, over the {TEXT_ACTION_MAX_LENGTH} allowed"
+                return (), action[:TEXT_ACTION_MAX_LENGTH], True, error
             parsed = parse_action(
                 action,
                 forward_step=self.forward_step,
@@ -577,6 +589,21 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         return dict(cached)
 
     def _compute_metrics(self, stopped: bool) -> dict[str, Any]:
+        if not all(math.isfinite(c) for c in (*self._path[0], *self._goal)):  # a record without a pose
+            unknown = (
+                "navigation_error",
+                "success",
+                "oracle_success",
+                "spl",
+                "trajectory_length",
+                "ndtw",
+                "sdtw",
+            )
+            return {
+                **dict.fromkeys(unknown, math.nan),
+                "steps": len(self._path) - 1,
+                "distance_kind": "unknown",
+            }
         geodesic = self._world is not None
         shortest = self._distances[0]
         if geodesic and self._episode.geodesic_distance is not None:

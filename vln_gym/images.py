@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -12,12 +13,38 @@ class ImageLoadError(ValueError):
     """An image file is missing, unreadable, truncated or not an image."""
 
 
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # ~150 MB decoded; VLN frames are 0.1-2 MP, a 4K frame 8.3 MP
+_limits = {"max_pixels": DEFAULT_MAX_IMAGE_PIXELS}
+
+
+def set_max_image_pixels(max_pixels: int) -> None:
+    """Largest image (width x height) any reader or env decodes; larger files are refused, not decoded."""
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_image_pixels must be an int >= 1, got {max_pixels!r}")
+    _limits["max_pixels"] = max_pixels
+    _cached.cache_clear()
+
+
 def decode_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode ``path`` to RGB uint8 ``[H, W, 3]``, resized to ``size = (height, width)`` if given."""
+    """Decode ``path`` to RGB uint8 ``[H, W, 3]``, resized to ``size = (height, width)`` if given.
+
+    The pixel count is read from the header first: an image over the cap (`set_max_image_pixels`) is
+    refused before it is decoded, so a small compressed file cannot expand to gigabytes."""
+    cap = _limits["max_pixels"]
     try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = image.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > cap:
+                    raise ImageLoadError(
+                        f"{path}: {width}x{height} = {width * height:,} pixels, over the {cap:,} pixel cap "
+                        "(a decompression bomb or a huge image? set_max_image_pixels raises the cap)"
+                    )
+                image.load()
+                rgb = image.convert("RGB")
+    except Image.DecompressionBombError as error:
+        raise ImageLoadError(f"{path}: refused as a decompression bomb ({error})") from error
     except FileNotFoundError as error:
         raise ImageLoadError(f"{path}: image file not found") from error
     except UnidentifiedImageError as error:

@@ -163,6 +163,7 @@ def _agent_factory(
     *,
     checkpoint: str | Path | None,
     world_mode: bool,
+    trust_checkpoint: bool = False,
     **agent_kwargs: Any,
 ) -> Callable[[int], Agent]:
     """``env index -> agent``: checkpoint agents are loaded once and shared (they are stateless across
@@ -171,7 +172,7 @@ def _agent_factory(
         if agent not in AGENT_NAMES:
             raise AgentError(f"unknown agent {agent!r}; known agents: {', '.join(AGENT_NAMES)}")
         if agent in ("policy", "sb3"):
-            shared = make_agent(agent, checkpoint=checkpoint)
+            shared = make_agent(agent, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint)
             return lambda _index: shared
         if agent == "oracle":
             agent_kwargs.setdefault("oracle_mode", "expert" if world_mode else "straight")
@@ -201,6 +202,7 @@ def evaluate(
     label: str | None = None,
     on_episode: Callable[[dict[str, Any]], None] | None = None,
     overwrite: bool = False,
+    trust_checkpoint: bool = False,
 ) -> EvaluationResult:
     """Run ``agent`` (a name from ``AGENT_NAMES``, an agent, or a zero-argument factory) on episodes.
 
@@ -245,6 +247,7 @@ def evaluate(
             agent,
             checkpoint=checkpoint,
             world_mode=world_mode,
+            trust_checkpoint=trust_checkpoint,
             seed=seed,
             forward_steps=forward_steps,
             forward_step=env.forward_step,
@@ -517,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--forward-steps", type=int, default=10, help="forward agent: steps before STOP")
     parser.add_argument("--out", help="output dir (default runs/eval/AGENT)")
     parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+    parser.add_argument(
+        "--trust-checkpoint", action="store_true", help="allow an SB3 .zip (loading it unpickles: runs code)"
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip PNGs")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads for model agents (default 1)"
@@ -556,6 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             forward_steps=args.forward_steps,
             plots=not args.no_plots,
             overwrite=args.overwrite,
+            trust_checkpoint=args.trust_checkpoint,
         )
     except (AgentError, EvaluationError, ImageLoadError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)

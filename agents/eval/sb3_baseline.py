@@ -7,7 +7,7 @@ The agent therefore sees where it is but not where it is told to go: whatever it
 instruction-free exploration, the floor that a language policy has to beat.
 
 Train: ``python -m agents.eval.sb3_baseline --timesteps 20000 --out runs/sb3/ppo.zip``; evaluate like any
-agent: ``vln-gym evaluate --agent sb3 --checkpoint runs/sb3/ppo.zip``.
+agent: ``vln-gym evaluate --agent sb3 --checkpoint runs/sb3/ppo.zip --trust-checkpoint`` (SB3 files unpickle).
 """
 
 from __future__ import annotations
@@ -118,12 +118,17 @@ class SB3Agent:
     name = "sb3"
     action_space = "discrete"
 
-    def __init__(self, checkpoint: str | Path):
+    def __init__(self, checkpoint: str | Path, *, trust_checkpoint: bool = False):
         path = Path(checkpoint)
         if not path.is_file():
             raise AgentError(f"{path}: checkpoint not found (expected a stable-baselines3 .zip)")
         if not zipfile.is_zipfile(path):
             raise AgentError(f"{path}: not a stable-baselines3 checkpoint (not a zip file)")
+        if not trust_checkpoint:
+            raise AgentError(
+                f"{path}: stable-baselines3 loads checkpoints with pickle, which runs any code a file holds; "
+                "pass --trust-checkpoint (trust_checkpoint=True) only for a file you made or trust"
+            )
         from stable_baselines3 import PPO
 
         try:
@@ -180,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         verbose=1,
     )
-    print(f"saved {path}\nevaluate: vln-gym evaluate --agent sb3 --checkpoint {path}")
+    print(f"saved {path}\nevaluate: vln-gym evaluate --agent sb3 --checkpoint {path} --trust-checkpoint")
     return 0
 
 

@@ -227,6 +227,7 @@ def make_agent(
     oracle_mode: str = "expert",
     forward_step: float = 0.25,
     turn_angle: float = 15.0,
+    trust_checkpoint: bool = False,
 ) -> Agent:
     """Build an agent by name (``AGENT_NAMES``). ``policy`` needs a VLMPolicy checkpoint directory,
     ``sb3`` a stable-baselines3 ``.zip`` from ``agents.eval.sb3_baseline``; the others take no checkpoint."""
@@ -239,7 +240,7 @@ def make_agent(
             return PolicyAgent(checkpoint, seed=seed)
         from agents.eval.sb3_baseline import SB3Agent
 
-        return SB3Agent(checkpoint)
+        return SB3Agent(checkpoint, trust_checkpoint=trust_checkpoint)
     if checkpoint is not None:
         raise AgentError(f"agent {name!r} takes no checkpoint (got {checkpoint})")
     if name == "random":

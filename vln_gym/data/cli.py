@@ -10,6 +10,7 @@ from typing import Any
 from vln_gym.data.fields import FORMATS, MAPPABLE_FIELDS, LoadOptions
 from vln_gym.data.loader import collect_episodes, validate_files
 from vln_gym.data.ownjsonl import write_episodes_jsonl
+from vln_gym.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from vln_gym.safe_files import OutputExistsError, check_output
 
 
@@ -59,6 +60,12 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--turn-angle", type=float, default=15.0, help="degrees per turn (VLN-Ego poses)")
     parser.add_argument("--no-require-pose", action="store_true", help="accept records without pose fields")
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_IMAGE_PIXELS:,})",
+    )
     return parser
 
 
@@ -84,6 +91,7 @@ def _parse(
             "require_pose": not args.no_require_pose,
         }
         LoadOptions.create(**options)  # option values checked here, before any file is read
+        set_max_image_pixels(args.max_image_pixels)
     except (_UsageError, ValueError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2

@@ -45,6 +45,10 @@ def iter_items(paths: PathsLike, options: LoadOptions) -> Iterator[Item]:
                 yield item
                 continue
             location, episode = item
+            bad_text = _lone_surrogate_problems(location, episode, options)
+            if bad_text:
+                yield DataError(bad_text)
+                continue
             first = first_seen.setdefault(episode.episode_id, str(location))
             if first != str(location):
                 yield DataError(
@@ -52,6 +56,24 @@ def iter_items(paths: PathsLike, options: LoadOptions) -> Iterator[Item]:
                 )
             else:
                 yield item
+
+
+TEXT_FIELDS = ("episode_id", "instruction", "system_prompt", "prompt", "expert_response")
+
+
+def _lone_surrogate_problems(location, episode: Episode, options: LoadOptions) -> list:
+    """Text that JSON escapes can hold but no tokenizer can encode (``"\\ud800"``) is a problem here."""
+    problems = []
+    for name in TEXT_FIELDS:
+        value = getattr(episode, name)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                column = options.column("id" if name == "episode_id" else name)
+                where = f"{value[error.start]!r} at character {error.start}"
+                problems.append(location.problem(column, f"holds a lone surrogate ({where}): not valid text"))
+    return problems
 
 
 def log_skipped(problems: list[Problem], skipped: int, total: int) -> None:

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from vln_gym.data.context import ReadContext
 
 
-def _inside(path: str, root: str) -> bool:
+def is_inside(path: str, root: str) -> bool:
+    """``path`` is ``root`` or below it (both normalised, as strings)."""
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
@@ -38,6 +39,8 @@ def _remap(raw: str, options: LoadOptions) -> tuple[str, str] | None:
 
 def resolve_image(raw: str, name: str, *, base_dir: str, options: LoadOptions) -> str:
     """Absolute, normalised path of image reference ``raw`` from column ``name`` of a file in ``base_dir``."""
+    if "\x00" in raw:
+        raise FieldError(name, f"image path {raw!r:.60} contains a NUL byte")
     remapped = _remap(raw, options)
     if remapped is not None:
         path, root = remapped
@@ -46,13 +49,19 @@ def resolve_image(raw: str, name: str, *, base_dir: str, options: LoadOptions) -
     else:
         root = options.media_dir or base_dir
         path = os.path.normpath(os.path.join(root, raw))
-    if root is not None and not options.allow_outside_media and not _inside(path, root):
-        raise FieldError(
-            name,
-            f"image {raw!r} resolves to {path}, outside the media folder {root} "
-            "(pass allow_outside_media=True / --allow-outside-media to accept it)",
-        )
-    return path
+    if root is None or options.allow_outside_media:
+        return path
+    if not is_inside(path, root):
+        where = path
+    elif not is_inside(os.path.realpath(path), os.path.realpath(root)):
+        where = f"{os.path.realpath(path)} (through a symbolic link)"
+    else:
+        return path
+    raise FieldError(
+        name,
+        f"image {raw!r} resolves to {where}, outside the media folder {root} "
+        "(pass allow_outside_media=True / --allow-outside-media to accept it)",
+    )
 
 
 class ImageChecker:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from vln_gym.data.fields import LoadOptions, as_actions
 from vln_gym.data.jsonio import iter_json_records
-from vln_gym.data.media import ImageChecker
+from vln_gym.data.media import ImageChecker, is_inside
 from vln_gym.data.problems import DataError, FieldError, Location, Problem
 from vln_gym.episode import Episode
 from vln_gym.geometry import Vec3, apply_action, distance
@@ -116,11 +116,29 @@ def read_trajectory(folder: Path, options: LoadOptions) -> Trajectory:
         problems.append(Problem(str(actions_path), None, "actions", "empty action list"))
     if problems:
         raise DataError(problems)
-    frames = {}
-    for name in os.listdir(folder):
+    frames: dict[int, str] = {}
+    for name in sorted(os.listdir(folder)):
         match = STEP_FILE.match(name)
-        if match:
-            frames[int(match.group(1))] = str((folder / name).absolute())
+        if not match:
+            continue
+        step, path = int(match.group(1)), str((folder / name).absolute())
+        if step in frames:
+            problems.append(
+                Problem(
+                    path, None, "frames", f"step {step} has two frames: {Path(frames[step]).name} and {name}"
+                )
+            )
+        elif not options.allow_outside_media and not is_inside(
+            os.path.realpath(path), os.path.realpath(folder)
+        ):
+            problems.append(
+                Problem(
+                    path, None, "frames", f"links outside the trajectory folder to {os.path.realpath(path)}"
+                )
+            )
+        frames[step] = path
+    if problems:
+        raise DataError(problems)
     positions, headings = integrate_actions(tuple(actions), options.forward_step, options.turn_angle)
     return Trajectory(
         folder=str(folder.absolute()),
