@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from test_ppo_train import decision
 
 from agents.ppo_train import PPOConfig, ppo_train
 from agents.train.batch import grpo_targets, ppo_targets
@@ -118,20 +119,7 @@ def test_ppo_episode_spans_five_rollouts(policy):
 
 
 def _decision(value: float, reward: float, **flags) -> Decision:
-    return Decision(
-        env_index=0,
-        prompt=None,
-        response_ids=torch.zeros(1, dtype=torch.long),
-        logprobs=torch.zeros(1),
-        values=torch.tensor([value]),
-        text="",
-        reward=reward,
-        terminated=flags.get("terminated", False),
-        truncated=False,
-        info={},
-        bootstrap_value=flags.get("bootstrap", 0.0),
-        segment_end=flags.get("segment_end", False),
-    )
+    return decision([value], reward, **flags)
 
 
 def test_cut_episode_targets_equal_the_uncut_ones_by_hand():
@@ -270,22 +258,8 @@ def test_grpo_prefix_stops_before_the_experts_stop(policy, vln_ego_trajectory):
         pool.close()
 
 
-def test_grpo_expert_prefix_needs_expert_actions(policy, vln_ego_trajectory):
-    from vln_gym.episode import Episode
-
-    episode = Episode(
-        episode_id="e0",
-        instruction="walk",
-        images=(str(vln_ego_trajectory / "step_0.jpg"),),
-        agent_position=(0.0, 0.0, 0.0),
-        agent_heading=0.0,
-        goal_position=(0.0, 0.0, -1.0),
-        distance_to_goal=1.0,
-        trajectory_id="t",
-        step_index=0,
-    )
-    kwargs = {"episodes": [episode], "views": "trajectory", "action_space": "text", "image_size": [32, 32]}
-    pool = make_env_pool("VLN-v0", kwargs, 2)
+def test_grpo_expert_prefix_needs_expert_actions(policy, no_expert_env_kwargs):
+    pool = make_env_pool("VLN-v0", no_expert_env_kwargs, 2)
     try:
         with pytest.raises(ValueError, match=r"grpo_start='expert_prefix' \(use grpo_start='reset'"):
             collect_grpo(

@@ -13,7 +13,6 @@ from agents.ppo_train import SFT_POLICY_DIR, PPOConfig, ppo_train
 from agents.train.envpool import make_env_pool
 from agents.train.sft import ExpertPair, answer_ids, collect_expert_pairs, supervised_warm_start
 from vln_gym.actions import parse_action
-from vln_gym.episode import Episode
 from vln_gym.geometry import STOP
 
 torch.set_num_threads(1)
@@ -42,20 +41,8 @@ def test_expert_pairs_follow_the_expert_to_its_stop():
     assert first["frames"].shape == (2, 56, 56, 3)
 
 
-def test_expert_pairs_need_expert_actions(vln_ego_trajectory):
-    episode = Episode(
-        episode_id="e0",
-        instruction="walk",
-        images=(str(vln_ego_trajectory / "step_0.jpg"),),
-        agent_position=(0.0, 0.0, 0.0),
-        agent_heading=0.0,
-        goal_position=(0.0, 0.0, -1.0),
-        distance_to_goal=1.0,
-        trajectory_id="t",
-        step_index=0,
-    )
-    kwargs = {"episodes": [episode], "views": "trajectory", "action_space": "text", "image_size": (56, 56)}
-    envs = make_env_pool("VLN-v0", kwargs, 1)
+def test_expert_pairs_need_expert_actions(no_expert_env_kwargs):
+    envs = make_env_pool("VLN-v0", no_expert_env_kwargs, 1)
     with pytest.raises(ValueError, match="expert_actions"):
         collect_expert_pairs(envs, 4, seeds=[0])
     envs.close()

@@ -28,40 +28,8 @@ from agents.train.envpool import make_env_pool
 from agents.train.rollout import Decision, collect_grpo
 from agents.train.runner import EpisodeRunner
 from agents.train.update import lr_factor
-from vln_gym.episode import Episode
 
 torch.set_num_threads(1)
-
-
-def make_episodes(trajectory: Path, count: int = 6) -> list[Episode]:
-    """Short replay episodes on the VLN-Ego frames: goal 0, 0.5 or 1.0 m ahead."""
-    return [
-        Episode(
-            episode_id=f"e{i}",
-            instruction="walk to the door and stop",
-            images=(str(trajectory / f"step_{i}.jpg"),),
-            agent_position=(0.0, 0.0, 0.0),
-            agent_heading=0.0,
-            goal_position=(0.0, 0.0, -0.5 * (i % 3)),
-            distance_to_goal=0.5 * (i % 3),
-            expert_actions=(1,) * (2 * (i % 3)) + (0,),
-            trajectory_id="t",
-            step_index=i,
-        )
-        for i in range(count)
-    ]
-
-
-@pytest.fixture(scope="module")
-def env_kwargs(vln_ego_trajectory: Path) -> dict:
-    return {
-        "episodes": make_episodes(vln_ego_trajectory),
-        "views": "trajectory",
-        "action_space": "text",
-        "max_steps": 3,
-        "image_size": (56, 56),
-        "success_distance": 0.3,
-    }
 
 
 def small_config(tmp_path: Path, env_kwargs: dict, **overrides) -> PPOConfig:

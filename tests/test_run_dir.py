@@ -12,25 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_ppo_train import make_episodes, read_metrics, small_config
+from test_ppo_train import read_metrics, small_config
 
 from agents.ppo_train import PPOConfig, main, ppo_train
 from agents.train.checkpoint import CheckpointError, list_checkpoints, resolve_checkpoint
 from agents.train.rundir import LOCK_NAME, RunDirError, acquire, release
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def env_kwargs(vln_ego_trajectory: Path) -> dict:
-    return {
-        "episodes": make_episodes(vln_ego_trajectory),
-        "views": "trajectory",
-        "action_space": "text",
-        "max_steps": 3,
-        "image_size": (32, 32),
-        "success_distance": 0.3,
-    }
 
 
 @pytest.fixture(scope="module")
