@@ -1,5 +1,8 @@
-"""Policies and training: ``VLMPolicy`` (Qwen2-VL + value head), the tiny offline Qwen2-VL, scripted agents,
-rollouts, PPO/GRPO. ``import agents`` stays cheap: torch / transformers load on first attribute access."""
+"""Policies, training and evaluation, by role: ``agents.policy`` (Qwen2-VL + value head, prompts, constrained
+decoding, the tiny offline models), ``agents.train`` (config, env pool and episode runner, PPO/GRPO
+collection and update, SFT, checkpoints), ``agents.eval`` (scripted agents, evaluate, reports, SB3), the
+``vln-gym`` dispatcher (``agents.cli``) and the loop (``agents.ppo_train``). ``import agents`` stays cheap:
+torch / transformers load on first attribute access."""
 
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ _LAZY = {
     "default_tiny_path": "agents.policy.tiny",
     "ppo_train": "agents.ppo_train",
     "PPOConfig": "agents.ppo_train",
+    "EpisodeRunner": "agents.train.runner",
+    "make_env_pool": "agents.train.envpool",
+    "evaluate": "agents.eval.evaluate",
 }
 
 __all__ = sorted(_LAZY)
