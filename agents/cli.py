@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: vln-gym COMMAND [ARGS]", "", "commands:"]
+    lines = ["usage: vln-gym COMMAND [ARGS]   (vln-gym --version)", "", "commands:"]
     lines += [f"  {name:<12} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines.append("\n`vln-gym COMMAND --help` for a command's options.")
     return "\n".join(lines)
@@ -28,6 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if args[0] in ("-V", "--version"):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"vln-gym {version('vln-gym')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            print("vln-gym (not installed)")
         return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:

@@ -54,9 +54,11 @@ def test_aggregate_metrics_mean_std_ci_hand_computed():
     assert result["reward"] == pytest.approx(((10.0 - 2.0) + (0.0 - 4.0)) / 2)
     assert result["episodes"] == 2
     assert result["distance_kind"] == "euclidean"
-    # sample std of (1, 0) = sqrt(0.5); CI half width = 1.96 * sqrt(0.5) / sqrt(2) = 0.98
+    # sample std of (1, 0) = sqrt(0.5); rates get Wilson intervals: 1 of 2 -> [0.0945, 0.9055]
     assert result["std"]["success_rate"] == pytest.approx(math.sqrt(0.5))
-    assert result["ci95"]["success_rate"] == pytest.approx([0.5 - 0.98, 0.5 + 0.98])
+    assert result["ci95"]["success_rate"] == pytest.approx([0.09453, 0.90547], abs=1e-5)
+    # other metrics: mean +- 1.96 std / sqrt(n); SPL of (0.8, 0.0): std 0.5657, half width 0.784
+    assert result["ci95"]["spl"] == pytest.approx([0.4 - 0.784, 0.4 + 0.784], abs=1e-3)
     assert result["std"]["navigation_error"] == pytest.approx(math.sqrt(2.0))
     mixed = aggregate_metrics(
         [_episode_metrics(1.0, 1.0, 0.0, 1), _episode_metrics(1.0, 1.0, 0.0, 1, "geodesic")]
@@ -64,6 +66,9 @@ def test_aggregate_metrics_mean_std_ci_hand_computed():
     assert mixed["distance_kind"] == "mixed"
     single = aggregate_metrics([_episode_metrics(1.0, 1.0, 0.5, 3)])
     assert single["std"]["spl"] == 0.0 and single["ci95"]["spl"] == [1.0, 1.0]
+    # 100% success is not a certainty: 20 of 20 -> [0.839, 1.0]
+    low, high = aggregate_metrics([_episode_metrics(1.0, 1.0, 0.5, 3)] * 20)["ci95"]["success_rate"]
+    assert low == pytest.approx(0.8389, abs=1e-4) and high == 1.0
 
 
 def _episodes(vln_ego_trajectory: Path) -> list[Episode]:

@@ -364,3 +364,16 @@ def test_cli_train_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
     listed.write_text("- 1\n")
     with pytest.raises(SystemExit, match="expected a mapping of PPOConfig fields, got list"):
         main(["train", "--config", str(listed)])
+
+
+def test_tensorboard_plots_against_env_steps_and_holds_the_config(tmp_path, env_kwargs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ppo_train(small_config(tmp_path, env_kwargs, tensorboard=True, save_every=0))
+    rows = read_metrics(tmp_path / "run")
+    assert [r["env_steps"] for r in rows] == [6, 12]  # 2 envs x 3 decisions per iteration, cumulative
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"tensors": 0}).Reload()
+    assert [e.step for e in events.Scalars("reward/mean")] == [6, 12]
+    assert [e.value for e in events.Scalars("iteration")] == [1.0, 2.0]
+    config_text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert '"rollout_steps": 3' in config_text

@@ -5,7 +5,8 @@ Outputs in ``--out DIR`` (byte-identical for the same arguments and seed; no tim
 - ``metrics.json``: means of ``success_rate, spl, oracle_success_rate, navigation_error, trajectory_length,
   ndtw, sdtw, steps, invalid_action_rate, reward`` (the episode's summed env reward) over episodes,
   ``episodes`` (count), ``distance_kind``,
-  plus ``std`` (sample std, ddof 1) and ``ci95`` (normal approximation: mean +- 1.96 std / sqrt(n)).
+  plus ``std`` (sample std, ddof 1) and ``ci95`` (Wilson score interval for the success rates, normal
+  approximation mean +- 1.96 std / sqrt(n) for the other metrics).
 - ``episodes.jsonl``: one line per episode: index, id, instruction, actions applied, agent outputs, path,
   reference path, goal, metrics, reward and the sum of each reward term.
 - ``report.md`` + PNGs: top-down trajectory plots, first-person frames along the first episode, histogram
@@ -80,9 +81,21 @@ class EvaluationResult:
     out_dir: Path | None = None
 
 
+RATE_KEYS = ("success_rate", "oracle_success_rate")  # per-episode 0/1: Wilson score intervals
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> list[float]:
+    """Wilson score interval of a binomial rate (stays inside [0, 1] and is not empty at 0% or 100%)."""
+    rate = successes / n
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 def aggregate_metrics(per_episode: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Mean of each metric (``MEAN_KEYS``) over episodes, with ``std`` (ddof 1; 0 for one episode) and
-    ``ci95`` = mean +- 1.96 * std / sqrt(n); ``distance_kind`` is the common kind or ``"mixed"``."""
+    ``ci95``: the Wilson interval for the rates (``RATE_KEYS``), mean +- 1.96 * std / sqrt(n) for the
+    rest; ``distance_kind`` is the common kind or ``"mixed"``."""
     if not per_episode:
         raise EvaluationError("no episodes to aggregate")
     n = len(per_episode)
@@ -96,7 +109,9 @@ def aggregate_metrics(per_episode: Sequence[Mapping[str, Any]]) -> dict[str, Any
         half = 1.96 * spread / math.sqrt(n)
         result[key] = mean
         std[key] = spread
-        ci95[key] = [mean - half, mean + half]
+        ci95[key] = (
+            wilson_interval(float(values.sum()), n) if key in RATE_KEYS else [mean - half, mean + half]
+        )
     kinds = sorted({str(m.get("distance_kind", "euclidean")) for m in per_episode})
     result["episodes"] = n
     result["distance_kind"] = kinds[0] if len(kinds) == 1 else "mixed"

@@ -14,11 +14,12 @@ from typing import Any
 
 import matplotlib
 
-from vln_gym.safe_files import atomic_write_text
-
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from vln_gym.safe_files import atomic_write_text
 
 _PNG_METADATA = {"Software": None}
 _DPI = 80
@@ -176,6 +177,7 @@ def plot_histogram(
         axis.legend(fontsize=8)
     axis.set_xlabel(xlabel)
     axis.set_ylabel("episodes")
+    axis.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts are whole episodes
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
     return _save(figure, Path(path))

@@ -230,7 +230,9 @@ def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:
     from transformers import HfArgumentParser
 
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(PPOConfig, description="PPO/GRPO training of a VLMPolicy through env.step")
+    parser = HfArgumentParser(
+        PPOConfig, prog="vln-gym train", description="PPO/GRPO training of a VLMPolicy through env.step"
+    )
     parser.add_argument("--config", default=None, help="YAML file with PPOConfig fields")
     if "--config" in args:
         index = args.index("--config")

@@ -17,39 +17,55 @@ from vln_gym.safe_files import atomic_write_text
 
 
 class RunLogger:
-    """metrics.jsonl (one object per iteration; NaN/inf written as null) + TensorBoard scalars."""
+    """metrics.jsonl (one object per iteration; NaN/inf written as null) + TensorBoard scalars.
 
-    def __init__(self, output_dir: Path, *, enabled: bool, tensorboard: bool, keep_until: int | None) -> None:
+    Every row gets ``env_steps``: decisions taken so far by all processes (continued across a resume).
+    TensorBoard plots each scalar against ``env_steps`` (the x axis RL curves are compared on), with
+    ``iteration`` as one more scalar, and holds the run's config as text."""
+
+    def __init__(
+        self,
+        output_dir: Path,
+        *,
+        enabled: bool,
+        tensorboard: bool,
+        keep_until: int | None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
         self.enabled = enabled
         self.path = output_dir / "metrics.jsonl"
         self.writer = None
+        self.env_steps = 0
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
         if keep_until is not None and self.path.exists():  # resume: drop rows after the checkpoint
-            kept = [
-                row
-                for row in self.path.read_text(encoding="utf-8").splitlines()
-                if _row_until(row, keep_until)
-            ]
+            rows = self.path.read_text(encoding="utf-8").splitlines()
+            kept = [row for row in rows if _row_until(row, keep_until)]
             atomic_write_text(self.path, "".join(row + "\n" for row in kept))
+            self.env_steps = int(json.loads(kept[-1]).get("env_steps") or 0) if kept else 0
         elif keep_until is None:
             atomic_write_text(self.path, "")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(output_dir / "tb"))
+            if config is not None:
+                text = json.dumps(dict(config), indent=1, default=repr)
+                self.writer.add_text("config", f"```\n{text}\n```", global_step=self.env_steps)
 
     def log(self, metrics: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
+        self.env_steps += int(metrics.get("rollout/decisions") or 0)
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
+        clean["env_steps"] = self.env_steps
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(clean) + "\n")
         if self.writer is not None:
             for key, value in clean.items():
-                if isinstance(value, int | float) and key != "iteration":
-                    self.writer.add_scalar(key, value, metrics["iteration"])
+                if isinstance(value, int | float) and key != "env_steps":
+                    self.writer.add_scalar(key, value, self.env_steps)
             self.writer.flush()
 
     def close(self) -> None:
