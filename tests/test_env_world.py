@@ -212,3 +212,22 @@ def test_async_vector_env_world_mode_equals_sequential():
     for i in range(2):
         for step, (want, have) in enumerate(zip(expected[i], got[i], strict=True)):
             assert np.array_equal(want[0], have[0]) and want[1] == pytest.approx(have[1]), (i, step)
+
+
+def test_metrics_survive_an_outer_time_limit():
+    """gym.make(max_episode_steps=N) adds gymnasium's TimeLimit; the registered EpisodeMetrics wrapper sits
+    outside it, so the truncating step still reports the episode's metrics (the env's own state)."""
+    import gymnasium as gym
+
+    env = gym.make("VLN-v0", max_episode_steps=3, world_episodes=2, image_size=(16, 16))
+    env.reset(seed=0)
+    infos = [env.step(2)[4] for _ in range(2)]
+    assert all("metrics" not in info for info in infos)
+    _, _, terminated, truncated, info = env.step(1)
+    assert truncated and not terminated
+    assert info["metrics"]["steps"] == 3 and info["metrics"]["success"] == 0.0
+    own = gym.make("VLN-v0", max_steps=3, world_episodes=2, image_size=(16, 16))
+    own.reset(seed=0)
+    for action in (2, 2, 1):
+        *_, own_info = own.step(action)
+    assert own_info["metrics"] == info["metrics"]

@@ -272,7 +272,7 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         self._position: Vec3 = episode.agent_position
         self._heading = float(episode.agent_heading)
         self._steps = 0
-        self._done = False
+        self._done = self._stopped = False
         distance = self._distance(self._position)
         self._path: list[Vec3] = [self._position]
         self._distances: list[float] = [distance]
@@ -317,7 +317,7 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             self._distances.append(self._distances[-1] if same else self._distance(position))
             if collision:
                 break
-        self._position, self._heading = position, heading
+        self._position, self._heading, self._stopped = position, heading, stopped
         next_distance = self._distances[-1]
         applied_tuple = tuple(applied)
         transition = Transition(
@@ -377,6 +377,7 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             "heading": self._heading,
             "steps": self._steps,
             "done": self._done,
+            "stopped": self._stopped,
             "path": [list(p) for p in self._path],
             "distances": list(self._distances),
             "expert": None if self._expert is None else list(self._expert),
@@ -406,6 +407,7 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         self._heading = float(state["heading"])
         self._steps = int(state["steps"])
         self._done = bool(state["done"])
+        self._stopped = bool(state.get("stopped", False))
         self._path = [_vec3(p) for p in state["path"]]
         self._distances = [float(d) for d in state["distances"]]
         expert = state.get("expert")
@@ -575,6 +577,13 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         if self._episode.reference_path is not None:
             info["reference_path"] = self._episode.reference_path
         return info
+
+    def episode_metrics(self) -> dict[str, Any]:
+        """The episode metrics of the path so far (what the last step of an episode reports in ``info``);
+        for an episode cut from outside, e.g. by a ``TimeLimit`` wrapper (see ``vln_gym.wrappers``)."""
+        if self._episode is None:
+            raise RuntimeError("call reset() before episode_metrics()")
+        return self._metrics(self._stopped)
 
     def _metrics(self, stopped: bool) -> dict[str, Any]:
         """Episode-end metrics (a fresh dict); short paths are memoised, see ``_METRICS_MEMO_MAX_PATH``."""
