@@ -65,11 +65,11 @@ def env_seeds(seed: int, rank: int, iteration: int, count: int, stream: int = 0)
 
 
 def resolve_model_path(name: str) -> str:
-    if name == "tiny":
-        from agents.policy.tiny import ensure_tiny_model
+    """A model name or path; ``tiny`` / ``tiny-qwen2_5_vl`` / ``tiny-qwen3_vl`` build the tiny models."""
+    from agents.policy.tiny import ensure_tiny_model, tiny_family
 
-        return str(ensure_tiny_model())
-    return name
+    family = tiny_family(name)
+    return str(ensure_tiny_model(family=family)) if family else name
 
 
 def seed_everything(seed: int) -> None:

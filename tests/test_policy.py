@@ -11,7 +11,7 @@ from transformers import AutoModelForImageTextToText
 
 from agents.policy.constrained import ActionTrieLogitsProcessor, TokenTrie, apply_mask, response_mask
 from agents.policy.model import VLMPolicy
-from agents.policy.tiny import build_tiny_qwen2_vl
+from agents.policy.tiny import FAMILIES, build_tiny_model
 from vln_gym.actions import ACTION_PROMPT, ACTION_WORDS, parse_action
 
 torch.set_num_threads(1)
@@ -24,9 +24,10 @@ INSTRUCTIONS = (
 )
 
 
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return build_tiny_qwen2_vl(tmp_path_factory.mktemp("tiny") / "model")
+@pytest.fixture(scope="module", params=FAMILIES, ids=FAMILIES)
+def tiny_path(request, tmp_path_factory):
+    """The tiny model of each Qwen-VL family (test ids name it: ``-k qwen3_vl``)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / request.param, request.param)
 
 
 @pytest.fixture(scope="module")
@@ -332,9 +333,10 @@ def test_mismatched_pixels_are_rejected_before_the_model(policy):
 
 
 def test_max_pixels_overrides_the_image_budget(tiny_path):
-    policy = VLMPolicy.from_pretrained(str(tiny_path), max_pixels=56 * 56)
+    patch = VLMPolicy.from_pretrained(str(tiny_path)).processor.image_processor.patch_size
+    policy = VLMPolicy.from_pretrained(str(tiny_path), max_pixels=(4 * patch) ** 2)
     (prompt,) = policy.prepare([make_obs(2)])
-    # 224x224 -> 56x56 -> 4x4 patches of 14 px -> 2x2 merge -> 4 tokens per image
+    # 224x224 -> 4x4 patches (14 px for Qwen2/2.5-VL, 16 px for Qwen3-VL) -> 2x2 merge -> 4 tokens per image
     assert prompt.image_grid_thw.tolist() == [[1, 4, 4], [1, 4, 4]]
     assert int((prompt.input_ids == policy.image_token_id).sum()) == 2 * 4
     assert policy.generate([make_obs(2)], max_new_tokens=2).response_ids[0].numel() >= 1

@@ -377,3 +377,26 @@ def test_tensorboard_plots_against_env_steps_and_holds_the_config(tmp_path, env_
     assert [e.value for e in events.Scalars("iteration")] == [1.0, 2.0]
     config_text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert '"rollout_steps": 3' in config_text
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_cli_trains_other_families_with_lora(tmp_path, family, capsys):
+    """`vln-gym train --model_name_or_path <tiny family dir>`: two PPO iterations with LoRA, checkpointed."""
+    from agents.cli import main
+    from agents.policy.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / family, family)
+    args = ["train", "--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "run")]
+    args += ["--num_iterations", "2", "--num_envs", "2", "--rollout_steps", "2", "--minibatch_size", "2"]
+    args += ["--no_progress", "--no_tensorboard", "--torch_threads", "1"]
+    args += [
+        "--env_kwargs",
+        '{"action_space": "text", "max_steps": 4, "image_size": [32, 32], "world_episodes": 4}',
+    ]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["iteration"] == 2 and math.isfinite(printed["loss/policy"])
+    saved = json.loads(
+        (tmp_path / "run" / "checkpoint-000002" / "policy" / "adapter_config.json").read_text()
+    )
+    assert saved["peft_type"] == "LORA"

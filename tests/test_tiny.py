@@ -140,3 +140,41 @@ def test_same_seed_gives_same_weights_and_cache_path_follows_env(tiny_path, tmp_
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert (tiny_path / "tokenizer.json").read_text() == (other / "tokenizer.json").read_text()
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_other_families_load_through_the_auto_classes(tmp_path, family):
+    from agents.policy.tiny import build_tiny_model
+
+    path = build_tiny_model(tmp_path / family, family)
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    assert model.config.model_type == family
+    text = model.config.text_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    assert sum(text.rope_parameters["mrope_section"]) == head_dim // 2
+    processor = AutoProcessor.from_pretrained(path)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "go"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(text=[prompt], images=[_frame(0)], return_tensors="pt")
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 16  # 8 x 8 patches, 2 x 2 merge
+
+
+def test_unknown_family_and_unserved_model_types_are_one_clear_line(tmp_path):
+    from transformers import BertConfig
+
+    from agents.policy.model import check_model_type
+    from agents.policy.tiny import build_tiny_model, tiny_family
+
+    with pytest.raises(ValueError, match="unknown tiny model family 'llava'"):
+        build_tiny_model(tmp_path / "x", "llava")
+    BertConfig().save_pretrained(tmp_path / "bert")
+    with pytest.raises(
+        ValueError, match="model_type 'bert' is not served; VLMPolicy serves qwen2_vl, qwen2_5_vl"
+    ):
+        check_model_type(tmp_path / "bert")
+    assert [tiny_family(n) for n in ("tiny", "tiny-qwen3_vl", "tiny-llava", "Qwen/Qwen2-VL-2B")] == [
+        "qwen2_vl",
+        "qwen3_vl",
+        None,
+        None,
+    ]

@@ -175,7 +175,7 @@ class PolicyAgent:
         return list(self.policy.generate(observations, do_sample=False).texts)
 
 
-_POLICY_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+_POLICY_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")  # agents.policy.model.SUPPORTED_MODEL_TYPES
 
 
 def _find_policy_dir(path: Path) -> Path | None:

@@ -32,18 +32,49 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 POLICY_FORMAT_VERSION = 1
 
 
+SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")  # what VLMPolicy serves
+
+
+def check_model_type(name_or_path: str | Path) -> None:
+    """Refuse, in one line, a checkpoint of a model type the policy does not serve (before loading it)."""
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(str(name_or_path)).model_type
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"{name_or_path}: model_type {model_type!r} is not served; VLMPolicy serves "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (Qwen2-VL, Qwen2.5-VL, Qwen3-VL)"
+        )
+
+
+def _encoder_output(embeds: torch.Tensor, deepstack: list[torch.Tensor] | None):
+    """Cached image features in the form the model's forward takes as ``mm_encoder_outputs["image"]``."""
+    if deepstack is None:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        return BaseModelOutputWithPooling(pooler_output=(embeds,))
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+    return BaseModelOutputWithDeepstackFeatures(
+        pooler_output=(embeds,), deepstack_features=[(d,) for d in deepstack]
+    )
+
+
 @dataclass
 class PromptInputs:
     """One decision's prompt, kept per sample (never flattened across samples). CPU tensors.
 
     ``image_embeds`` ([num_image_tokens, hidden], detached) is filled by ``VLMPolicy.generate`` when the
-    vision tower is frozen, so later scoring skips the vision tower; leave it None otherwise.
+    vision tower is frozen, so later scoring skips the vision tower; leave it None otherwise. Qwen3-VL's
+    tower also feeds features into early decoder layers: ``image_deepstack`` holds them, one
+    ``[num_image_tokens, hidden]`` tensor per deepstack layer (None for the other families).
     """
 
     input_ids: torch.LongTensor  # [L]
     pixel_values: torch.Tensor  # [num_patches, patch_dim], this sample's images only
     image_grid_thw: torch.LongTensor  # [num_images, 3]
     image_embeds: torch.Tensor | None = None
+    image_deepstack: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -253,6 +284,7 @@ class VLMPolicy(torch.nn.Module):
             torch.manual_seed(seed)
         load_kwargs = {} if torch_dtype is None else {"dtype": torch_dtype}
         weights_from = path if saved and not config.use_lora else config.base_model
+        check_model_type(weights_from)
         model = AutoModelForImageTextToText.from_pretrained(weights_from, **load_kwargs)
         processor = AutoProcessor.from_pretrained(path if saved else config.base_model)
         if config.max_pixels is not None:
@@ -439,10 +471,12 @@ class VLMPolicy(torch.nn.Module):
             "image_grid_thw": image_grid_thw,
         }
         if all(p.image_embeds is not None for p in prompts):
-            from transformers.modeling_outputs import BaseModelOutputWithPooling
-
             embeds = torch.cat([p.image_embeds for p in prompts]).to(device)
-            inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=(embeds,))}
+            deepstack = None
+            if prompts[0].image_deepstack is not None:
+                layers = zip(*(p.image_deepstack for p in prompts), strict=True)
+                deepstack = [torch.cat(layer).to(device) for layer in layers]
+            inputs["mm_encoder_outputs"] = {"image": _encoder_output(embeds, deepstack)}
         else:
             inputs["pixel_values"] = torch.cat([p.pixel_values for p in prompts]).to(device)
         return inputs
@@ -487,19 +521,20 @@ class VLMPolicy(torch.nn.Module):
         """Run the frozen vision tower once; store per-sample features on the prompts and in ``inputs``."""
         inner = _inner_model(_base_model(self.model))
         pixel_values = inputs.pop("pixel_values")
-        features = inner.get_image_features(
-            pixel_values, inputs["image_grid_thw"], return_dict=True
-        ).pooler_output
+        output = inner.get_image_features(pixel_values, inputs["image_grid_thw"], return_dict=True)
+        features = output.pooler_output  # one tensor per image
+        deepstack = getattr(output, "deepstack_features", None)  # Qwen3-VL: per layer, one tensor per image
         index = 0
         for prompt in prompts:
             count = len(prompt.image_grid_thw)
             prompt.image_embeds = torch.cat(features[index : index + count]).detach().cpu()
+            if deepstack is not None:
+                prompt.image_deepstack = [
+                    torch.cat(layer[index : index + count]).detach().cpu() for layer in deepstack
+                ]
             index += count
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-        inputs["mm_encoder_outputs"] = {
-            "image": BaseModelOutputWithPooling(pooler_output=(torch.cat(features),))
-        }
+        merged = None if deepstack is None else [torch.cat(layer) for layer in deepstack]
+        inputs["mm_encoder_outputs"] = {"image": _encoder_output(torch.cat(features), merged)}
 
     @torch.no_grad()
     def generate(

@@ -73,15 +73,25 @@ TINY_TEXT = {
 TINY_VISION = {"depth": 1, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2}
 
 
-def default_tiny_path() -> Path:
-    """``$VLN_GYM_CACHE/tiny-qwen2-vl`` (default cache root ``~/.cache/vln-gym``)."""
+def default_tiny_path(family: str = "qwen2_vl") -> Path:
+    """``$VLN_GYM_CACHE/tiny-qwen2-vl`` (``tiny-qwen2_5_vl``, ``tiny-qwen3_vl`` for the other families;
+    default cache root ``~/.cache/vln-gym``)."""
     root = Path(os.environ.get("VLN_GYM_CACHE", Path.home() / ".cache" / "vln-gym"))
-    return root / "tiny-qwen2-vl"
+    return root / ("tiny-qwen2-vl" if family == "qwen2_vl" else f"tiny-{family}")
 
 
-def ensure_tiny_model(path: str | Path | None = None, seed: int = 0) -> Path:
-    """Build the tiny model at ``path`` (default ``default_tiny_path()``) unless a complete build exists."""
-    return build_tiny_qwen2_vl(default_tiny_path() if path is None else path, seed=seed)
+def ensure_tiny_model(path: str | Path | None = None, seed: int = 0, family: str = "qwen2_vl") -> Path:
+    """Build the tiny ``family`` model at ``path`` (default ``default_tiny_path(family)``) unless a complete
+    build exists."""
+    return build_tiny_model(default_tiny_path(family) if path is None else path, family, seed=seed)
+
+
+def tiny_family(name: str) -> str | None:
+    """The family a model name asks for: ``tiny`` (Qwen2-VL), ``tiny-qwen2_5_vl``, ``tiny-qwen3_vl``."""
+    if name == "tiny":
+        return "qwen2_vl"
+    family = name.removeprefix("tiny-")
+    return family if name.startswith("tiny-") and family in FAMILIES else None
 
 
 def _words(text: str) -> list[str]:
@@ -181,22 +191,70 @@ def _is_complete(path: Path, seed: int) -> bool:
     return info.get("seed") == seed and info.get("version") == BUILD_VERSION
 
 
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")  # model_type of each tiny family
+
+
 def build_tiny_qwen2_vl(path: str | Path, seed: int = 0) -> Path:
-    """Build (or reuse) the tiny Qwen2-VL at ``path``; returns ``path``.
+    """Build (or reuse) the tiny Qwen2-VL at ``path``; see `build_tiny_model`."""
+    return build_tiny_model(path, "qwen2_vl", seed)
+
+
+def _vision_config(family: str, hidden: int) -> dict:
+    """The tiny vision tower of ``family`` (its merger projects to the text ``hidden`` size)."""
+    common = {
+        "depth": TINY_VISION["depth"],
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "in_channels": 3,
+    }
+    if family == "qwen2_vl":
+        return {**TINY_VISION, **common, "hidden_size": hidden, "patch_size": 14}
+    width = TINY_VISION["embed_dim"]
+    tower = {**common, "hidden_size": width, "num_heads": TINY_VISION["num_heads"], "out_hidden_size": hidden}
+    if family == "qwen2_5_vl":
+        return {**tower, "intermediate_size": 2 * width, "patch_size": 14, "window_size": 112,
+                "fullatt_block_indexes": [0], "tokens_per_second": 2}  # fmt: skip
+    return {**tower, "intermediate_size": 2 * width, "patch_size": 16, "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0]}  # fmt: skip
+
+
+def _family_classes(family: str):
+    """(config, model, processor, video processor) classes and the image patch size of ``family``."""
+    import transformers as tf
+
+    if family == "qwen2_vl":
+        return (
+            tf.Qwen2VLConfig,
+            tf.Qwen2VLForConditionalGeneration,
+            tf.Qwen2VLProcessor,
+            tf.Qwen2VLVideoProcessor,
+            14,
+        )
+    if family == "qwen2_5_vl":
+        return (tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration, tf.Qwen2_5_VLProcessor,
+                tf.Qwen2VLVideoProcessor, 14)  # fmt: skip
+    if family == "qwen3_vl":
+        return (
+            tf.Qwen3VLConfig,
+            tf.Qwen3VLForConditionalGeneration,
+            tf.Qwen3VLProcessor,
+            tf.Qwen3VLVideoProcessor,
+            16,
+        )
+    raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(FAMILIES)}")
+
+
+def build_tiny_model(path: str | Path, family: str = "qwen2_vl", seed: int = 0) -> Path:
+    """Build (or reuse) the tiny ``family`` model (``FAMILIES``) at ``path``; returns ``path``.
 
     Idempotent: a directory already holding a complete build for ``seed`` (marker file written last) is
     returned untouched. The build happens in a temporary sibling directory that is renamed into place, so a
     crash never leaves a half-written model that looks complete.
     """
     import torch
-    from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2VLImageProcessor
 
+    config_class, model_class, processor_class, video_class, patch = _family_classes(family)
     path = Path(path)
     if _is_complete(path, seed):
         return path
@@ -206,9 +264,13 @@ def build_tiny_qwen2_vl(path: str | Path, seed: int = 0) -> Path:
 
     tokenizer = _train_tokenizer(seed)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    image_processor = Qwen2VLImageProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
-    video_processor = Qwen2VLVideoProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
-    processor = Qwen2VLProcessor(
+    pixels = {"min_pixels": TINY_MIN_PIXELS, "max_pixels": TINY_MAX_PIXELS}
+    if patch != 14:  # 16 px patches: the same 8 x 8 patch grid at 128 x 128
+        pixels = {k: v * patch * patch // 196 for k, v in pixels.items()}
+    image_processor = Qwen2VLImageProcessor(patch_size=patch, **pixels)
+    video_processor = video_class(patch_size=patch, size={"shortest_edge": pixels["min_pixels"],
+                                                          "longest_edge": pixels["max_pixels"]})  # fmt: skip
+    processor = processor_class(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
@@ -220,25 +282,28 @@ def build_tiny_qwen2_vl(path: str | Path, seed: int = 0) -> Path:
     half = head_dim // 2
     mrope_section = [half - 2 * (half // 3), half // 3, half // 3]  # sums to head_dim / 2
     vocab_size = 64 * -(-len(tokenizer) // 64)
-    config = Qwen2VLConfig(
-        text_config={
-            **text,
-            "vocab_size": vocab_size,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
-        vision_config={**TINY_VISION, "hidden_size": text["hidden_size"], "patch_size": 14,
-                       "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3},
+    text_config = {
+        **text,
+        "vocab_size": vocab_size,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    if family == "qwen3_vl":
+        text_config["head_dim"] = head_dim
+        text_config["rope_parameters"]["mrope_interleaved"] = True
+    config = config_class(
+        text_config=text_config,
+        vision_config=_vision_config(family, text["hidden_size"]),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
-    )  # fmt: skip
+    )
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
+    model = model_class(config).eval()
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.bos_token_id = ids["<|endoftext|>"]

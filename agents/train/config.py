@@ -53,7 +53,8 @@ class PPOConfig:
         default=None, metadata=_help("checkpoint dir or run dir to continue from")
     )
     model_name_or_path: str = field(
-        default="tiny", metadata=_help("HF Qwen2-VL dir/name; 'tiny' builds the tiny model")
+        default="tiny",
+        metadata=_help("HF Qwen2/2.5/3-VL dir/name; tiny, tiny-qwen2_5_vl, tiny-qwen3_vl: tiny models"),
     )
     env_id: str = field(default="VLN-v0", metadata=_help("gymnasium id of the env"))
     env_kwargs: str = field(
