@@ -177,7 +177,7 @@ def test_expert_plan_next_and_full_agree_on_info_and_rewards():
 
 
 def test_expert_plan_must_be_next_or_full():
-    with pytest.raises(ValueError, match="expert_plan must be 'next' or 'full'"):
+    with pytest.raises(ValueError, match=r"expert_plan must be one of \('next', 'full'\)"):
         VLNEnv(world_episodes=1, image_size=SIZE, expert_plan="all")
 
 

@@ -21,8 +21,14 @@ def test_atomic_writer_keeps_the_old_file_when_the_write_fails(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temporary left behind
+    target.chmod(0o640)
     atomic_write_text(target, "new")
     assert target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o640  # the file keeps its mode (mkstemp would make 0600)
+    atomic_write_text(tmp_path / "fresh.json", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "fresh.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_atomic_writer_does_not_follow_a_planted_symlink(tmp_path):

@@ -29,6 +29,7 @@ TEXT_ACTION_MAX_LENGTH = 8192
 _METRICS_MEMO_MAX_PATH = 8
 _METRICS_MEMO_SIZE = 65536
 _ACTION_IDS = frozenset((STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT))
+RENDER_VIEWS = ("map", "view", "both")
 MAX_WORLD_STEP_RATIO = 2.0  # built-in world: forward_step <= this x success_distance (goals stay reachable)
 
 
@@ -116,7 +117,8 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
       plan is computed for macro steps of several text actions, so ``time_decayed_match`` is unchanged);
       use ``"full"`` for a custom term that reads further ahead.
     - ``heading_weight``: metres per radian when matching poses to recorded frames (trajectory mode).
-    - ``render_mode``: ``None`` | ``"rgb_array"`` (a top-down map); ``render_size`` its (H, W).
+    - ``render_mode``: ``None`` | ``"rgb_array"``; ``render_view``: ``"map"`` (top-down), ``"view"`` (the
+      agent's current frame) or ``"both"`` side by side; ``render_size`` the map's (H, W).
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 4}  # noqa: RUF012
@@ -148,19 +150,20 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         heading_weight: float = 1.0,
         render_mode: str | None = None,
         render_size: tuple[int, int] = (256, 256),
+        render_view: str = "map",
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
         if data_files is not None and episodes is not None:
             raise ValueError("give data_files or episodes, not both")
         if views is None:
             views = "world" if data_files is None and episodes is None else "record"
-        if views not in VIEW_MODES:
-            raise ValueError(f"views must be one of {VIEW_MODES}, got {views!r}")
-        if action_space not in ("discrete", "text"):
-            raise ValueError(f"action_space must be 'discrete' or 'text', got {action_space!r}")
-        if expert_plan not in ("next", "full"):
-            raise ValueError(f"expert_plan must be 'next' or 'full', got {expert_plan!r}")
+        _check_choices(
+            render_mode=(render_mode, (None, *self.metadata["render_modes"])),
+            render_view=(render_view, RENDER_VIEWS),
+            views=(views, VIEW_MODES),
+            action_space=(action_space, ("discrete", "text")),
+            expert_plan=(expert_plan, ("next", "full")),
+        )
+        self.render_view = render_view
         if forward_step <= 0 or turn_angle <= 0 or success_distance < 0:
             raise ValueError("forward_step and turn_angle must be > 0 and success_distance >= 0")
         self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -420,7 +423,9 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         return self._observation(), self._pose_info(self._distances[-1])
 
     def render(self) -> np.ndarray | None:
-        """Top-down ``rgb_array``: path (blue), reference (green), goal and its success circle (red)."""
+        """``rgb_array`` of ``render_view``: ``"map"`` (top-down: path blue, reference green, goal and its
+        success circle red), ``"view"`` (what the agent sees now, scaled to ``render_size``'s height) or
+        ``"both"`` (map left, view right), so ``RecordVideo`` can record what the agent saw."""
         if self.render_mode is None:
             gym.logger.warn(
                 "render() called with render_mode=None; make the env with render_mode='rgb_array'"
@@ -428,6 +433,14 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             return None
         if self._episode is None:
             raise RuntimeError("call reset() before render()")
+        if self.render_view == "view":
+            return self._view_image()
+        top_down = self._top_down()
+        if self.render_view == "map":
+            return top_down
+        return np.concatenate([top_down, self._view_image()], axis=1)
+
+    def _top_down(self) -> np.ndarray:
         reference = self._reference or (self._path[0], self._goal)
         if self._world is not None:
             return self._world.top_down(
@@ -445,6 +458,15 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             heading=self._heading,
             size=self.render_size,
         )
+
+    def _view_image(self) -> np.ndarray:
+        """The current first-person frame, nearest-neighbour scaled to the render height (even width)."""
+        frame = self._history.frames()[-1]
+        height = self.render_size[0]
+        width = max(2, round(frame.shape[1] * height / frame.shape[0]) // 2 * 2)
+        rows = np.arange(height) * frame.shape[0] // height
+        cols = np.arange(width) * frame.shape[1] // width
+        return np.ascontiguousarray(frame[rows][:, cols])
 
     # ------------------------------------------------------------------ step helpers
 
@@ -627,6 +649,13 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             distances=self._distances,
             distance_kind="geodesic" if geodesic else "euclidean",
         )
+
+
+def _check_choices(**choices: tuple[Any, Sequence[Any]]) -> None:
+    """``name=(value, allowed)`` for each argument: a value outside ``allowed`` is a ValueError naming it."""
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
 
 
 def _remaining_reference(reference: Sequence[Vec3] | None, start: Vec3) -> tuple[Vec3, ...] | None:

@@ -29,6 +29,7 @@ def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, _mode_for(path))  # mkstemp makes 0600; keep the file's mode, or the umask's
         binary = "b" in mode
         with os.fdopen(
             fd, mode, encoding=None if binary else encoding, newline=None if binary else "\n"
@@ -40,6 +41,15 @@ def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -78,6 +78,7 @@ class EvaluationResult:
     frames: list[np.ndarray] = field(default_factory=list)
     frame_titles: list[str] = field(default_factory=list)
     maps: list[np.ndarray] = field(default_factory=list)
+    videos: list[list[np.ndarray]] = field(default_factory=list)  # render() frames of the first episodes
     out_dir: Path | None = None
 
 
@@ -218,6 +219,7 @@ def evaluate(
     on_episode: Callable[[dict[str, Any]], None] | None = None,
     overwrite: bool = False,
     trust_checkpoint: bool = False,
+    video: int = 0,
 ) -> EvaluationResult:
     """Run ``agent`` (a name from ``AGENT_NAMES``, an agent, or a zero-argument factory) on episodes.
 
@@ -230,6 +232,9 @@ def evaluate(
     anything is refused (before any episode runs) unless ``overwrite``, and it may never hold the data.
     """
     kwargs = env_build_kwargs(env_kwargs or {}, data)
+    if video:
+        _require_moviepy()
+        kwargs.update(render_mode="rgb_array", render_view=kwargs.get("render_view", "both"))
     if out_dir is not None:
         files = kwargs.get("data_files") or []
         try:
@@ -277,7 +282,9 @@ def evaluate(
         probe.close()
     pool = make_env_pool("VLN-v0", kwargs, min(num_envs, len(indices)), vectorization_mode)
     try:
-        result = _run(EpisodeRunner(pool), factory, first_agent, indices, radii, seed, text_env, on_episode)
+        result = _run(
+            EpisodeRunner(pool), factory, first_agent, indices, radii, seed, text_env, on_episode, video
+        )
     finally:
         pool.close()
     result.metrics = {"agent": label or first_agent.name, "seed": seed, **result.metrics}
@@ -286,6 +293,30 @@ def evaluate(
     if out_dir is not None:
         result.out_dir = write_outputs(result, out_dir, plots=plots)
     return result
+
+
+def _require_moviepy() -> None:
+    try:
+        import moviepy  # noqa: F401
+    except ImportError:
+        raise EvaluationError("--video needs moviepy: pip install 'vln-gym[video]'") from None
+
+
+def write_videos(videos: Sequence[Sequence[np.ndarray]], folder: Path, fps: int = 4) -> list[Path]:
+    """One H.264 ``episode_K.mp4`` per frame list (moviepy; each file written atomically)."""
+    from moviepy import ImageSequenceClip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, frames in enumerate(videos):
+        path = folder / f"episode_{k}.mp4"
+        temporary = folder / f".episode_{k}.tmp.mp4"
+        clip = ImageSequenceClip([np.asarray(f) for f in frames], fps=fps)
+        clip.write_videofile(str(temporary), codec="libx264", logger=None, audio=False)
+        clip.close()
+        temporary.replace(path)
+        paths.append(path)
+    return paths
 
 
 def _env_action(action: int | str, text_env: bool) -> int | str:
@@ -341,9 +372,11 @@ def _run(
     seed: int,
     text_env: bool,
     on_episode: Callable[[dict[str, Any]], None] | None,
+    video: int = 0,
 ) -> EvaluationResult:
     """Each env runs one queued episode at a time on the episode runner; an env whose episode ended takes
-    the next index from the queue (reset with that episode's own seed) or stays idle once it is empty."""
+    the next index from the queue (reset with that episode's own seed) or stays idle once it is empty.
+    The first ``video`` episodes (run order) keep one ``render()`` frame per step."""
     agents = [first_agent] + [factory(i) for i in range(1, runner.num_envs)]
     actor = AgentsActor(agents, text_env)
     queue = list(enumerate(indices))  # (run order, env episode index)
@@ -351,6 +384,11 @@ def _run(
     current: list[tuple[int, dict[str, Any]] | None] = [None] * runner.num_envs
     frames: list[np.ndarray] = []
     frame_titles: list[str] = []
+    videos: list[list[np.ndarray]] = [[] for _ in range(min(video, len(indices)))]
+
+    def film(order: int, env_index: int) -> None:
+        if order < len(videos):
+            videos[order].append(runner.pool.render(env_index))
 
     def start(env_index: int) -> None:
         if not queue:
@@ -362,6 +400,7 @@ def _run(
         agents[env_index].reset(seed=ep_seed)
         obs, info = runner.observations[env_index], runner.infos[env_index]
         current[env_index] = (order, _new_record(order, index, ep_seed, obs, info, radii[order]))
+        film(order, env_index)
         if order == 0:
             frames.append(np.array(obs["frames"][-1]))
             frame_titles.append("start")
@@ -374,6 +413,7 @@ def _run(
             order, record = current[step.env_index]
             record["outputs"].append(_plain(step.output))
             _record_step(record, step.info, step.reward)
+            film(order, step.env_index)
             if order == 0:
                 name = "+".join(ACTION_NAMES[a] for a in step.info.get("actions") or ()) or "invalid"
                 frames.append(np.array(step.next_observation["frames"][-1]))
@@ -386,7 +426,7 @@ def _run(
                 start(step.env_index)
     done = [record for record in records if record is not None]
     metrics = aggregate_metrics([record["metrics"] for record in done])
-    return EvaluationResult(metrics=metrics, episodes=done, frames=frames, frame_titles=frame_titles)
+    return EvaluationResult(metrics, done, frames=frames, frame_titles=frame_titles, videos=videos)
 
 
 def _record_step(record: dict[str, Any], info: Mapping[str, Any], reward: float) -> None:
@@ -501,6 +541,10 @@ def write_outputs(result: EvaluationResult, out_dir: str | Path, *, plots: bool 
         sections.append(
             ("Pictures", "Agent path (blue), reference path (green dashed), goal (red star).\n\n" + pictures)
         )
+    if result.videos:
+        links = [f"[{p.name}](videos/{p.name})" for p in write_videos(result.videos, out / "videos")]
+        text = f"The first {len(links)} episode(s), one frame per step (map and first-person view): "
+        sections.append(("Videos", text + ", ".join(links)))
     m = result.metrics
     title = f"Evaluation: {m['agent']} ({m['episodes']} episodes, seed {m['seed']})"
     report.write_markdown(out / "report.md", sections, title=title)
@@ -540,6 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-plots", action="store_true", help="skip PNGs")
     parser.add_argument(
+        "--video",
+        type=int,
+        default=0,
+        metavar="N",
+        help="videos of the first N episodes (needs vln-gym[video])",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads for model agents (default 1)"
     )
     return parser
@@ -578,6 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             plots=not args.no_plots,
             overwrite=args.overwrite,
             trust_checkpoint=args.trust_checkpoint,
+            video=args.video,
         )
     except (AgentError, EvaluationError, ImageLoadError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)

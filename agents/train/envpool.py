@@ -45,6 +45,8 @@ def _run_command(env: gym.Env, command: str, args: tuple) -> Any:
         return env.get_wrapper_attr("set_state")(args[0])
     if command == "get_attr":
         return env.get_wrapper_attr(args[0])
+    if command == "render":
+        return env.render()
     raise ValueError(f"unknown env pool command {command!r}")
 
 
@@ -149,6 +151,10 @@ class EnvPool:
     def set_state(self, states: Mapping[int, Mapping[str, Any]]) -> dict[int, Reset]:
         """``{i: snapshot}`` -> ``{i: (obs, info)}`` of the restored moment."""
         return self._call("set_state", {i: (state,) for i, state in states.items()})
+
+    def render(self, index: int) -> Any:
+        """``render()`` of env ``index`` (made with ``render_mode="rgb_array"``)."""
+        return self._call("render", {index: ()})[index]
 
     def get_attr(self, name: str, index: int = 0) -> Any:
         """Attribute ``name`` of env ``index`` (found through its wrappers)."""
