@@ -488,9 +488,13 @@ def _instructions(state: DemoState) -> str:
     """The instructions of the pictured episodes, as a markdown list (empty without episodes)."""
     if state.heldout is None:
         return ""
-    from agents.eval.evaluate import MAP_PANELS
+    from agents.eval.evaluate import plotted_indices
 
-    lines = [f"- `{e.episode_id}`: {e.instruction}" for e in state.heldout["episodes"][:MAP_PANELS]]
+    episodes = state.heldout["episodes"]
+    lines = [
+        f"- `{episodes[i].episode_id}`: {episodes[i].instruction}"
+        for i in plotted_indices(len(episodes), state.settings.seed)
+    ]
     return " Their instructions:\n\n" + "\n".join(lines)
 
 

@@ -347,3 +347,30 @@ def test_sb3_wrapper_train_save_and_evaluate(tmp_path, vln_ego_trajectory):
     assert result.metrics["agent"] == "sb3" and result.metrics["episodes"] == 3
     assert all(0 <= a <= 3 for record in result.episodes for a in record["actions"])
     assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_report_pictures_a_seeded_choice_on_maps_in_metres(tmp_path):
+    from agents.eval.evaluate import plotted_indices
+    from vln_gym.topdown import GOAL
+
+    assert plotted_indices(4, seed=3) == [0, 1, 2, 3]
+    chosen = plotted_indices(20, seed=3)
+    assert len(chosen) == 6 and chosen == sorted(chosen) and chosen == plotted_indices(20, seed=3)
+    assert chosen != plotted_indices(20, seed=4)
+    config = {"min_path_length": 1.0, "max_path_length": 2.0, "success_distance": 0.5}
+    env_kwargs = {"world_config": config, "forward_step": 0.5, "turn_angle": 45.0, "max_steps": 20}
+    result = evaluate("oracle", env_kwargs=env_kwargs, num_episodes=8, seed=3, out_dir=tmp_path / "eval")
+    assert result.plotted == plotted_indices(8, seed=3) and len(result.maps) == 6
+    for position, (image, (left, right, bottom, top)) in zip(result.plotted, result.maps, strict=True):
+        assert right - left == pytest.approx(bottom - top)  # square panels in metres
+        rows, cols = np.nonzero(np.all(image == GOAL, axis=-1))  # the goal marker's pixels
+        x = left + (cols.mean() + 0.5) / image.shape[1] * (right - left)
+        z = top + (rows.mean() + 0.5) / image.shape[0] * (bottom - top)
+        goal = result.episodes[position]["goal_position"]
+        assert math.dist((x, z), (goal[0], goal[2])) < 0.1  # the extent puts the goal where it is drawn
+    text = (tmp_path / "eval" / "report.md").read_text()
+    assert (
+        f"6 of the 8 episodes, drawn at random with seed 3 (run order {', '.join(map(str, result.plotted))})"
+        in text
+    )
+    assert (tmp_path / "eval" / "maps.png").is_file()

@@ -77,7 +77,8 @@ class EvaluationResult:
     episodes: list[dict[str, Any]]
     frames: list[np.ndarray] = field(default_factory=list)
     frame_titles: list[str] = field(default_factory=list)
-    maps: list[np.ndarray] = field(default_factory=list)
+    maps: list[tuple[np.ndarray, tuple[float, float, float, float]]] = field(default_factory=list)
+    plotted: list[int] = field(default_factory=list)  # run-order positions of the drawn episodes
     videos: list[list[np.ndarray]] = field(default_factory=list)  # render() frames of the first episodes
     out_dir: Path | None = None
 
@@ -288,8 +289,11 @@ def evaluate(
     finally:
         pool.close()
     result.metrics = {"agent": label or first_agent.name, "seed": seed, **result.metrics}
+    result.plotted = plotted_indices(len(result.episodes), seed)
     if plots and world_mode:
-        result.maps = world_maps(result.episodes[:MAP_PANELS], chosen)
+        result.maps = world_maps(
+            [result.episodes[i] for i in result.plotted], [chosen[i] for i in result.plotted]
+        )
     if out_dir is not None:
         result.out_dir = write_outputs(result, out_dir, plots=plots)
     return result
@@ -458,10 +462,21 @@ MAP_PIXELS_PER_METRE = 32
 MAP_MARGIN = 1.5  # metres of floor plan shown around the route
 
 
-def world_maps(records: Sequence[Mapping[str, Any]], episodes: Sequence[Any]) -> list[np.ndarray]:
+def plotted_indices(count: int, seed: int, panels: int = MAP_PANELS) -> list[int]:
+    """Which episodes (run order) the report draws: all of them up to ``panels``, else ``panels`` of them
+    drawn at random with ``seed`` (the same every run), in run order."""
+    if count <= panels:
+        return list(range(count))
+    return sorted(int(i) for i in np.random.default_rng([seed, 7]).choice(count, panels, replace=False))
+
+
+def world_maps(
+    records: Sequence[Mapping[str, Any]], episodes: Sequence[Any]
+) -> list[tuple[np.ndarray, tuple[float, float, float, float]]]:
     """Built-in-world top-down maps (walls, rooms, landmarks) with each record's path (blue), reference
     (green) and goal (red, with its success circle), cropped to a square around the route plus
-    ``MAP_MARGIN`` metres (at ``MAP_PIXELS_PER_METRE``), so short routes stay visible."""
+    ``MAP_MARGIN`` metres (at ``MAP_PIXELS_PER_METRE``), so short routes stay visible. Each map comes with
+    its extent in metres, ``(x left, x right, z bottom, z top)`` as ``imshow`` takes it."""
     from vln_gym.world import world_for_episode
 
     maps = []
@@ -483,7 +498,10 @@ def world_maps(records: Sequence[Mapping[str, Any]], episodes: Sequence[Any]) ->
         high = points.max(axis=0) + (MAP_MARGIN + radius)
         centre = (low + high) / 2 * scale + np.array([off_x, off_z])
         half = int(np.ceil((high - low).max() / 2 * scale))
-        maps.append(_square_crop(image, round(float(centre[0])), round(float(centre[1])), half))
+        cx, cz = round(float(centre[0])), round(float(centre[1]))
+        extent = ((cx - half - off_x) / scale, (cx + half - off_x) / scale)
+        extent += ((cz + half - off_z) / scale, (cz - half - off_z) / scale)
+        maps.append((_square_crop(image, cx, cz, half), extent))
     return maps
 
 
@@ -517,7 +535,8 @@ def write_outputs(result: EvaluationResult, out_dir: str | Path, *, plots: bool 
         ("Spread (per-episode std and 95% CI)", report.confidence_table(result.metrics)),
     ]
     if plots:
-        report.plot_trajectories(result.episodes, out / "trajectories.png")
+        drawn = [result.episodes[i] for i in result.plotted]
+        report.plot_trajectories(drawn, out / "trajectories.png", max_panels=len(drawn))
         errors = [record["metrics"]["navigation_error"] for record in result.episodes]
         report.plot_histogram(
             errors,
@@ -525,10 +544,15 @@ def write_outputs(result: EvaluationResult, out_dir: str | Path, *, plots: bool 
             xlabel="navigation error (m)",
             title="final distance to goal",
         )
-        pictures = "![trajectories](trajectories.png)\n\n"
+        which = (
+            f"all {len(drawn)} episodes"
+            if len(drawn) == len(result.episodes)
+            else f"{len(drawn)} of the {len(result.episodes)} episodes, drawn at random with seed "
+            f"{result.metrics['seed']} (run order {', '.join(str(i) for i in result.plotted)})"
+        )
+        pictures = f"Pictured: {which}.\n\n![trajectories](trajectories.png)\n\n"
         if result.maps:
-            titles = [_verdict(record) for record in result.episodes[: len(result.maps)]]
-            report.plot_frame_grid(result.maps, out / "maps.png", titles=titles)
+            report.plot_maps(result.maps, out / "maps.png", titles=[_verdict(record) for record in drawn])
             pictures += (
                 "The same episodes on the built-in world's map (agent blue, from the grey dot to the dark "
                 "one; reference green; goal red with its success circle):\n\n![maps](maps.png)\n\n"

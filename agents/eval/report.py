@@ -165,6 +165,35 @@ def plot_frame_grid(
     return _save(figure, Path(path))
 
 
+def plot_maps(
+    maps: Sequence[tuple[np.ndarray, tuple[float, float, float, float]]],
+    path: str | Path,
+    *,
+    titles: Sequence[str] | None = None,
+) -> Path:
+    """Top-down maps (``(image, (x left, x right, z bottom, z top))``) on equal panels with metric axes
+    and a 1 m scale bar."""
+    if not maps:
+        raise ValueError("plot_maps: no maps")
+    columns = min(3, len(maps))
+    rows = math.ceil(len(maps) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.9 * rows), squeeze=False)
+    for axis in axes.flat[len(maps) :]:
+        axis.set_visible(False)
+    for k, (axis, (image, extent)) in enumerate(zip(axes.flat, maps, strict=False)):
+        axis.imshow(np.asarray(image, dtype=np.uint8), extent=extent, interpolation="nearest")
+        left, _, bottom, top = extent
+        bar_z = bottom - 0.06 * (bottom - top)
+        axis.plot([left + 0.3, left + 1.3], [bar_z, bar_z], color="black", linewidth=3)
+        axis.text(left + 0.8, bar_z - 0.03 * (bottom - top), "1 m", ha="center", va="bottom", fontsize=7)
+        axis.set_xlabel("x (m)", fontsize=8)
+        axis.set_ylabel("z (m)", fontsize=8)
+        axis.tick_params(labelsize=7)
+        axis.set_title(titles[k] if titles is not None else f"episode {k}", fontsize=8)
+    figure.tight_layout()
+    return _save(figure, Path(path))
+
+
 def plot_histogram(
     values: Sequence[float], path: str | Path, *, xlabel: str, title: str = "", line: float | None = None
 ) -> Path:
