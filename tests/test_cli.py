@@ -26,3 +26,20 @@ def test_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert [line.split()[0] for line in out.splitlines() if line.startswith("  ")] == list(COMMANDS)
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"vln-gym {version('vln-gym')}"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_subcommand_help_names_itself(command, capsys):
+    try:
+        code = main([command, "--help"])
+    except SystemExit as stop:  # argparse / HfArgumentParser exit after printing help
+        code = stop.code
+    assert code in (0, None)
+    assert capsys.readouterr().out.startswith(f"usage: vln-gym {command}")
