@@ -2,8 +2,12 @@
 
     python scripts/train_trl_grpo.py [--model tiny | PATH] [--steps 4] [--out runs/trl-grpo]
 
-``--model`` takes any Qwen2/2.5/3-VL dir (e.g. ``runs/ppo/sft_policy``, the tiny model after the supervised
-warm start of ``vln-gym train --sft_steps N --no_use_lora``); ``tiny`` builds the tiny model. Each step
+``--model`` takes any Qwen2/2.5/3-VL dir, e.g. the tiny model after our supervised warm start:
+
+    vln-gym train --sft_steps 200 --no_use_lora --no_freeze_vision --num_iterations 1 --output_dir runs/warm
+    python scripts/train_trl_grpo.py --model runs/warm/sft_policy
+
+(``tiny`` builds the untrained tiny model). Each step
 samples ``--generations`` constrained answers per prompt, scores each with one env step, and updates a
 LoRA adapter. Prints trl's log per step; the last line is one JSON object (reward mean/std, grad norm).
 """
