@@ -383,3 +383,14 @@ def test_trie_complete_marks_finished_answers():
     trie = TokenTrie([[1, 2, 9], [4, 9]])
     assert trie.complete([4, 9]) and trie.complete([4, 9, 0, 0])
     assert not trie.complete([1, 2]) and not trie.complete([]) and not trie.complete([7])
+
+
+def test_min_pixels_raises_the_image_budget(tiny_path):
+    patch = VLMPolicy.from_pretrained(str(tiny_path)).processor.image_processor.patch_size
+    policy = VLMPolicy.from_pretrained(
+        str(tiny_path), min_pixels=(16 * patch) ** 2, max_pixels=(16 * patch) ** 2
+    )
+    (prompt,) = policy.prepare([make_obs(1)])
+    assert prompt.image_grid_thw.tolist() == [[1, 16, 16]]  # 224x224 -> 16x16 patches, not the default 8x8
+    with pytest.raises(ValueError, match=r"min_pixels .* must be <= max_pixels"):
+        VLMPolicy.from_pretrained(str(tiny_path), min_pixels=2 * 56 * 56, max_pixels=56 * 56)

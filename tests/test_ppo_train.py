@@ -400,3 +400,42 @@ def test_cli_trains_other_families_with_lora(tmp_path, family, capsys):
         (tmp_path / "run" / "checkpoint-000002" / "policy" / "adapter_config.json").read_text()
     )
     assert saved["peft_type"] == "LORA"
+
+
+def test_policy_settings_from_the_cli_and_yaml_reach_the_checkpoint(tmp_path, env_kwargs):
+    """Every PolicyConfig setting a real run needs is a PPOConfig field; the checkpoint's policy keeps it, and
+    reloading the checkpoint (what `vln-gym evaluate --agent policy` does) builds the same prompts."""
+    from agents.policy.model import PolicyConfig, VLMPolicy
+
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("system_prompt: You are a careful robot.\nmax_images: 2\nlora_dropout: 0.1\n")
+    config = parse_config(
+        ["--config", str(yaml_file), "--lora_target_modules", "q_proj,v_proj", "--max_pixels", "3136"]
+    )
+    assert (config.system_prompt, config.max_images, config.lora_dropout) == (
+        "You are a careful robot.",
+        2,
+        0.1,
+    )
+    assert config.lora_target_list() == ["q_proj", "v_proj"] and config.max_pixels == 3136
+    with pytest.raises(ValueError, match="min_pixels: must be >= 1"):
+        PPOConfig(min_pixels=0)
+    settings = {k: getattr(config, k) for k in ("system_prompt", "max_images", "lora_dropout", "max_pixels")}
+    result = ppo_train(
+        small_config(tmp_path, env_kwargs, num_iterations=1, lora_target_modules="q_proj,v_proj", **settings)
+    )
+    saved = PolicyConfig.load(Path(result["checkpoint"]) / "policy" / "policy_config.json")
+    assert saved.system_prompt == "You are a careful robot." and saved.max_images == 2
+    assert saved.lora_dropout == 0.1 and saved.max_pixels == 3136
+    assert sorted(saved.lora_target_modules) == ["q_proj", "v_proj"]
+    policy = VLMPolicy.from_pretrained(str(Path(result["checkpoint"]) / "policy"))
+    obs = {
+        "frames": np.zeros((2, 56, 56, 3), np.uint8),
+        "frame_mask": np.array([1, 1], np.int8),
+        "instruction": "go",
+    }
+    (prompt,) = policy.prepare([obs])
+    assert "You are a careful robot." in policy.processor.tokenizer.decode(prompt.input_ids)
+    three = {**obs, "frames": np.zeros((3, 56, 56, 3), np.uint8), "frame_mask": np.ones(3, np.int8)}
+    with pytest.raises(ValueError, match="3 valid frames exceed max_images=2"):
+        policy.prepare([three])

@@ -32,6 +32,20 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 POLICY_FORMAT_VERSION = 1
 
 
+def _set_pixel_budget(image_processor, min_pixels: int | None, max_pixels: int | None) -> None:
+    """Override the processor's pixels per frame (Qwen-VL ``size`` = shortest/longest edge in pixels)."""
+    size = dict(image_processor.size)
+    if max_pixels is not None:
+        size["longest_edge"] = int(max_pixels)
+        size["shortest_edge"] = min(int(size.get("shortest_edge", 0) or 0), int(max_pixels))
+    if min_pixels is not None:
+        if max_pixels is not None and min_pixels > max_pixels:
+            raise ValueError(f"min_pixels ({min_pixels}) must be <= max_pixels ({max_pixels})")
+        size["shortest_edge"] = int(min_pixels)
+        size["longest_edge"] = max(int(size.get("longest_edge", min_pixels)), int(min_pixels))
+    image_processor.size = size
+
+
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")  # what VLMPolicy serves
 
 
@@ -139,6 +153,7 @@ class PolicyConfig:
     system_prompt: str | None = None
     max_images: int = 16
     max_pixels: int | None = None
+    min_pixels: int | None = None
     format_version: int = POLICY_FORMAT_VERSION
 
     @classmethod
@@ -245,6 +260,7 @@ class VLMPolicy(torch.nn.Module):
         max_images: int = 16,
         max_pixels: int | None = None,
         seed: int | None = None,
+        min_pixels: int | None = None,
     ) -> VLMPolicy:
         """Load a saved VLMPolicy directory or start fresh from a HF checkpoint directory / hub name.
 
@@ -254,7 +270,8 @@ class VLMPolicy(torch.nn.Module):
         model named in the config must still be loadable. ``constrained_actions=None`` means False when
         starting fresh and the saved value when reloading.
         Anything else starts fresh: random value head (seeded by ``seed`` when given), new LoRA adapter.
-        ``max_pixels`` overrides the image processor's pixel budget per frame. ``seed`` also seeds sampling.
+        ``max_pixels`` / ``min_pixels`` override the image processor's pixel budget per frame. ``seed`` also
+        seeds sampling.
         """
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -279,6 +296,7 @@ class VLMPolicy(torch.nn.Module):
                 system_prompt=system_prompt,
                 max_images=max_images,
                 max_pixels=max_pixels,
+                min_pixels=min_pixels,
             )
         if seed is not None:
             torch.manual_seed(seed)
@@ -287,11 +305,7 @@ class VLMPolicy(torch.nn.Module):
         check_model_type(weights_from)
         model = AutoModelForImageTextToText.from_pretrained(weights_from, **load_kwargs)
         processor = AutoProcessor.from_pretrained(path if saved else config.base_model)
-        if config.max_pixels is not None:
-            size = dict(processor.image_processor.size)
-            size["longest_edge"] = int(config.max_pixels)
-            size["shortest_edge"] = min(int(size.get("shortest_edge", 0) or 0), int(config.max_pixels))
-            processor.image_processor.size = size
+        _set_pixel_budget(processor.image_processor, config.min_pixels, config.max_pixels)
         reference = None
         if config.use_lora:
             from peft import LoraConfig, PeftModel, get_peft_model

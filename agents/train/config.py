@@ -68,6 +68,23 @@ class PPOConfig:
     )
     lora_r: int = field(default=8, metadata=_help("LoRA rank"))
     lora_alpha: int = field(default=16, metadata=_help("LoRA alpha"))
+    lora_dropout: float = field(default=0.0, metadata=_help("LoRA dropout"))
+    lora_target_modules: str = field(
+        default="q_proj,k_proj,v_proj,o_proj",
+        metadata=_help("comma-separated module names LoRA adapts, or all-linear"),
+    )
+    system_prompt: str | None = field(
+        default=None, metadata=_help("system prompt of every decision (None: the model's default)")
+    )
+    max_images: int = field(
+        default=16, metadata=_help("most frames per prompt (more valid frames: an error)")
+    )
+    max_pixels: int | None = field(
+        default=None, metadata=_help("image token budget: most pixels per frame (None: the processor's)")
+    )
+    min_pixels: int | None = field(
+        default=None, metadata=_help("fewest pixels per frame (None: the processor's)")
+    )
     constrained_actions: bool = field(
         default=True, metadata=_help("decode only answers of the action grammar")
     )
@@ -181,6 +198,11 @@ class PPOConfig:
             ("sft_explore", 0.0 <= self.sft_explore < 1.0, "must be in [0, 1)"),
             ("torch_threads", self.torch_threads is None or self.torch_threads >= 1, "must be >= 1"),
             ("group_size", self.group_size >= 2 or self.algo == "ppo", "must be >= 2 for grpo"),
+            ("lora_dropout", 0.0 <= self.lora_dropout < 1.0, "must be in [0, 1)"),
+            ("lora_target_modules", bool(self.lora_target_list()), "must name at least one module"),
+            ("max_images", self.max_images >= 1, "must be >= 1"),
+            ("max_pixels", self.max_pixels is None or self.max_pixels >= 1, "must be >= 1"),
+            ("min_pixels", self.min_pixels is None or self.min_pixels >= 1, "must be >= 1"),
             ("grpo_start", self.grpo_start in ("auto", *GRPO_STARTS), "must be auto|reset|expert_prefix"),
             ("grpo_prefix_max", self.grpo_prefix_max >= 0, "must be >= 0"),
             ("grpo_turn_budget", self.grpo_turn_budget is None or self.grpo_turn_budget >= 1, "must be >= 1"),
@@ -193,6 +215,12 @@ class PPOConfig:
         for name, ok, message in checks:
             if not ok:
                 raise ValueError(f"PPOConfig.{name}: {message} (got {getattr(self, name)!r})")
+
+    def lora_target_list(self) -> list[str] | str:
+        """``lora_target_modules`` as peft takes it: a list of names, or ``"all-linear"``."""
+        if self.lora_target_modules.strip() == "all-linear":
+            return "all-linear"
+        return [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
 
     def resume_differences(self, saved: Mapping[str, Any]) -> list[str]:
         """Fields of a checkpoint's config (``saved``) that this config changes but a resume may not.
