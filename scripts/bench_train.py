@@ -177,46 +177,29 @@ def run_ours(args: argparse.Namespace, pacer: Pacer) -> None:
 def trl_dataset(data: Path):
     """One row per env record: the chat messages VLMPolicy builds, the 2 frames, the episode index."""
     import gymnasium as gym
-    from datasets import Dataset
-    from PIL import Image
 
     import vln_gym  # noqa: F401  (registers VLN-v0)
-    from agents.policy.prompting import build_messages, valid_frames
+    from agents.integrations.trl import vln_prompt_dataset
 
-    env = gym.make("VLN-v0", **env_kwargs(data))
-    rows: dict[str, list] = {"prompt": [], "images": [], "episode_index": []}
-    for index in range(len(env.unwrapped.episodes)):
-        obs, _ = env.reset(options={"episode_index": index})
-        frames = valid_frames(obs, max_images=16)
-        rows["prompt"].append(build_messages(obs["instruction"], len(frames)))
-        rows["images"].append([Image.fromarray(frame) for frame in frames])
-        rows["episode_index"].append(index)
-    env.close()
-    return Dataset.from_dict(rows)
+    count = len(gym.make("VLN-v0", **env_kwargs(data)).unwrapped.episodes)
+    return vln_prompt_dataset(env_kwargs(data), num_episodes=count)
 
 
-class EnvReward:
-    """trl reward function: reset ``VLN-v0`` on the row's episode, step it with the completion text."""
+class TimedEnvReward:
+    """`agents.integrations.trl.EnvReward` that also counts its wall time and the generated tokens."""
 
     __name__ = "vln_env_reward"
 
     def __init__(self, data: Path) -> None:
-        import gymnasium as gym
+        from agents.integrations.trl import EnvReward
 
-        import vln_gym  # noqa: F401
-
-        self.env = gym.make("VLN-v0", **env_kwargs(data))
+        self.reward = EnvReward(env_kwargs(data))
         self.seconds = 0.0
         self.tokens = 0
 
     def __call__(self, prompts, completions, completion_ids, episode_index, **kwargs) -> list[float]:
         start = time.perf_counter()
-        rewards = []
-        for completion, index in zip(completions, episode_index, strict=True):
-            text = completion[-1]["content"] if isinstance(completion, list) else completion
-            self.env.reset(options={"episode_index": int(index)})
-            _, reward, _, _, _ = self.env.step(text)
-            rewards.append(float(reward))
+        rewards = self.reward(prompts, completions, episode_index)
         self.tokens += sum(len(ids) for ids in completion_ids)
         self.seconds += time.perf_counter() - start
         return rewards
@@ -236,7 +219,7 @@ def timed(method: Callable, totals: dict[str, float], key: str) -> Callable:
 
 
 def run_trl(args: argparse.Namespace, pacer: Pacer) -> None:
-    """trl's GRPOTrainer on the same model, prompts, counts and LoRA; the env reward via ``EnvReward``."""
+    """trl's GRPOTrainer on the same model, prompts, counts and LoRA; the env reward: ``TimedEnvReward``."""
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
@@ -249,7 +232,7 @@ def run_trl(args: argparse.Namespace, pacer: Pacer) -> None:
     model_path = ensure_tiny_model()
     processor = AutoProcessor.from_pretrained(model_path)
     model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
-    reward = EnvReward(data)
+    reward = TimedEnvReward(data)
     config = GRPOConfig(
         output_dir=str(Path(args.workdir) / "run-trl"),
         per_device_train_batch_size=args.prompts * args.generations,

@@ -103,17 +103,23 @@ def _xz(points: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
     return array[:, 0], array[:, 2]
 
 
+def _panels(count: int, size: tuple[float, float], columns: int = 3):
+    """A figure of ``count`` equal panels, ``columns`` wide (``size`` inches each); spare panels hidden."""
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(size[0] * columns, size[1] * rows), squeeze=False)
+    for axis in axes.flat[count:]:
+        axis.set_visible(False)
+    return figure, axes
+
+
 def plot_trajectories(records: Sequence[Mapping[str, Any]], path: str | Path, *, max_panels: int = 6) -> Path:
     """Top-down x-z plots of the first ``max_panels`` episodes: agent path, reference path, start, goal
     and success circle. Axes follow Habitat: x to the right, -z up (heading 0 points up)."""
     chosen = list(records[:max_panels])
     if not chosen:
         raise ValueError("plot_trajectories: no episodes to plot")
-    columns = min(3, len(chosen))
-    rows = math.ceil(len(chosen) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
-    for axis in axes.flat[len(chosen) :]:
-        axis.set_visible(False)
+    figure, axes = _panels(len(chosen), (4.0, 4.0))
     for axis, record in zip(axes.flat, chosen, strict=False):
         if record.get("reference_path"):
             rx, rz = _xz(record["reference_path"])
@@ -175,11 +181,7 @@ def plot_maps(
     and a 1 m scale bar."""
     if not maps:
         raise ValueError("plot_maps: no maps")
-    columns = min(3, len(maps))
-    rows = math.ceil(len(maps) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.9 * rows), squeeze=False)
-    for axis in axes.flat[len(maps) :]:
-        axis.set_visible(False)
+    figure, axes = _panels(len(maps), (3.6, 3.9))
     for k, (axis, (image, extent)) in enumerate(zip(axes.flat, maps, strict=False)):
         axis.imshow(np.asarray(image, dtype=np.uint8), extent=extent, interpolation="nearest")
         left, _, bottom, top = extent
