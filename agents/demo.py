@@ -529,7 +529,8 @@ def write_demo_report(state: DemoState) -> Path:
         sections.append(
             (
                 "Trajectories",
-                "The first six held-out episodes seen from above, for each agent: walls (dark grey), rooms, "
+                "Six held-out episodes (drawn at random with the demo's seed, the same for every agent) "
+                "seen from above, for each agent: walls (dark grey), rooms, "
                 "landmarks (coloured blocks), the agent's path (blue, from the grey dot to the dark blue "
                 "one), the reference shortest path (green) and the goal (red dot) with its success circle."
                 + _instructions(state)
