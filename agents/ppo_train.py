@@ -24,7 +24,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -260,7 +259,7 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
         enabled=accelerator.is_main_process,
         tensorboard=config.tensorboard,
         keep_until=start_iteration if resume is not None else None,
-        config={f.name: getattr(config, f.name) for f in fields(config)},
+        config=config.as_dict(),
     )
     guard = NonFiniteGuard(config.max_nonfinite)
     generate_kwargs = {

@@ -176,13 +176,9 @@ def run_ours(args: argparse.Namespace, pacer: Pacer) -> None:
 
 def trl_dataset(data: Path):
     """One row per env record: the chat messages VLMPolicy builds, the 2 frames, the episode index."""
-    import gymnasium as gym
-
-    import vln_gym  # noqa: F401  (registers VLN-v0)
     from agents.integrations.trl import vln_prompt_dataset
 
-    count = len(gym.make("VLN-v0", **env_kwargs(data)).unwrapped.episodes)
-    return vln_prompt_dataset(env_kwargs(data), num_episodes=count)
+    return vln_prompt_dataset(env_kwargs(data))
 
 
 class TimedEnvReward:

@@ -266,11 +266,7 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         index = (options or {}).get("episode_index")
         if index is None:
             index = int(self.np_random.integers(len(self.episodes)))
-        elif not isinstance(index, int | np.integer) or not 0 <= int(index) < len(self.episodes):
-            raise ValueError(
-                f"options['episode_index'] must be an int in [0, {len(self.episodes)}), got {index!r}"
-            )
-        self._load_episode(int(index))
+        self._load_episode(self._checked_index(index, "options['episode_index']"))
         episode = self._episode
         self._position: Vec3 = episode.agent_position
         self._heading = float(episode.agent_heading)
@@ -394,18 +390,14 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         Returns ``(observation, info)`` of the restored moment, as ``reset`` does, so the caller has the
         observation in flight. Raises ``ValueError`` for a snapshot that does not fit this env.
         """
-        index = state.get("episode_index")
-        if not isinstance(index, int | np.integer) or not 0 <= int(index) < len(self.episodes):
-            raise ValueError(
-                f"state['episode_index'] must be an int in [0, {len(self.episodes)}), got {index!r}"
-            )
+        index = self._checked_index(state.get("episode_index"), "state['episode_index']")
         frames = np.asarray(state["frames"])
         if frames.dtype != np.uint8 or frames.shape[1:] != (*self.image_size, 3):
             raise ValueError(
                 f"state['frames'] must be uint8 [n, {self.image_size[0]}, {self.image_size[1]}, 3], "
                 f"got {frames.dtype} {frames.shape}"
             )
-        self._load_episode(int(index))
+        self._load_episode(index)
         self._position = _vec3(state["position"])
         self._heading = float(state["heading"])
         self._steps = int(state["steps"])
@@ -469,6 +461,12 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         return np.ascontiguousarray(frame[rows][:, cols])
 
     # ------------------------------------------------------------------ step helpers
+
+    def _checked_index(self, index: Any, name: str) -> int:
+        """``index`` as an episode index, or a ValueError naming ``name`` and the valid range."""
+        if not isinstance(index, int | np.integer) or not 0 <= index < len(self.episodes):
+            raise ValueError(f"{name} must be an int in [0, {len(self.episodes)}), got {index!r}")
+        return int(index)
 
     def _load_episode(self, index: int) -> None:
         """Set what follows from the episode alone: goal, success radius, world, reference, fields."""

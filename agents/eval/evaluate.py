@@ -62,6 +62,7 @@ MEAN_KEYS: dict[str, str] = {
     "invalid_action_rate": "invalid_action_rate",
     "reward": "reward",
 }
+_DATA_KWARGS = ("data_files", "format", "field_map", "media_dir", "path_remap", "data_options")  # VLNEnv's
 _LOAD_OPTIONS = ("heading_unit", "allow_outside_media")  # load_episodes options the env takes in data_options
 
 
@@ -149,7 +150,10 @@ def env_build_kwargs(env_kwargs: Mapping[str, Any], data: Any) -> dict[str, Any]
         kwargs["data_files"] = [str(data)] if isinstance(data, str | Path) else [str(p) for p in data]
     if "data_files" in kwargs:
         files = kwargs["data_files"]
-        missing = [f for f in ([files] if isinstance(files, str | Path) else files) if not Path(f).exists()]
+        kwargs["data_files"] = files = (
+            [str(files)] if isinstance(files, str | Path) else [str(f) for f in files]
+        )
+        missing = [f for f in files if not Path(f).exists()]
         if missing:
             raise EvaluationError(f"{missing[0]}: data path not found")
     options = {key: kwargs.pop(key) for key in _LOAD_OPTIONS if key in kwargs}
@@ -237,11 +241,8 @@ def evaluate(
         _require_moviepy()
         kwargs.update(render_mode="rgb_array", render_view=kwargs.get("render_view", "both"))
     if out_dir is not None:
-        files = kwargs.get("data_files") or []
         try:
-            check_output(
-                out_dir, overwrite=overwrite, inputs=[files] if isinstance(files, str | Path) else files
-            )
+            check_output(out_dir, overwrite=overwrite, inputs=kwargs.get("data_files", []))
         except OutputExistsError as error:
             raise EvaluationError(str(error)) from None
     probe = make_probe_env(kwargs)
@@ -279,6 +280,9 @@ def evaluate(
         if kwargs["action_space"] == "discrete" and first_agent.action_space == "text":
             raise EvaluationError(f"agent {first_agent.name!r} answers in text; it needs action_space='text'")
         text_env = kwargs["action_space"] == "text"
+        if "data_files" in kwargs:  # loaded and validated once (here), not again by every sub-env
+            kwargs = {k: v for k, v in kwargs.items() if k not in _DATA_KWARGS}
+            kwargs["episodes"] = list(env.episodes)
     finally:
         probe.close()
     pool = make_env_pool("VLN-v0", kwargs, min(num_envs, len(indices)), vectorization_mode)

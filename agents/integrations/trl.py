@@ -24,8 +24,9 @@ from typing import Any
 import gymnasium as gym
 
 
-def vln_prompt_dataset(env_kwargs: Mapping[str, Any], num_episodes: int, max_images: int = 16):
-    """A ``datasets.Dataset`` of ``prompt`` (chat messages), ``images`` and ``episode_index``."""
+def vln_prompt_dataset(env_kwargs: Mapping[str, Any], num_episodes: int | None = None, max_images: int = 16):
+    """A ``datasets.Dataset`` of ``prompt`` (chat messages), ``images`` and ``episode_index`` for the first
+    ``num_episodes`` episodes (``None``: all)."""
     from datasets import Dataset
     from PIL import Image
 
@@ -35,7 +36,7 @@ def vln_prompt_dataset(env_kwargs: Mapping[str, Any], num_episodes: int, max_ima
     env = gym.make("VLN-v0", **dict(env_kwargs))
     rows: dict[str, list] = {"prompt": [], "images": [], "episode_index": []}
     try:
-        for index in range(num_episodes):
+        for index in range(len(env.unwrapped.episodes) if num_episodes is None else num_episodes):
             obs, _ = env.reset(options={"episode_index": index})
             frames = valid_frames(obs, max_images=max_images)
             rows["prompt"].append(build_messages(obs["instruction"], len(frames)))

@@ -293,15 +293,13 @@ def save_run(
         gathered = [local]
     path = None
     if accelerator.is_main_process:
-        from dataclasses import fields
-
         assert_finite_parameters({n: p for n, p in policy.named_parameters() if p.requires_grad})
         trainer_state = {
             "fingerprint": config.fingerprint(),
             "trainable_shapes": shapes,
             "num_processes": accelerator.num_processes,
             "parameter_digests": [item["digest"] for item in gathered],  # equal on every process under DDP
-            "config": {f.name: getattr(config, f.name) for f in fields(config)},
+            "config": config.as_dict(),
             "run_id": run_id,
         }
         runners = [item["runner"] for item in gathered]

@@ -216,6 +216,10 @@ class PPOConfig:
             if not ok:
                 raise ValueError(f"PPOConfig.{name}: {message} (got {getattr(self, name)!r})")
 
+    def as_dict(self) -> dict[str, Any]:
+        """Every field by name (what checkpoints and TensorBoard record)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def lora_target_list(self) -> list[str] | str:
         """``lora_target_modules`` as peft takes it: a list of names, or ``"all-linear"``."""
         if self.lora_target_modules.strip() == "all-linear":

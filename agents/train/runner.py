@@ -67,7 +67,6 @@ class Step:
 
     env_index: int
     observation: dict[str, Any]
-    info_before: dict[str, Any]
     output: Any  # the actor's payload for this env (e.g. the generated tokens)
     reward: float
     terminated: bool
@@ -175,11 +174,9 @@ class EpisodeRunner:
         results = self.pool.step({i: action for i, (action, _) in zip(indices, chosen, strict=True)})
         self.env_seconds += time.perf_counter() - start
         steps, ends = [], []
-        for i, obs, info_before, (_, payload) in zip(indices, observations, infos, chosen, strict=True):
+        for i, obs, (_, payload) in zip(indices, observations, chosen, strict=True):
             next_obs, reward, terminated, truncated, info = results[i]
-            step = Step(
-                i, obs, info_before, payload, reward, terminated, truncated and not terminated, info, next_obs
-            )
+            step = Step(i, obs, payload, reward, terminated, truncated and not terminated, info, next_obs)
             steps.append(step)
             self.observations[i], self.infos[i] = next_obs, info
             self.returns[i] += reward
