@@ -11,6 +11,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def r2r_ce_split() -> Path:
+    """The real Habitat VLN-CE R2R val_seen split folder in ../shared (never copied); skip when absent."""
+    folder = SHARED_DATA / "r2r-ce-sample" / "val_seen"
+    if not (folder / "val_seen.json.gz").is_file():
+        pytest.skip(f"{folder} is absent (the shared R2R-CE sample)")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -132,7 +132,7 @@ def test_heading_out_of_range_for_its_unit(tmp_path, media):
     )
 
 
-def test_image_files_checked_only_when_asked(tmp_path, media):
+def test_missing_images_always_checked_and_images_decoded_when_asked(tmp_path, media):
     (media / "text.png").write_text("not an image at all")
     noise = Image.frombytes("RGB", (64, 64), bytes(range(256)) * 48)
     noise.save(media / "whole.png")
@@ -140,11 +140,27 @@ def test_image_files_checked_only_when_asked(tmp_path, media):
     (media / "cut.png").write_bytes(png[: len(png) // 2])
     records = [good("gone.png"), good("text.png", id="t"), good("cut.png", id="c")]
     path = write_lines(tmp_path / "d.jsonl", records)
-    assert problems_of(path, media_dir=media) == []
+    gone = f"{path}:1: images[0]: image not found: 'gone.png' -> {media / 'gone.png'} (media folder {media})"
+    assert problems_of(path, media_dir=media) == [gone]
     missing, not_image, truncated = problems_of(path, media_dir=media, check_images=True)
-    assert missing == f"{path}:1: images[0]: {media / 'gone.png'}: image file not found"
+    assert missing == gone
     assert not_image == f"{path}:2: images[0]: {media / 'text.png'}: not an image file"
     assert truncated.startswith(f"{path}:3: images[0]: {media / 'cut.png'}: unreadable or truncated image")
+
+
+def test_missing_image_folders_name_the_part_to_remap(tmp_path, media):
+    (media / "here").mkdir()
+    record = sharegpt_record(["VLN-Ego/data/rgb/ep_1/step_0.jpg", "VLN-Ego/data/rgb/ep_1/step_1.jpg"])
+    record.pop("agent_position"), record.pop("agent_heading"), record.pop("goal_position")
+    path = write_lines(tmp_path / "d.jsonl", [record])
+    # One line for the record, naming the image, the media folder and the remap; no pose noise.
+    assert problems_of(path, media_dir=media) == [
+        f"{path}:1: images[0]: image not found: 'VLN-Ego/data/rgb/ep_1/step_0.jpg' -> "
+        f"{media}/VLN-Ego/data/rgb/ep_1/step_0.jpg (media folder {media}) and 1 more of its images; 'VLN-Ego' "
+        "does not exist here: if the paths were written on another machine, pass path_remap / --path-remap "
+        "VLN-Ego=LOCAL_FOLDER"
+    ]
+    assert problems_of(path, media_dir=media, require_pose=False) == problems_of(path, media_dir=media)
 
 
 def test_empty_file(tmp_path):

@@ -124,11 +124,18 @@ def test_real_llama_factory_export_with_path_remap(vln_ego_sample, vln_ego_traje
     assert episodes[12].episode_id == "r2r_16_images_4act_debug[12]"
 
 
-def test_llama_factory_export_without_remap_names_the_missing_pose(vln_ego_sample):
+def test_llama_factory_export_without_remap_names_the_missing_images(vln_ego_sample):
+    """Its 969 image references do not exist here: one line per record says so and names the remap,
+    whatever the pose options (validate used to say "65 ok" with --no-require-pose)."""
     path = vln_ego_sample / "r2r_16_images_4act_debug.json"
-    report = validate_files(path)
-    assert (report.num_records, report.num_ok) == (65, 0)
-    assert str(report.problems[0]).startswith(f"{path}:2: [0].agent_position: missing")
+    for require_pose in (True, False):
+        report = validate_files(path, require_pose=require_pose)
+        assert (report.num_records, report.num_ok, len(report.problems)) == (65, 0, 65)
+        first = str(report.problems[0])
+        assert first.startswith(
+            f"{path}:2: [0].images[0]: image not found: 'VLN-Ego/data/r2r_training_rgb/ep_2849/traj_1871/step_0.jpg'"
+        )
+        assert first.endswith("--path-remap VLN-Ego=LOCAL_FOLDER")
 
 
 def test_rebuild_refuses_a_step_beyond_the_action_list(tmp_path):

@@ -8,11 +8,13 @@ See `load_episodes` for the options, `vln_gym.data.media` for image path rules a
 from vln_gym.data.loader import iter_episodes, load_episodes, validate_files
 from vln_gym.data.ownjsonl import FORMAT_TAG, episode_record, write_episodes_jsonl
 from vln_gym.data.problems import DataError, Problem, ValidationReport
-from vln_gym.data.vlnego import integrate_actions
+from vln_gym.data.habitat import HabitatEpisode, read_habitat_episodes
+from vln_gym.data.trajectory import integrate_actions
 
 __all__ = [
     "FORMAT_TAG",
     "DataError",
+    "HabitatEpisode",
     "Problem",
     "ValidationReport",
     "episode_from_row",
@@ -21,6 +23,7 @@ __all__ = [
     "integrate_actions",
     "iter_episodes",
     "load_episodes",
+    "read_habitat_episodes",
     "validate_files",
     "write_episodes_jsonl",
 ]

@@ -59,6 +59,13 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
         "--forward-step", type=float, default=0.25, help="metres per MOVE_FORWARD (VLN-Ego poses)"
     )
     parser.add_argument("--turn-angle", type=float, default=15.0, help="degrees per turn (VLN-Ego poses)")
+    parser.add_argument(
+        "--pose-source",
+        action="append",
+        metavar="FILE",
+        help="Habitat VLN-CE episode file (split.json.gz, its _gt beside it) giving frame trajectories their "
+        "poses by episode id (repeatable)",
+    )
     parser.add_argument("--no-require-pose", action="store_true", help="accept records without pose fields")
     parser.add_argument(
         "--max-image-pixels",
@@ -89,6 +96,7 @@ def _parse(
             "forward_step": args.forward_step,
             "turn_angle": args.turn_angle,
             "require_pose": not args.no_require_pose,
+            "pose_source": args.pose_source,
         }
         LoadOptions.create(**options)  # option values checked here, before any file is read
         set_max_image_pixels(args.max_image_pixels)

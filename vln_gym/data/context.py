@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vln_gym.data.fields import LoadOptions
+from vln_gym.data.habitat import HabitatEpisodes
 from vln_gym.data.media import ImageChecker
 from vln_gym.data.vlnego import TrajectoryCache
 
@@ -16,6 +17,8 @@ class ReadContext:
     options: LoadOptions
     trajectories: TrajectoryCache = field(init=False)
     images: ImageChecker = field(default_factory=ImageChecker)
+    habitat: HabitatEpisodes | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.trajectories = TrajectoryCache(self.options)
+        self.habitat = HabitatEpisodes(self.options.pose_source) if self.options.pose_source else None
+        self.trajectories = TrajectoryCache(self.options, self.habitat)

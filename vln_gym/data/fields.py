@@ -8,7 +8,7 @@ with a precise message; readers attach path and line. Units are converted here, 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -53,6 +53,7 @@ class LoadOptions:
     turn_angle: float = 15.0
     check_images: bool = False
     require_pose: bool = True
+    pose_source: tuple[str, ...] = ()
 
     @classmethod
     def create(
@@ -68,6 +69,7 @@ class LoadOptions:
         turn_angle: float = 15.0,
         check_images: bool = False,
         require_pose: bool = True,
+        pose_source: str | Path | Sequence[str | Path] | None = None,
     ) -> LoadOptions:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
@@ -94,6 +96,7 @@ class LoadOptions:
             turn_angle=float(turn_angle),
             check_images=check_images,
             require_pose=require_pose,
+            pose_source=_paths(pose_source),
         )
 
     @cached_property
@@ -103,6 +106,13 @@ class LoadOptions:
     def column(self, name: str, default: str | None = None) -> str:
         """The file's column name for our field ``name``."""
         return self.columns.get(name, default if default is not None else name)
+
+
+def _paths(value: str | Path | Sequence[str | Path] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    values = [value] if isinstance(value, str | Path) else list(value)
+    return tuple(str(Path(path).absolute()) for path in values)
 
 
 def _describe(value: Any) -> str:

@@ -131,6 +131,7 @@ def load_episodes(
     turn_angle: float = 15.0,
     check_images: bool = False,
     require_pose: bool = True,
+    pose_source: str | Path | Sequence[str | Path] | None = None,
 ) -> list[Episode]:
     """Read VLN records from files / folders into Episodes.
 
@@ -146,6 +147,9 @@ def load_episodes(
         forward_step, turn_angle: metres / degrees used to integrate VLN-Ego expert actions into poses.
         check_images: decode every image once to catch missing, truncated or non-image files.
         require_pose: missing pose fields are an error (else NaN pose, ``extra["pose_source"] = "missing"``).
+        pose_source: Habitat VLN-CE episode file(s) (``val_seen.json.gz``, its ``_gt`` file beside it) or
+            split folders: frame trajectories (VLN-Ego, StreamVLN, NaVILA) take start pose, goal, geodesic
+            distance, reference path and positions from the episode with their id.
     """
     check_on_error(on_error)
     options = LoadOptions.create(
@@ -159,6 +163,7 @@ def load_episodes(
         turn_angle=turn_angle,
         check_images=check_images,
         require_pose=require_pose,
+        pose_source=pose_source,
     )
     episodes, report = collect_episodes(paths, options)
     if report.problems and on_error == "raise":

@@ -6,8 +6,10 @@ Rules, in order:
 2. Otherwise a relative path is joined to ``media_dir``, or to the data file's folder when no
    ``media_dir`` is given, and must stay inside that folder.
 3. An absolute path must be inside ``media_dir`` when one is given; without ``media_dir`` it is used as is.
-Paths that break 2 or 3 are refused unless ``allow_outside_media=True``. Images stay path strings;
-``check_images=True`` decodes each distinct file once per load to catch missing or broken files.
+Paths that break 2 or 3 are refused unless ``allow_outside_media=True``. Images stay path strings.
+Every referenced image must exist (checked once per distinct file); a record whose images are missing
+gets one problem naming the path tried, the media folder and the first part of the written path that does
+not exist here, with the ``path_remap`` that would fix it. ``check_images=True`` also decodes each file.
 """
 
 from __future__ import annotations
@@ -64,11 +66,42 @@ def resolve_image(raw: str, name: str, *, base_dir: str, options: LoadOptions) -
     )
 
 
+def missing_part(raw: str, path: str) -> str:
+    """The written prefix of ``raw`` up to its first component that does not exist under ``path``'s root."""
+    parts = raw.replace("\\", "/").split("/")
+    for count in range(len(parts) - 1, 0, -1):
+        candidate = path.rsplit(os.sep, len(parts) - count)[0]
+        if os.path.isdir(candidate):
+            return "/".join(parts[: count + 1])
+    return parts[0] or "/" + parts[1]
+
+
+def missing_images_problem(missing: list[tuple[int, str, str]], root: str | None, name: str) -> tuple[str, str]:
+    """``(field, message)`` for a record's missing images ``(index, written path, path tried)``."""
+    index, raw, path = missing[0]
+    where = f" (media folder {root})" if root else ""
+    more = f" and {len(missing) - 1} more of its images" if len(missing) > 1 else ""
+    message = f"image not found: {raw!r} -> {path}{where}{more}"
+    if not os.path.isdir(os.path.dirname(path)):
+        absent = missing_part(raw, path)
+        message += (
+            f"; '{absent}' does not exist here: if the paths were written on another machine, pass "
+            f"path_remap / --path-remap {absent}=LOCAL_FOLDER"
+        )
+    return f"{name}[{index}]", message
+
+
 class ImageChecker:
-    """Decodes each distinct image once (``check_images=True``) and remembers the verdict."""
+    """Checks each distinct image once: that it exists, and (``check_images=True``) that it decodes."""
 
     def __init__(self) -> None:
         self._verdicts: dict[str, str | None] = {}
+        self._exists: dict[str, bool] = {}
+
+    def exists(self, path: str) -> bool:
+        if path not in self._exists:
+            self._exists[path] = os.path.isfile(path)
+        return self._exists[path]
 
     def problem(self, path: str) -> str | None:
         """``None`` if ``path`` decodes as an image, else why not."""
@@ -103,7 +136,7 @@ def read_images(
     if not value:
         report.add(name, "no images (a VLN record needs at least the current view)")
         return None
-    paths = []
+    paths, missing = [], []
     for index, raw in enumerate(value):
         if not isinstance(raw, str) or not raw.strip():
             report.add(f"{name}[{index}]", f"expected a non-empty path string, got {raw!r:.40}")
@@ -111,9 +144,14 @@ def read_images(
         path = report.check(resolve_image, raw, f"{name}[{index}]", base_dir=base_dir, options=ctx.options)
         if path is None:
             continue
+        if not ctx.images.exists(path):
+            missing.append((index, raw, path))
+            continue
         if ctx.options.check_images:
             reason = ctx.images.problem(path)
             if reason is not None:
                 report.add(f"{name}[{index}]", f"{path}: {reason}")
         paths.append(path)
+    if missing:
+        report.add(*missing_images_problem(missing, ctx.options.media_dir or base_dir, name))
     return tuple(paths) if len(paths) == len(value) else None

@@ -28,7 +28,6 @@ from vln_gym.data.fields import (
     as_text,
 )
 from vln_gym.data.problems import FieldError, RecordProblems
-from vln_gym.data.vlnego import POSE_SOURCE
 from vln_gym.geometry import distance
 
 NAN3 = (math.nan, math.nan, math.nan)
@@ -77,8 +76,11 @@ def _pose_from_record(record: Mapping, ctx: ReadContext, report: RecordProblems)
 def _pose_without_fields(
     images: tuple[str, ...] | None, ctx: ReadContext, report: RecordProblems
 ) -> dict | None:
-    """Pose rebuilt from a VLN-Ego trajectory, NaN pose when not required, else ``None`` (problems added)."""
+    """Pose rebuilt from a VLN-Ego trajectory, NaN pose when not required, else ``None`` (problems added;
+    none when the images are unusable: their problem is reported and the pose depends on them)."""
     column = ctx.options.column
+    if images is None and ctx.options.require_pose:
+        return None
     if images:
         try:
             found = ctx.trajectories.for_image(images[-1], column("images"))
@@ -87,7 +89,7 @@ def _pose_without_fields(
             return None
         if found is not None:
             trajectory, step = found
-            return {**trajectory.pose_fields(step), "pose_source": POSE_SOURCE}
+            return {**trajectory.pose_fields(step), "pose_source": trajectory.poses.source}
     if not ctx.options.require_pose:
         return {
             "agent_position": NAN3,

@@ -6,7 +6,8 @@ VLN-Ego stores no poses. They are rebuilt by integrating the expert actions with
 action is the goal. Poses are therefore relative to the trajectory start, which is all the
 distance-based rewards and metrics need. ``reference_path`` is the integrated path from start to goal
 with consecutive repeats (turns in place) merged. Episodes built this way carry
-``extra["pose_source"] = "vln-ego-actions"``.
+``extra["pose_source"] = "vln-ego-actions"``. With ``pose_source=`` (a Habitat VLN-CE episode file), the
+folder ``ep_<id>`` is joined to episode ``<id>`` and poses come from Habitat (`vln_gym.data.habitat`).
 
 Frames beyond the last action (a view after STOP) are ignored; a missing frame for an action is an error.
 
@@ -22,60 +23,32 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 
 from vln_gym.data.fields import LoadOptions, as_actions
+from vln_gym.data.habitat import HabitatEpisodes, trajectory_poses
 from vln_gym.data.jsonio import iter_json_records
 from vln_gym.data.media import ImageChecker, is_inside
 from vln_gym.data.problems import DataError, FieldError, Location, Problem
+from vln_gym.data.trajectory import Poses
 from vln_gym.episode import Episode
-from vln_gym.geometry import Vec3, apply_action, distance
 
 ACTIONS_FILE = "action_list.json"
 INSTRUCTION_FILE = "instruction.txt"
 STEP_FILE = re.compile(r"^step_(\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
-POSE_SOURCE = "vln-ego-actions"
-
-
-def integrate_actions(
-    actions: tuple[int, ...], forward_step: float = 0.25, turn_angle: float = 15.0
-) -> tuple[tuple[Vec3, ...], tuple[float, ...]]:
-    """Positions and headings before each action plus the final pose (``len(actions) + 1`` of each)."""
-    position, heading = (0.0, 0.0, 0.0), 0.0
-    positions, headings = [position], [heading]
-    for action in actions:
-        position, heading = apply_action(position, heading, action, forward_step, turn_angle)
-        positions.append(position)
-        headings.append(heading)
-    return tuple(positions), tuple(headings)
-
-
-def _merge_repeats(points: tuple[Vec3, ...]) -> tuple[Vec3, ...]:
-    merged = [points[0]]
-    merged.extend(point for previous, point in pairwise(points) if point != previous)
-    return tuple(merged)
+EPISODE_FOLDER = re.compile(r"^ep_(\d+)$")
 
 
 @dataclass(frozen=True)
 class Trajectory:
-    """One VLN-Ego trajectory with its integrated poses (index N = before action N, last = goal)."""
+    """One VLN-Ego trajectory: its actions (with their lines in action_list.json), frames and poses."""
 
     folder: str
     trajectory_id: str
     actions: tuple[int, ...]
     action_lines: tuple[int, ...]
-    positions: tuple[Vec3, ...]
-    headings: tuple[float, ...]
     frames: dict[int, str]
-
-    @property
-    def goal(self) -> Vec3:
-        return self.positions[-1]
-
-    @property
-    def reference_path(self) -> tuple[Vec3, ...]:
-        return _merge_repeats(self.positions)
+    poses: Poses
 
     @property
     def actions_path(self) -> str:
@@ -83,19 +56,16 @@ class Trajectory:
 
     def pose_fields(self, step: int) -> dict:
         """Privileged Episode fields of step ``step``."""
-        return {
-            "agent_position": self.positions[step],
-            "agent_heading": self.headings[step],
-            "goal_position": self.goal,
-            "distance_to_goal": distance(self.positions[step], self.goal),
-            "reference_path": self.reference_path,
-            "expert_actions": self.actions[step:],
-            "trajectory_id": self.trajectory_id,
-            "step_index": step,
-        }
+        return self.poses.fields(step, self.trajectory_id)
 
 
-def read_trajectory(folder: Path, options: LoadOptions) -> Trajectory:
+def habitat_episode_id(folder: Path) -> str | None:
+    """The Habitat episode id of a VLN-Ego folder ``ep_<id>/traj_<trajectory id>``."""
+    match = EPISODE_FOLDER.match(folder.absolute().parent.name)
+    return match.group(1) if match else None
+
+
+def read_trajectory(folder: Path, options: LoadOptions, habitat: HabitatEpisodes | None = None) -> Trajectory:
     """Read and integrate one trajectory folder; raises `DataError` naming the file and line."""
     actions_path = folder / ACTIONS_FILE
     actions, lines, problems = [], [], []
@@ -139,29 +109,32 @@ def read_trajectory(folder: Path, options: LoadOptions) -> Trajectory:
         frames[step] = path
     if problems:
         raise DataError(problems)
-    positions, headings = integrate_actions(tuple(actions), options.forward_step, options.turn_angle)
+    try:
+        poses = trajectory_poses(tuple(actions), habitat_episode_id(folder), options, habitat, "episode folder")
+    except FieldError as error:
+        raise DataError([Problem(str(folder), None, error.field, error.message)]) from None
     return Trajectory(
         folder=str(folder.absolute()),
         trajectory_id=f"{folder.absolute().parent.name}/{folder.name}",
         actions=tuple(actions),
         action_lines=tuple(lines),
-        positions=positions,
-        headings=headings,
         frames=frames,
+        poses=poses,
     )
 
 
 class TrajectoryCache:
     """Trajectories read during one load, by folder (each folder is read and integrated once)."""
 
-    def __init__(self, options: LoadOptions):
+    def __init__(self, options: LoadOptions, habitat: HabitatEpisodes | None = None):
         self.options = options
+        self.habitat = habitat
         self._cache: dict[str, Trajectory | DataError] = {}
 
     def get(self, folder: str) -> Trajectory:
         if folder not in self._cache:
             try:
-                self._cache[folder] = read_trajectory(Path(folder), self.options)
+                self._cache[folder] = read_trajectory(Path(folder), self.options, self.habitat)
             except DataError as error:
                 self._cache[folder] = error
         cached = self._cache[folder]
@@ -280,7 +253,7 @@ def _trajectory_episodes(
                 instruction=instruction,
                 images=frames[: step + 1],
                 source=str(location),
-                extra={"pose_source": POSE_SOURCE},
+                extra={"pose_source": trajectory.poses.source},
                 **trajectory.pose_fields(step),
             ),
         )

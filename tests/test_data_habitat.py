@@ -1,0 +1,124 @@
+"""Habitat VLN-CE episode files: the real R2R-CE val_seen sample (from ../shared) and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from vln_gym.data import DataError, read_habitat_episodes
+from vln_gym.data.habitat import heading_from_quaternion
+from vln_gym.data.problems import FieldError
+from vln_gym.geometry import MOVE_FORWARD, apply_action
+
+
+def test_heading_from_quaternion_follows_the_habitat_convention():
+    half = math.sqrt(0.5)
+    assert heading_from_quaternion([0, 0, 0, 1], "r") == 0.0
+    assert heading_from_quaternion([0, half, 0, half], "r") == pytest.approx(math.pi / 2)  # faces -x
+    with pytest.raises(FieldError, match="not a rotation about \\+y"):
+        heading_from_quaternion([half, 0, 0, half], "r")
+    with pytest.raises(FieldError, match="not a unit quaternion"):
+        heading_from_quaternion([0, 2, 0, 0], "r")
+
+
+def test_real_split_reads_every_episode_with_gt(r2r_ce_split: Path):
+    episodes = read_habitat_episodes(r2r_ce_split / "val_seen.json.gz")
+    assert len(episodes) == 778
+    episode = episodes["1"]
+    assert episode.scene_id == "mp3d/s8pcmisQ38h/s8pcmisQ38h.glb"
+    assert episode.trajectory_id == "37"
+    assert episode.instruction.startswith("Walk down the stairs")
+    assert episode.goal_radius == 3.0 and episode.geodesic_distance == pytest.approx(10.39185905456543)
+    assert episode.actions[-1] == 0 and episode.locations[0] == pytest.approx(episode.start_position)
+    # The split folder is accepted too.
+    assert read_habitat_episodes(r2r_ce_split).keys() == episodes.keys()
+
+
+def test_integrating_gt_actions_reproduces_gt_locations_except_wall_slides(r2r_ce_split: Path):
+    """Our heading convention, applied from start_rotation, predicts Habitat's forward steps; the few
+    it does not are Habitat sliding along walls (shorter or bent steps), which is why the reader takes
+    positions from ``locations``."""
+    episodes = read_habitat_episodes(r2r_ce_split)
+    forward = predicted = short = 0
+    for episode in episodes.values():
+        heading, located = episode.start_heading, 0
+        for action in episode.actions:
+            if action == MOVE_FORWARD:
+                before, after = episode.locations[located], episode.locations[located + 1]
+                expected, _ = apply_action(before, heading, action)
+                forward += 1
+                predicted += math.hypot(expected[0] - after[0], expected[2] - after[2]) < 1e-3
+                short += math.hypot(after[0] - before[0], after[2] - before[2]) < 0.25 - 1e-3
+                located += 1
+            else:
+                _, heading = apply_action((0.0, 0.0, 0.0), heading, action)
+    assert forward == 30156
+    assert predicted / forward > 0.97  # measured: 97.7% within 1 mm
+    assert 0 < short / forward < 0.01  # measured: 21 of 30,156 steps are shorter than 0.25 m
+
+
+def test_poses_take_positions_from_locations_and_end_near_the_goal(r2r_ce_split: Path):
+    episodes = read_habitat_episodes(r2r_ce_split)
+    for episode in episodes.values():
+        poses = episode.poses(episode.actions, turn_angle=15.0)
+        assert poses.source == "habitat-gt"
+        assert poses.positions[0] == episode.start_position
+        assert set(poses.positions) <= set(episode.locations)
+        assert math.dist(poses.positions[-1], episode.goal_position) <= 3.0
+    other = episodes["1"].poses((1, 1, 0), turn_angle=15.0)  # not the gt path: integrated from the start
+    assert other.source == "habitat-start" and other.positions[0] == episodes["1"].start_position
+    assert math.dist(other.positions[2], other.positions[0]) == pytest.approx(0.5)
+
+
+def _write(path: Path, value) -> Path:
+    with gzip.open(path, "wt") as handle:
+        json.dump(value, handle)
+    return path
+
+
+def _episode(**changes) -> dict:
+    episode = {
+        "episode_id": 7,
+        "trajectory_id": 3,
+        "scene_id": "mp3d/x/x.glb",
+        "start_position": [0.0, 0.0, 0.0],
+        "start_rotation": [0.0, 0.0, 0.0, 1.0],
+        "info": {"geodesic_distance": 0.5},
+        "goals": [{"position": [0.0, 0.0, -0.5], "radius": 3.0}],
+        "instruction": {"instruction_text": "go ahead"},
+        "reference_path": [[0.0, 0.0, 0.0], [0.0, 0.0, -0.5]],
+    }
+    episode.update(changes)
+    return episode
+
+
+def test_bad_episode_files_name_the_file_and_field(tmp_path: Path):
+    path = _write(tmp_path / "s.json.gz", {"episodes": [_episode(start_rotation=[1, 0, 0, 0]), _episode(episode_id=8, goals=[])]})
+    with pytest.raises(DataError) as caught:
+        read_habitat_episodes(path)
+    lines = [str(problem) for problem in caught.value.problems]
+    assert lines == [
+        f"{path}: episodes[0].start_rotation: [1, 0, 0, 0] is not a rotation about +y (x and z must be 0)",
+        f"{path}: episodes[1].goals: expected a non-empty list of {{position, radius}}",
+    ]
+    broken = tmp_path / "b.json.gz"
+    broken.write_bytes(b"not gzip")
+    with pytest.raises(DataError, match="not a readable gzip file"):
+        read_habitat_episodes(broken)
+
+
+def test_gt_locations_must_match_the_forward_steps(tmp_path: Path):
+    path = _write(tmp_path / "s.json.gz", {"episodes": [_episode()]})
+    _write(tmp_path / "s_gt.json.gz", {"7": {"actions": [1, 1, 0], "locations": [[0, 0, 0], [0, 0, -0.25]]}})
+    with pytest.raises(DataError) as caught:
+        read_habitat_episodes(path)
+    assert str(caught.value) == (
+        f"{tmp_path / 's_gt.json.gz'}: 7.locations: 2 locations for 2 MOVE_FORWARD actions "
+        "(expected the start plus one per forward step)"
+    )
+    _write(tmp_path / "s_gt.json.gz", {"7": {"actions": [1, 1, 0], "locations": [[0, 0, 0], [0, 0, -0.25], [0, 0, -0.5]]}})
+    assert read_habitat_episodes(path)["7"].actions == (1, 1, 0)
