@@ -156,9 +156,9 @@ def test_missing_image_folders_name_the_part_to_remap(tmp_path, media):
     # One line for the record, naming the image, the media folder and the remap; no pose noise.
     assert problems_of(path, media_dir=media) == [
         f"{path}:1: images[0]: image not found: 'VLN-Ego/data/rgb/ep_1/step_0.jpg' -> "
-        f"{media}/VLN-Ego/data/rgb/ep_1/step_0.jpg (media folder {media}) and 1 more of its images; 'VLN-Ego' "
-        "does not exist here: if the paths were written on another machine, pass path_remap / --path-remap "
-        "VLN-Ego=LOCAL_FOLDER"
+        f"{media}/VLN-Ego/data/rgb/ep_1/step_0.jpg (media folder {media}) and 1 more of its images; "
+        "'VLN-Ego' does not exist here: if the paths were written on another machine, pass path_remap / "
+        "--path-remap VLN-Ego=LOCAL_FOLDER"
     ]
     assert problems_of(path, media_dir=media, require_pose=False) == problems_of(path, media_dir=media)
 

@@ -97,7 +97,10 @@ def _episode(**changes) -> dict:
 
 
 def test_bad_episode_files_name_the_file_and_field(tmp_path: Path):
-    path = _write(tmp_path / "s.json.gz", {"episodes": [_episode(start_rotation=[1, 0, 0, 0]), _episode(episode_id=8, goals=[])]})
+    path = _write(
+        tmp_path / "s.json.gz",
+        {"episodes": [_episode(start_rotation=[1, 0, 0, 0]), _episode(episode_id=8, goals=[])]},
+    )
     with pytest.raises(DataError) as caught:
         read_habitat_episodes(path)
     lines = [str(problem) for problem in caught.value.problems]
@@ -120,5 +123,8 @@ def test_gt_locations_must_match_the_forward_steps(tmp_path: Path):
         f"{tmp_path / 's_gt.json.gz'}: 7.locations: 2 locations for 2 MOVE_FORWARD actions "
         "(expected the start plus one per forward step)"
     )
-    _write(tmp_path / "s_gt.json.gz", {"7": {"actions": [1, 1, 0], "locations": [[0, 0, 0], [0, 0, -0.25], [0, 0, -0.5]]}})
+    _write(
+        tmp_path / "s_gt.json.gz",
+        {"7": {"actions": [1, 1, 0], "locations": [[0, 0, 0], [0, 0, -0.25], [0, 0, -0.5]]}},
+    )
     assert read_habitat_episodes(path)["7"].actions == (1, 1, 0)

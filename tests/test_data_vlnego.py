@@ -133,7 +133,8 @@ def test_llama_factory_export_without_remap_names_the_missing_images(vln_ego_sam
         assert (report.num_records, report.num_ok, len(report.problems)) == (65, 0, 65)
         first = str(report.problems[0])
         assert first.startswith(
-            f"{path}:2: [0].images[0]: image not found: 'VLN-Ego/data/r2r_training_rgb/ep_2849/traj_1871/step_0.jpg'"
+            f"{path}:2: [0].images[0]: image not found: "
+            "'VLN-Ego/data/r2r_training_rgb/ep_2849/traj_1871/step_0.jpg'"
         )
         assert first.endswith("--path-remap VLN-Ego=LOCAL_FOLDER")
 

@@ -5,10 +5,10 @@ See `load_episodes` for the options, `vln_gym.data.media` for image path rules a
 `vln_gym.data.privileged` for how poses are read or rebuilt from VLN-Ego actions.
 """
 
+from vln_gym.data.habitat import HabitatEpisode, read_habitat_episodes
 from vln_gym.data.loader import iter_episodes, load_episodes, validate_files
 from vln_gym.data.ownjsonl import FORMAT_TAG, episode_record, write_episodes_jsonl
 from vln_gym.data.problems import DataError, Problem, ValidationReport
-from vln_gym.data.habitat import HabitatEpisode, read_habitat_episodes
 from vln_gym.data.trajectory import integrate_actions
 
 __all__ = [

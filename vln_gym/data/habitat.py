@@ -13,6 +13,7 @@ episode id (``pose_source=``); `HabitatEpisode.poses` gives every step's privile
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import math
@@ -134,7 +135,9 @@ def _episode(record: Any, where: str) -> HabitatEpisode:
         geodesic_distance=None
         if geodesic is None
         else as_nonnegative(geodesic, f"{where}.info.geodesic_distance"),
-        reference_path=as_path(record.get("reference_path") or [record["start_position"]], f"{where}.reference_path"),
+        reference_path=as_path(
+            record.get("reference_path") or [record["start_position"]], f"{where}.reference_path"
+        ),
     )
 
 
@@ -147,10 +150,10 @@ def _with_gt(episode: HabitatEpisode, gt: Any, where: str) -> HabitatEpisode:
     if len(locations) != forwards + 1:
         raise FieldError(
             f"{where}.locations",
-            f"{len(locations)} locations for {forwards} MOVE_FORWARD actions (expected the start plus one per "
-            "forward step)",
+            f"{len(locations)} locations for {forwards} MOVE_FORWARD actions "
+            "(expected the start plus one per forward step)",
         )
-    return HabitatEpisode(**{**episode.__dict__, "actions": actions, "locations": locations})
+    return dataclasses.replace(episode, actions=actions, locations=locations)
 
 
 def gt_path_for(path: Path) -> Path:
@@ -166,7 +169,14 @@ def resolve_episode_file(path: str | Path) -> Path:
         candidate = path / f"{path.name}.json.gz"
         if not candidate.is_file():
             raise DataError(
-                [Problem(str(path), None, "pose_source", f"folder has no {candidate.name} (a VLN-CE split folder)")]
+                [
+                    Problem(
+                        str(path),
+                        None,
+                        "pose_source",
+                        f"folder has no {candidate.name} (a VLN-CE split folder)",
+                    )
+                ]
             )
         return candidate
     return path

@@ -76,7 +76,9 @@ def missing_part(raw: str, path: str) -> str:
     return parts[0] or "/" + parts[1]
 
 
-def missing_images_problem(missing: list[tuple[int, str, str]], root: str | None, name: str) -> tuple[str, str]:
+def missing_images_problem(
+    missing: list[tuple[int, str, str]], root: str | None, name: str
+) -> tuple[str, str]:
     """``(field, message)`` for a record's missing images ``(index, written path, path tried)``."""
     index, raw, path = missing[0]
     where = f" (media folder {root})" if root else ""

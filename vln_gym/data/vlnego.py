@@ -110,7 +110,9 @@ def read_trajectory(folder: Path, options: LoadOptions, habitat: HabitatEpisodes
     if problems:
         raise DataError(problems)
     try:
-        poses = trajectory_poses(tuple(actions), habitat_episode_id(folder), options, habitat, "episode folder")
+        poses = trajectory_poses(
+            tuple(actions), habitat_episode_id(folder), options, habitat, "episode folder"
+        )
     except FieldError as error:
         raise DataError([Problem(str(folder), None, error.field, error.message)]) from None
     return Trajectory(
