@@ -45,6 +45,31 @@ def test_vlm_r1_single_image_string_and_system_turn(tmp_path, media):
     assert episode.extra["pose_source"] == "record"
 
 
+def test_vlm_r1_records_read_as_vlm_r1_reads_them(tmp_path, media):
+    """grpo_jsonl.py: turn 0 = problem, turn 1 = solution (roles unchecked), images joined to the image
+    folder, placeholders stripped and not counted, extra keys such as accu_reward_method kept."""
+    record = {
+        "id": "r",
+        "image": ["a.png", "b.png"],  # two images, one placeholder: VLM-R1 accepts it
+        "conversations": [
+            {"from": "user", "value": "<image>Go to the door."},
+            {"from": "assistant", "value": "<answer>MOVE_FORWARD</answer>"},
+        ],
+        "accu_reward_method": "mcq",
+        **POSE,
+    }
+    path = write_lines(tmp_path / "r1.jsonl", [record])
+    (episode,) = load_episodes(path, media_dir=media)
+    assert episode.images == (str(media / "a.png"), str(media / "b.png"))
+    assert episode.instruction == "Go to the door."
+    assert episode.expert_response == "<answer>MOVE_FORWARD</answer>"
+    assert episode.extra["accu_reward_method"] == "mcq"
+    # ShareGPT keeps LLaMA-Factory's rule: the counts must match.
+    sharegpt = write_lines(tmp_path / "sg.jsonl", [{**record, "images": record.pop("image")}])
+    with pytest.raises(DataError, match="1 <image> placeholder\\(s\\) in the dialogue, 2 image\\(s\\)"):
+        load_episodes(sharegpt, media_dir=media)
+
+
 def test_sharegpt_json_array_quoted_instruction_and_generated_ids(tmp_path, media):
     records = [
         sharegpt_record(["a.png", "b.png"]),

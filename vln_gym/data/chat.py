@@ -4,11 +4,17 @@
 The first user turn is the prompt, the first assistant turn after it the expert response, a system turn
 (or a top-level ``system`` column) the system prompt. The instruction is the ``instruction`` column when
 present, else the quoted instruction of a VLN-R1 style prompt (``Your instruction is '...'``), else the
-prompt without ``<image>`` tags. The number of ``<image>`` placeholders must equal the number of images.
+prompt without ``<image>`` tags. In ShareGPT the number of ``<image>`` placeholders must equal the number of
+images (LLaMA-Factory refuses a mismatch too). VLM-R1 records are read as VLM-R1's ``grpo_jsonl.py`` reads
+them: turn 0 is the problem and turn 1 the solution whatever their roles, ``image`` is a path or a list
+joined to the image folder (``media_dir``), and placeholders are not counted (it strips them and puts one
+image before the text per path). Unlike VLM-R1 we refuse records without an image (a VLN step needs a
+view) and read a leading ``system`` turn as the system prompt.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +34,84 @@ SYSTEM_ROLES = frozenset({"system"})
 _QUOTED_INSTRUCTION = re.compile(
     r"your instruction is:?\s*(['\"“‘])(?P<text>.+?)['\"”’]\s*[.,;]?\s*(?:\n|$)", re.IGNORECASE | re.DOTALL
 )
+
+
+@dataclass(frozen=True)
+class Roles:
+    """How turns name their role and text: our lenient defaults, or a dataset_info entry's ``tags``."""
+
+    role_keys: tuple[str, ...] = ("from", "role")
+    content_keys: tuple[str, ...] = ("value", "content")
+    user: frozenset[str] = USER_ROLES
+    assistant: frozenset[str] = ASSISTANT_ROLES
+    system: frozenset[str] = SYSTEM_ROLES
+    skipped: frozenset[str] = frozenset()  # tool turns: neither prompt nor answer
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> Roles:
+        """LLaMA-Factory tags (defaults from/value/human/gpt/system/observation/function_call)."""
+        if not tags:
+            return cls()
+        return cls(
+            role_keys=(tags.get("role_tag", "from"),),
+            content_keys=(tags.get("content_tag", "value"),),
+            user=frozenset({tags.get("user_tag", "human")}),
+            assistant=frozenset({tags.get("assistant_tag", "gpt")}),
+            system=frozenset({tags.get("system_tag", "system")}),
+            skipped=frozenset(
+                {tags.get("observation_tag", "observation"), tags.get("function_tag", "function_call")}
+            ),
+        )
+
+    def describe(self) -> str:
+        groups = (self.user, self.assistant, self.system)
+        user, assistant, system = ("/".join(sorted(names)) for names in groups)
+        return f"{user}, {assistant} or {system}"
+
+
+DEFAULT_ROLES = Roles()
+
+
+@functools.lru_cache(maxsize=16)
+def roles_for(tags: tuple[tuple[str, str], ...]) -> Roles:
+    return Roles.from_tags(dict(tags))
+
+
+def alpaca_as_chat(record: Any, location: Location, ctx: ReadContext) -> Any:
+    """An alpaca record as a ShareGPT one, the way LLaMA-Factory converts it: ``history`` pairs first, then
+    the user turn ``prompt + "\\n" + query`` (empty parts left out) and the ``response``."""
+    if not isinstance(record, dict):
+        return record
+    column = ctx.options.column
+    prompt_key, query_key, response_key = column("prompt"), column("query"), column("response")
+    history_key = column("history")
+    if prompt_key not in record and query_key not in record:
+        raise DataError(
+            [location.problem(prompt_key, f"missing (alpaca needs '{prompt_key}' or '{query_key}')")]
+        )
+    turns = []
+    history = record.get(history_key) or []
+    if not isinstance(history, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)
+        for pair in history
+    ):
+        raise DataError([location.problem(history_key, "expected a list of [query, response] string pairs")])
+    for query, response in history:
+        turns += [{"from": "human", "value": query}, {"from": "gpt", "value": response}]
+    parts = [record.get(prompt_key), record.get(query_key)]
+    for key, part in zip((prompt_key, query_key), parts, strict=True):
+        if part is not None and not isinstance(part, str):
+            raise DataError([location.problem(key, f"expected a string, got {type(part).__name__}")])
+    turns.append({"from": "human", "value": "\n".join(part for part in parts if part)})
+    if isinstance(record.get(response_key), str):
+        turns.append({"from": "gpt", "value": record[response_key]})
+    converted = {
+        key: value
+        for key, value in record.items()
+        if key not in (prompt_key, query_key, response_key, history_key)
+    }
+    converted[column("conversations")] = turns
+    return converted
 
 
 @dataclass(frozen=True)
@@ -58,7 +142,35 @@ def _content_text(content: Any, name: str) -> str:
     raise FieldError(name, f"expected a string (or a list of content parts), got {type(content).__name__}")
 
 
-def parse_dialogue(value: Any, name: str) -> Dialogue:
+def _turn_text(turn: Any, where: str, roles: Roles = DEFAULT_ROLES) -> tuple[Any, str]:
+    """``(role, text)`` of one turn (from/value or role/content, or the dataset's tags)."""
+    if not isinstance(turn, dict):
+        keys = " or ".join(f"{r}/{c}" for r, c in zip(roles.role_keys, roles.content_keys, strict=True))
+        raise FieldError(where, f"expected an object with {keys}, got {turn!r:.40}")
+    role = next((turn[key] for key in roles.role_keys if key in turn), None)
+    for key in roles.content_keys:
+        if key in turn:
+            return role, _content_text(turn[key], f"{where}.{key}")
+    wanted = " or ".join(repr(key) for key in roles.content_keys)
+    raise FieldError(where, f"missing {wanted} (the turn's text)")
+
+
+def parse_vlm_r1_dialogue(value: Any, name: str) -> Dialogue:
+    """VLM-R1's rule (``grpo_jsonl.py``): turn 0 is the problem, turn 1 the solution, roles unchecked
+    (one extension: a leading turn whose role is ``system`` is the system prompt, not the problem)."""
+    if not isinstance(value, list) or not value:
+        raise FieldError(name, f"expected a non-empty list of turns, got {value!r:.40}")
+    turns = [_turn_text(turn, f"{name}[{index}]") for index, turn in enumerate(value[:3])]
+    system = None
+    if turns[0][0] in SYSTEM_ROLES:
+        system, turns = turns[0][1], turns[1:]
+    if not turns:
+        raise FieldError(name, "no problem turn after the system turn")
+    problem = turns[0][1]
+    return Dialogue(system, problem, turns[1][1] if len(turns) > 1 else None, problem.count(IMAGE_TAG))
+
+
+def parse_dialogue(value: Any, name: str, roles: Roles = DEFAULT_ROLES) -> Dialogue:
     """Roles and texts of a ``conversations`` / ``messages`` list."""
     if not isinstance(value, list) or not value:
         raise FieldError(name, f"expected a non-empty list of turns, got {value!r:.40}")
@@ -66,26 +178,25 @@ def parse_dialogue(value: Any, name: str) -> Dialogue:
     placeholders = 0
     for index, turn in enumerate(value):
         where = f"{name}[{index}]"
-        if not isinstance(turn, dict):
-            raise FieldError(where, f"expected an object with from/value or role/content, got {turn!r:.40}")
-        role = turn.get("from", turn.get("role"))
-        if "value" in turn:
-            text = _content_text(turn["value"], f"{where}.value")
-        elif "content" in turn:
-            text = _content_text(turn["content"], f"{where}.content")
-        else:
-            raise FieldError(where, "missing 'value' (ShareGPT) or 'content' (OpenAI messages)")
+        role, text = _turn_text(turn, where, roles)
         placeholders += text.count(IMAGE_TAG)
-        if role in USER_ROLES:
+        if role in roles.skipped:
+            continue
+        if role in roles.user:
             prompt = text if prompt is None else prompt
-        elif role in ASSISTANT_ROLES:
+        elif role in roles.assistant:
             if prompt is None:
                 raise FieldError(where, "assistant turn before any user turn")
             response = text if response is None else response
-        elif role in SYSTEM_ROLES:
+        elif role in roles.system:
             system = text if system is None else system
         else:
-            raise FieldError(where, f"unknown role {role!r} (expected human/user, gpt/assistant or system)")
+            hint = (
+                ""
+                if roles is not DEFAULT_ROLES
+                else "; custom role names: pass dataset_info tags / chat_tags"
+            )
+            raise FieldError(where, f"unknown role {role!r} (expected {roles.describe()}){hint}")
     if prompt is None:
         raise FieldError(name, "no user (human) turn: the prompt is missing")
     return Dialogue(system, prompt, response, placeholders)
@@ -120,7 +231,11 @@ def chat_episode(record: Any, location: Location, ctx: ReadContext, fmt: str) ->
         )
     else:
         used.add(turns_column)
-        dialogue = report.check(parse_dialogue, record[turns_column], turns_column)
+        if fmt == "vlm-r1":
+            dialogue = report.check(parse_vlm_r1_dialogue, record[turns_column], turns_column)
+        else:  # an alpaca record arrives converted: its turns use our default roles
+            roles = roles_for(ctx.options.chat_tags) if fmt == "sharegpt" else DEFAULT_ROLES
+            dialogue = report.check(parse_dialogue, record[turns_column], turns_column, roles)
 
     images_column = column("images", "image" if fmt == "vlm-r1" else "images")
     images = None
@@ -135,7 +250,13 @@ def chat_episode(record: Any, location: Location, ctx: ReadContext, fmt: str) ->
         )  # fmt: skip
         raw = record[images_column]
         count = 1 if isinstance(raw, str) else len(raw) if isinstance(raw, list) else None
-        if dialogue is not None and count is not None and dialogue.num_placeholders != count:
+        # VLM-R1 drops the placeholders and puts one image part per image before the text: no count to match.
+        if (
+            fmt != "vlm-r1"
+            and dialogue is not None
+            and count is not None
+            and dialogue.num_placeholders != count
+        ):
             report.add(
                 images_column,
                 f"{dialogue.num_placeholders} {IMAGE_TAG} placeholder(s) in the dialogue, {count} image(s)",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from vln_gym.data.fields import FORMATS, MAPPABLE_FIELDS, LoadOptions
-from vln_gym.data.loader import collect_episodes, validate_files
+from vln_gym.data.loader import PathsLike, as_paths, collect_episodes, inputs_and_options
 from vln_gym.data.ownjsonl import write_episodes_jsonl
+from vln_gym.data.problems import DataError
 from vln_gym.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from vln_gym.safe_files import OutputExistsError, check_output
 
@@ -31,8 +31,14 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="jsonl / JSON files or VLN-Ego trajectory folders"
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="jsonl / JSON / Parquet files, VLN-Ego trajectory folders or StreamVLN annotations.json "
+        "(none with --dataset-info)",
     )
+    parser.add_argument("--dataset-info", metavar="FILE", help="a LLaMA-Factory dataset_info.json")
+    parser.add_argument("--dataset", metavar="NAME", help="the entry of --dataset-info to read")
     parser.add_argument(
         "--format", default="auto", choices=FORMATS, help="input format (default: per-file auto)"
     )
@@ -78,8 +84,9 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def _parse(
     parser: argparse.ArgumentParser, argv: list[str]
-) -> tuple[argparse.Namespace, dict[str, Any]] | int:
-    """Parsed arguments and load options, or an exit code (0 for --help, 2 for usage errors)."""
+) -> tuple[argparse.Namespace, PathsLike, LoadOptions] | int:
+    """Parsed arguments, inputs and load options, or an exit code (0 for --help, 2 for usage errors,
+    1 for a broken dataset_info entry)."""
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
@@ -98,12 +105,18 @@ def _parse(
             "require_pose": not args.no_require_pose,
             "pose_source": args.pose_source,
         }
-        LoadOptions.create(**options)  # option values checked here, before any file is read
         set_max_image_pixels(args.max_image_pixels)
+        # Option values are checked here, before any data file is read.
+        paths, load_options = inputs_and_options(
+            args.paths or None, args.dataset_info, args.dataset, **options
+        )
+    except DataError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
     except (_UsageError, ValueError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    return args, options
+    return args, paths, load_options
 
 
 def validate_main(argv: list[str]) -> int:
@@ -111,8 +124,8 @@ def validate_main(argv: list[str]) -> int:
     parsed = _parse(_parser("vln-gym validate", "Check VLN dataset files; one line per problem."), argv)
     if isinstance(parsed, int):
         return parsed
-    args, options = parsed
-    report = validate_files(args.paths, **options)
+    _, paths, options = parsed
+    report = collect_episodes(paths, options)[1]
     for problem in report.problems:
         print(problem)
     print(report.summary())
@@ -137,13 +150,13 @@ def convert_main(argv: list[str]) -> int:
     parsed = _parse(parser, argv)
     if isinstance(parsed, int):
         return parsed
-    args, options = parsed
+    args, paths, options = parsed
     try:
-        check_output(args.out, overwrite=args.overwrite, inputs=args.paths)
+        check_output(args.out, overwrite=args.overwrite, inputs=as_paths(paths))
     except OutputExistsError as error:
         print(f"vln-gym convert: error: {error}", file=sys.stderr)
         return 2
-    episodes, report = collect_episodes(args.paths, LoadOptions.create(**options))
+    episodes, report = collect_episodes(paths, options)
     if report.problems and args.on_error == "raise":
         for problem in report.problems:
             print(problem)

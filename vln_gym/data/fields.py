@@ -17,7 +17,7 @@ from typing import Any
 from vln_gym.data.problems import FieldError
 from vln_gym.geometry import ACTION_NAMES, Vec3, lift
 
-FORMATS = ("auto", "vlm-r1", "sharegpt", "vln-ego", "vln-gym")
+FORMATS = ("auto", "vlm-r1", "sharegpt", "alpaca", "vln-ego", "streamvln", "navila", "vln-gym")
 HEADING_UNITS = ("rad", "deg")
 ON_ERROR = ("raise", "skip")
 
@@ -36,7 +36,26 @@ OPTIONAL_FIELDS = (
 PRIVILEGED_FIELDS = POSE_FIELDS + OPTIONAL_FIELDS
 
 # Our field names that a field map may rename (LLaMA-Factory ``dataset_info`` style: ours -> file's column).
-MAPPABLE_FIELDS = ("id", "instruction", "images", "conversations", "messages", "system", *PRIVILEGED_FIELDS)
+MAPPABLE_FIELDS = (
+    "id",
+    "instruction",
+    "images",
+    "conversations",
+    "messages",
+    "system",
+    *("prompt", "query", "response", "history"),  # alpaca columns
+    *PRIVILEGED_FIELDS,
+)
+# LLaMA-Factory sharegpt tags (dataset_info ``tags``) a load may set.
+CHAT_TAGS = (
+    "role_tag",
+    "content_tag",
+    "user_tag",
+    "assistant_tag",
+    "system_tag",
+    "observation_tag",
+    "function_tag",
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,7 @@ class LoadOptions:
     check_images: bool = False
     require_pose: bool = True
     pose_source: tuple[str, ...] = ()
+    chat_tags: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def create(
@@ -70,6 +90,7 @@ class LoadOptions:
         check_images: bool = False,
         require_pose: bool = True,
         pose_source: str | Path | Sequence[str | Path] | None = None,
+        chat_tags: Mapping[str, str] | None = None,
     ) -> LoadOptions:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
@@ -83,6 +104,9 @@ class LoadOptions:
         unknown = sorted(set(field_map) - set(MAPPABLE_FIELDS))
         if unknown:
             raise ValueError(f"field_map: unknown field(s) {unknown}; known: {', '.join(MAPPABLE_FIELDS)}")
+        unknown_tags = sorted(set(chat_tags or {}) - set(CHAT_TAGS))
+        if unknown_tags:
+            raise ValueError(f"chat_tags: unknown tag(s) {unknown_tags}; known: {', '.join(CHAT_TAGS)}")
         remap = sorted((str(old), str(new)) for old, new in (path_remap or {}).items())
         return cls(
             format=format,
@@ -97,6 +121,7 @@ class LoadOptions:
             check_images=check_images,
             require_pose=require_pose,
             pose_source=_paths(pose_source),
+            chat_tags=tuple(sorted((chat_tags or {}).items())),
         )
 
     @cached_property

@@ -18,7 +18,7 @@ from typing import Any
 import datasets
 
 from vln_gym.data.fields import LoadOptions
-from vln_gym.data.loader import PathsLike, as_paths, check_on_error, iter_good_episodes
+from vln_gym.data.loader import PathsLike, as_paths, check_on_error, inputs_and_options, iter_good_episodes
 from vln_gym.data.problems import DataError
 from vln_gym.episode import Episode
 
@@ -77,7 +77,11 @@ def _stamps(paths: list[Path]) -> list[tuple[str, int, int]]:
 
 
 def episodes_dataset(
-    paths: PathsLike, *, cache_dir: str | os.PathLike | None = None, on_error: str = "raise", **options: Any
+    paths: PathsLike | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    on_error: str = "raise",
+    **options: Any,
 ) -> datasets.Dataset:
     """The episodes of ``paths`` (options as for `load_episodes`) as a cached Arrow `datasets.Dataset`.
 
@@ -85,7 +89,7 @@ def episodes_dataset(
     (use `validate_files` to list them).
     """
     check_on_error(on_error)
-    load_options = LoadOptions.create(**options)
+    paths, load_options = inputs_and_options(paths, **options)
     inputs = as_paths(paths)
     gen_kwargs = {
         "paths": tuple(str(path.absolute()) for path in inputs),  # tuples: nothing to shard

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vln_gym.data.context import ReadContext
+from vln_gym.data.dataset_info import read_dataset_info
 from vln_gym.data.fields import ON_ERROR, LoadOptions
 from vln_gym.data.problems import DataError, Problem, ValidationReport, format_problems
 from vln_gym.data.readers import Item, iter_path
@@ -32,6 +33,33 @@ def as_paths(paths: PathsLike) -> list[Path]:
     if not result:
         raise ValueError("no input paths given")
     return result
+
+
+def inputs_and_options(
+    paths: PathsLike | None,
+    dataset_info: str | Path | None = None,
+    dataset: str | None = None,
+    **options: Any,
+) -> tuple[PathsLike, LoadOptions]:
+    """The inputs and validated options of one load; a LLaMA-Factory ``dataset_info`` entry fills in
+    the files, format, columns, tags and media folder that the caller did not give."""
+    if (dataset_info is None) != (dataset is None):
+        raise ValueError(
+            "dataset_info and dataset go together: the dataset_info.json file and the entry's name"
+        )
+    if dataset_info is not None:
+        entry = read_dataset_info(dataset_info, dataset)
+        if paths is None:
+            paths = list(entry.paths)
+        if options.get("format", "auto") == "auto":
+            options["format"] = entry.format
+        options["field_map"] = {**entry.field_map, **(options.get("field_map") or {})}
+        options["chat_tags"] = {**entry.chat_tags, **(options.get("chat_tags") or {})}
+        if options.get("media_dir") is None:
+            options["media_dir"] = entry.media_dir
+    if paths is None:
+        raise ValueError("no input paths given (pass paths, or dataset_info= and dataset=)")
+    return paths, LoadOptions.create(**options)
 
 
 def iter_items(paths: PathsLike, options: LoadOptions) -> Iterator[Item]:
@@ -92,10 +120,12 @@ def check_on_error(on_error: str) -> None:
         raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
 
 
-def iter_episodes(paths: PathsLike, *, on_error: str = "raise", **options: Any) -> Iterator[Episode]:
+def iter_episodes(
+    paths: PathsLike | None = None, *, on_error: str = "raise", **options: Any
+) -> Iterator[Episode]:
     """Stream episodes (``options`` as for `load_episodes`); raises at the first bad record unless skip."""
     check_on_error(on_error)
-    yield from iter_good_episodes(paths, LoadOptions.create(**options), on_error)
+    yield from iter_good_episodes(*inputs_and_options(paths, **options), on_error)
 
 
 def iter_good_episodes(paths: PathsLike, options: LoadOptions, on_error: str) -> Iterator[Episode]:
@@ -118,7 +148,7 @@ def iter_good_episodes(paths: PathsLike, options: LoadOptions, on_error: str) ->
 
 
 def load_episodes(
-    paths: PathsLike,
+    paths: PathsLike | None = None,
     *,
     format: str = "auto",
     field_map: Mapping[str, str] | None = None,
@@ -132,6 +162,9 @@ def load_episodes(
     check_images: bool = False,
     require_pose: bool = True,
     pose_source: str | Path | Sequence[str | Path] | None = None,
+    chat_tags: Mapping[str, str] | None = None,
+    dataset_info: str | Path | None = None,
+    dataset: str | None = None,
 ) -> list[Episode]:
     """Read VLN records from files / folders into Episodes.
 
@@ -150,9 +183,15 @@ def load_episodes(
         pose_source: Habitat VLN-CE episode file(s) (``val_seen.json.gz``, its ``_gt`` file beside it) or
             split folders: frame trajectories (VLN-Ego, StreamVLN, NaVILA) take start pose, goal, geodesic
             distance, reference path and positions from the episode with their id.
+        chat_tags: LLaMA-Factory sharegpt tags (role_tag, content_tag, user_tag, assistant_tag, ...).
+        dataset_info, dataset: a LLaMA-Factory ``dataset_info.json`` and an entry name: its file_name,
+            formatting, columns and tags (``paths`` may then be left out; given options win).
     """
     check_on_error(on_error)
-    options = LoadOptions.create(
+    paths, options = inputs_and_options(
+        paths,
+        dataset_info,
+        dataset,
         format=format,
         field_map=field_map,
         media_dir=media_dir,
@@ -164,6 +203,7 @@ def load_episodes(
         check_images=check_images,
         require_pose=require_pose,
         pose_source=pose_source,
+        chat_tags=chat_tags,
     )
     episodes, report = collect_episodes(paths, options)
     if report.problems and on_error == "raise":
@@ -186,6 +226,8 @@ def collect_episodes(paths: PathsLike, options: LoadOptions) -> tuple[list[Episo
     return episodes, report
 
 
-def validate_files(paths: PathsLike, *, on_error: str | None = None, **options: Any) -> ValidationReport:
+def validate_files(
+    paths: PathsLike | None = None, *, on_error: str | None = None, **options: Any
+) -> ValidationReport:
     """Check every record (``options`` as for `load_episodes`; ``on_error`` is accepted and ignored)."""
-    return collect_episodes(paths, LoadOptions.create(**options))[1]
+    return collect_episodes(*inputs_and_options(paths, **options))[1]

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vln_gym.data.chat import chat_episode
+from vln_gym.data.chat import alpaca_as_chat, chat_episode
 from vln_gym.data.context import ReadContext
 from vln_gym.data.jsonio import iter_json_records
 from vln_gym.data.ownjsonl import FORMAT_TAG, own_episode
@@ -40,6 +40,8 @@ def detect_format(record: Any, ctx: ReadContext) -> str | None:
 def _episode(record: Any, location: Location, ctx: ReadContext, fmt: str) -> Episode:
     if fmt == "vln-gym":
         return own_episode(record, location, ctx)
+    if fmt == "alpaca":
+        return chat_episode(alpaca_as_chat(record, location, ctx), location, ctx, "alpaca")
     return chat_episode(record, location, ctx, fmt)
 
 

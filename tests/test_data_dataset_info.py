@@ -1,0 +1,102 @@
+"""LLaMA-Factory dataset_info.json entries: sharegpt with custom columns and tags, alpaca, and bad entries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_data_helpers import POSE, make_png, write_lines
+
+from vln_gym.data import DataError, load_episodes, validate_files
+from vln_gym.data.cli import validate_main
+
+
+@pytest.fixture
+def dataset_dir(tmp_path: Path) -> Path:
+    make_png(tmp_path / "frames" / "a.png")
+    make_png(tmp_path / "frames" / "b.png")
+    custom = {
+        "dialog": [
+            {"speaker": "sys", "text": "You are a robot."},
+            {"speaker": "person", "text": "<image><image>Your instruction is 'go to the sofa'.\nNext?"},
+            {"speaker": "bot", "text": "MOVE_FORWARD"},
+        ],
+        "pics": ["frames/a.png", "frames/b.png"],
+        **POSE,
+    }
+    alpaca = {
+        "instruction": "<image>Your instruction is 'turn to the lamp'.",
+        "input": "What next?",
+        "output": "TURN_LEFT",
+        "images": ["frames/a.png"],
+        **POSE,
+    }
+    write_lines(tmp_path / "custom.jsonl", [custom])
+    (tmp_path / "alpaca.json").write_text(json.dumps([alpaca]))
+    info = {
+        "vln_custom": {
+            "file_name": "custom.jsonl",
+            "formatting": "sharegpt",
+            "columns": {"messages": "dialog", "images": "pics"},
+            "tags": {
+                "role_tag": "speaker",
+                "content_tag": "text",
+                "user_tag": "person",
+                "assistant_tag": "bot",
+                "system_tag": "sys",
+            },
+        },
+        "vln_alpaca": {"file_name": "alpaca.json", "columns": {"images": "images"}},
+        "from_hub": {"hf_hub_url": "org/data"},
+        "clips": {"file_name": "custom.jsonl", "formatting": "sharegpt", "columns": {"videos": "clips"}},
+    }
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    return tmp_path
+
+
+def test_sharegpt_entry_with_custom_columns_and_tags(dataset_dir: Path):
+    info = dataset_dir / "dataset_info.json"
+    (episode,) = load_episodes(dataset_info=info, dataset="vln_custom")
+    assert episode.instruction == "go to the sofa"
+    assert episode.system_prompt == "You are a robot."
+    assert episode.expert_response == "MOVE_FORWARD"
+    assert episode.images == (str(dataset_dir / "frames/a.png"), str(dataset_dir / "frames/b.png"))
+    # Without the entry's tags the same file fails with the role it does not know, and says what to do.
+    problems = [
+        str(p)
+        for p in validate_files(
+            dataset_dir / "custom.jsonl", field_map={"conversations": "dialog", "images": "pics"}
+        ).problems
+    ]
+    assert any("missing 'value' or 'content'" in line for line in problems), problems
+
+
+def test_alpaca_entry_joins_instruction_and_input_like_llama_factory(dataset_dir: Path):
+    (episode,) = load_episodes(dataset_info=dataset_dir / "dataset_info.json", dataset="vln_alpaca")
+    assert episode.prompt == "<image>Your instruction is 'turn to the lamp'.\nWhat next?"
+    assert episode.instruction == "turn to the lamp"
+    assert episode.expert_response == "TURN_LEFT"
+
+
+def test_bad_entries_name_the_file_and_the_entry_field(dataset_dir: Path):
+    info = dataset_dir / "dataset_info.json"
+    cases = {
+        "nope": "nope: no such dataset entry (entries: clips, from_hub, vln_alpaca, vln_custom)",
+        "from_hub": "from_hub.hf_hub_url: hub and remote datasets are not fetched; give file_name",
+        "clips": "clips.columns.videos: not read: VLN frames are given as images",
+    }
+    for name, message in cases.items():
+        with pytest.raises(DataError) as caught:
+            load_episodes(dataset_info=info, dataset=name)
+        assert str(caught.value) == f"{info}: {message}"
+    with pytest.raises(ValueError, match="dataset_info and dataset go together"):
+        load_episodes(dataset_info=info)
+
+
+def test_validate_cli_reads_an_entry(dataset_dir: Path, capsys):
+    info = str(dataset_dir / "dataset_info.json")
+    assert validate_main(["--dataset-info", info, "--dataset", "vln_custom"]) == 0
+    assert capsys.readouterr().out.strip() == "1 records, 1 ok, 0 with problems"
+    assert validate_main(["--dataset-info", info, "--dataset", "nope"]) == 1
+    assert "no such dataset entry" in capsys.readouterr().err
