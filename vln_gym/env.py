@@ -98,7 +98,9 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
 
     - ``data_files``, ``format``, ``field_map``, ``media_dir``, ``path_remap``, ``data_options``: passed to
       ``vln_gym.data.load_episodes`` (``data_options`` = its other keyword arguments).
-    - ``episodes``: a list of ``Episode`` instead of files.
+    - ``episodes``: a list of ``Episode`` instead of files, or rows in any format ``load_episodes`` reads
+      (a ``datasets.Dataset``, e.g. from ``vln_gym.data.episodes_dataset``, or a list of dicts).
+    - A LLaMA-Factory entry instead of files: ``data_options={"dataset_info": FILE, "dataset": NAME}``.
     - ``views``: ``"record"`` | ``"trajectory"`` | ``"world"``; default record with data, world without.
     - ``max_steps``: decisions per episode (default 1 in record mode, 500 otherwise).
     - ``history_frames`` (2), ``image_size`` ((224, 224), height and width).
@@ -154,8 +156,9 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
     ) -> None:
         if data_files is not None and episodes is not None:
             raise ValueError("give data_files or episodes, not both")
+        has_data = data_files is not None or episodes is not None or "dataset_info" in (data_options or {})
         if views is None:
-            views = "world" if data_files is None and episodes is None else "record"
+            views = "record" if has_data else "world"
         _check_choices(
             render_mode=(render_mode, (None, *self.metadata["render_modes"])),
             render_view=(render_view, RENDER_VIEWS),
@@ -183,22 +186,28 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         self.render_mode = render_mode
         self.render_size = (int(render_size[0]), int(render_size[1]))
 
-        generated = episodes is None and data_files is None  # built-in world episodes, made on demand
+        data_options = dict(data_options or {})
+        generated = not has_data  # built-in world episodes, made on demand
+        load_kwargs = {
+            "format": format,
+            "field_map": field_map,
+            "media_dir": media_dir,
+            "path_remap": path_remap,
+            "forward_step": self.forward_step,
+            "turn_angle": self.turn_angle,
+            **data_options,
+        }
         if episodes is not None:
             loaded = list(episodes)
-        elif data_files is not None:
+            if not all(isinstance(episode, Episode) for episode in loaded):  # rows: a datasets.Dataset
+                from vln_gym.data import episodes_from_rows
+
+                load_kwargs.pop("dataset_info", None), load_kwargs.pop("dataset", None)
+                loaded = episodes_from_rows(loaded, name="episodes", **load_kwargs)
+        elif has_data:
             from vln_gym.data import load_episodes
 
-            loaded = load_episodes(
-                data_files,
-                format=format,
-                field_map=field_map,
-                media_dir=media_dir,
-                path_remap=path_remap,
-                forward_step=self.forward_step,
-                turn_angle=self.turn_angle,
-                **dict(data_options or {}),
-            )
+            loaded = load_episodes(data_files, **load_kwargs)
         else:
             world = _world_module()
             config = world.WorldConfig.coerce(world_config)

@@ -6,7 +6,7 @@ See `load_episodes` for the options, `vln_gym.data.media` for image path rules a
 """
 
 from vln_gym.data.habitat import HabitatEpisode, read_habitat_episodes
-from vln_gym.data.loader import iter_episodes, load_episodes, validate_files
+from vln_gym.data.loader import episodes_from_rows, iter_episodes, load_episodes, validate_files
 from vln_gym.data.ownjsonl import FORMAT_TAG, episode_record, write_episodes_jsonl
 from vln_gym.data.problems import DataError, Problem, ValidationReport
 from vln_gym.data.trajectory import integrate_actions
@@ -20,6 +20,7 @@ __all__ = [
     "episode_from_row",
     "episode_record",
     "episodes_dataset",
+    "episodes_from_rows",
     "integrate_actions",
     "iter_episodes",
     "load_episodes",

@@ -18,7 +18,14 @@ from typing import Any
 import datasets
 
 from vln_gym.data.fields import LoadOptions
-from vln_gym.data.loader import PathsLike, as_paths, check_on_error, inputs_and_options, iter_good_episodes
+from vln_gym.data.loader import (
+    PathsLike,
+    as_paths,
+    check_on_error,
+    episodes_from_rows,
+    inputs_and_options,
+    iter_good_episodes,
+)
 from vln_gym.data.problems import DataError
 from vln_gym.episode import Episode
 
@@ -110,32 +117,7 @@ def episodes_dataset(
         raise
 
 
-def _vec(value: Any) -> tuple[float, float, float] | None:
-    return None if value is None else tuple(float(v) for v in value)
-
-
-def episode_from_row(row: Mapping[str, Any]) -> Episode:
-    """The `Episode` of one `episodes_dataset` row."""
-    path = row.get("reference_path")
-    actions = row.get("expert_actions")
-    return Episode(
-        episode_id=row["id"],
-        instruction=row["instruction"],
-        images=tuple(row["images"]),
-        agent_position=_vec(row["agent_position"]),
-        agent_heading=float(row["agent_heading"]),
-        goal_position=_vec(row["goal_position"]),
-        distance_to_goal=float(row["distance_to_goal"]),
-        system_prompt=row.get("system_prompt"),
-        prompt=row.get("prompt"),
-        expert_response=row.get("expert_response"),
-        trajectory_id=row.get("trajectory_id"),
-        step_index=row.get("step_index"),
-        reference_path=None if path is None else tuple(_vec(point) for point in path),
-        expert_actions=None if actions is None else tuple(int(a) for a in actions),
-        geodesic_distance=row.get("geodesic_distance"),
-        scene_id=row.get("scene_id"),
-        success_distance=row.get("success_distance"),
-        source=row.get("source") or "",
-        extra=json.loads(row["extra"]) if row.get("extra") else {},
-    )
+def episode_from_row(row: Mapping[str, Any], media_dir: str | os.PathLike | None = None) -> Episode:
+    """The `Episode` of one row (an `episodes_dataset` row, or any record format `load_episodes` reads);
+    relative image paths resolve against ``media_dir``."""
+    return episodes_from_rows([row], name="<row>", media_dir=media_dir)[0]

@@ -1,4 +1,4 @@
-"""Streaming JSON record readers that know where each record is: jsonl lines and JSON array elements.
+"""Streaming record readers that know where each record is: jsonl lines, JSON array elements, Parquet rows.
 
 Both accept a UTF-8 BOM (stripped; the first record is kept) and Windows line endings. Unparseable
 input becomes a `Problem` in the stream instead of an exception, so validation reports every line.
@@ -149,3 +149,26 @@ def _skip_space(text: str, position: int) -> int:
     while position < len(text) and text[position] in " \t\r\n":
         position += 1
     return position
+
+
+def iter_parquet_records(path: Path, batch_rows: int = 4096) -> Iterator[Item]:
+    """Rows of a Parquet file as dicts; a row's location is the file with its 0-based row index."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    name = str(path)
+    try:
+        table = pq.ParquetFile(path)
+    except FileNotFoundError:
+        yield Problem(name, None, "file", "file not found")
+        return
+    except (OSError, pa.ArrowException) as error:
+        yield Problem(name, None, "file", f"not a readable Parquet file ({error})")
+        return
+    index = 0
+    for batch in table.iter_batches(batch_size=batch_rows):
+        for row in batch.to_pylist():
+            yield Location(name, None, index), row
+            index += 1
+    if index == 0:
+        yield Problem(name, None, "file", "empty Parquet file: no rows")

@@ -9,7 +9,7 @@ every good record and logs, as a warning on the ``vln_gym.data`` logger, how man
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from vln_gym.data.context import ReadContext
 from vln_gym.data.dataset_info import read_dataset_info
 from vln_gym.data.fields import ON_ERROR, LoadOptions
 from vln_gym.data.problems import DataError, Problem, ValidationReport, format_problems
-from vln_gym.data.readers import Item, iter_path
+from vln_gym.data.readers import Item, iter_path, iter_rows
 from vln_gym.episode import Episode
 
 logger = logging.getLogger("vln_gym.data")
@@ -65,25 +65,29 @@ def inputs_and_options(
 def iter_items(paths: PathsLike, options: LoadOptions) -> Iterator[Item]:
     """Every record of every input as ``(location, Episode)`` or `DataError`, duplicate ids flagged."""
     ctx = ReadContext(options)
+    yield from checked_items((item for path in as_paths(paths) for item in iter_path(path, ctx)), options)
+
+
+def checked_items(items: Iterable[Item], options: LoadOptions) -> Iterator[Item]:
+    """``items`` with the checks across records: unique ids, text that is valid Unicode."""
     first_seen: dict[str, str] = {}
     id_column = options.column("id")
-    for path in as_paths(paths):
-        for item in iter_path(path, ctx):
-            if isinstance(item, DataError):
-                yield item
-                continue
-            location, episode = item
-            bad_text = _lone_surrogate_problems(location, episode, options)
-            if bad_text:
-                yield DataError(bad_text)
-                continue
-            first = first_seen.setdefault(episode.episode_id, str(location))
-            if first != str(location):
-                yield DataError(
-                    [location.problem(id_column, f"duplicate id {episode.episode_id!r} (first at {first})")]
-                )
-            else:
-                yield item
+    for item in items:
+        if isinstance(item, DataError):
+            yield item
+            continue
+        location, episode = item
+        bad_text = _lone_surrogate_problems(location, episode, options)
+        if bad_text:
+            yield DataError(bad_text)
+            continue
+        first = first_seen.setdefault(episode.episode_id, str(location))
+        if first != str(location):
+            yield DataError(
+                [location.problem(id_column, f"duplicate id {episode.episode_id!r} (first at {first})")]
+            )
+        else:
+            yield item
 
 
 TEXT_FIELDS = ("episode_id", "instruction", "system_prompt", "prompt", "expert_response")
@@ -212,11 +216,31 @@ def load_episodes(
     return episodes
 
 
+def episodes_from_rows(
+    rows: Iterable[Mapping[str, Any]], *, name: str = "<rows>", on_error: str = "raise", **options: Any
+) -> list[Episode]:
+    """Episodes of in-memory rows: a `datasets.Dataset` (e.g. from `episodes_dataset` or a Hub export in
+    any supported format) or a list of dicts; options as for `load_episodes` (``media_dir`` for relative
+    image paths, default the working folder). Problems name ``name[row].field``."""
+    check_on_error(on_error)
+    load_options = LoadOptions.create(**options)
+    items = checked_items(iter_rows(rows, name, ReadContext(load_options)), load_options)
+    episodes, report = collect_items(items)
+    if report.problems and on_error == "raise":
+        raise DataError(report.problems)
+    log_skipped(report.problems, report.num_with_problems, report.num_records)
+    return episodes
+
+
 def collect_episodes(paths: PathsLike, options: LoadOptions) -> tuple[list[Episode], ValidationReport]:
     """Every good episode plus the report of the bad records (for callers that print problems themselves)."""
+    return collect_items(iter_items(paths, options))
+
+
+def collect_items(items: Iterable[Item]) -> tuple[list[Episode], ValidationReport]:
     episodes: list[Episode] = []
     report = ValidationReport()
-    for item in iter_items(paths, options):
+    for item in items:
         report.num_records += 1
         if isinstance(item, DataError):
             report.problems.extend(item.problems)

@@ -61,6 +61,12 @@ def own_episode(record: Any, location: Location, ctx: ReadContext) -> Episode:
     pose_source = privileged.pop("pose_source")
     used = {column(name) for name in ("id", "instruction", "images", *PRIVILEGED_FIELDS)}
     extra = {key: value for key, value in record.items() if key not in used and key not in RESERVED_KEYS}
+    packed = extra.pop("extra", None)  # episodes_dataset rows (and their Parquet files) pack extra as JSON
+    if isinstance(packed, str) and packed:
+        try:
+            extra = {**json.loads(packed), **extra}
+        except json.JSONDecodeError as error:
+            raise DataError([location.problem("extra", f"invalid JSON ({error.msg})")]) from None
     if pose_source != "record":
         extra["pose_source"] = pose_source
     values.setdefault("source", str(location))

@@ -7,13 +7,13 @@ An explicit ``format`` wins.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from vln_gym.data.chat import alpaca_as_chat, chat_episode
 from vln_gym.data.context import ReadContext
-from vln_gym.data.jsonio import iter_json_records
+from vln_gym.data.jsonio import iter_json_records, iter_parquet_records
 from vln_gym.data.ownjsonl import FORMAT_TAG, own_episode
 from vln_gym.data.problems import DataError, Location, Problem
 from vln_gym.data.vlnego import iter_vln_ego
@@ -30,6 +30,12 @@ def detect_format(record: Any, ctx: ReadContext) -> str | None:
     column = ctx.options.column
     if str(record.get("format", "")).startswith("vln-gym/"):
         return "vln-gym"
+    if {"video", "instructions", "actions"} <= record.keys():
+        return "streamvln"
+    if {"video_id", "q", "a", "frames"} <= record.keys():
+        return "navila"
+    if {"id", "instruction", "images", "agent_position", "extra"} <= record.keys():
+        return "vln-gym"  # an episodes_dataset row (a datasets.Dataset, or its Parquet export)
     if column("conversations") in record or column("messages") in record:
         if column("images") not in record and column("images", "image") in record:
             return "vlm-r1"
@@ -61,12 +67,26 @@ def iter_path(path: Path, ctx: ReadContext) -> Iterator[Item]:
             [Problem(str(path), None, "file", "format 'vln-ego' reads trajectory folders, not files")]
         )
         return
+    records = iter_parquet_records(path) if path.suffix.lower() == ".parquet" else iter_json_records(path)
+    yield from iter_records(records, ctx)
+
+
+def iter_rows(rows: Iterable[Any], name: str, ctx: ReadContext) -> Iterator[Item]:
+    """Items of in-memory rows (a `datasets.Dataset`, a list of dicts); problems name ``name[index]``."""
+    yield from iter_records(((Location(name, None, index), row) for index, row in enumerate(rows)), ctx)
+
+
+def iter_records(records: Iterable, ctx: ReadContext) -> Iterator[Item]:
+    """Items of ``(location, record)`` pairs (or `Problem` s), the format detected from the first record."""
+    fmt = ctx.options.format
     detected = None if fmt == "auto" else fmt
-    for item in iter_json_records(path):
+    for item in records:
         if isinstance(item, Problem):
             yield DataError([item])
             continue
         location, record = item
+        if isinstance(record, Mapping) and not isinstance(record, dict):
+            record = dict(record)
         if detected is None:
             detected = detect_format(record, ctx)
             if detected is None:
