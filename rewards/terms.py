@@ -7,6 +7,7 @@ All are module-level functions or small classes, so they pickle (AsyncVectorEnv)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from rewards.transition import Transition
 
@@ -82,6 +83,15 @@ def expert_match(t: Transition) -> float | None:
     return 1.0 if t.actions and t.actions[0] == t.expert_actions[0] else 0.0
 
 
+def decayed_match(actions: Sequence[int], expert: Sequence[int], gamma: float = 0.8) -> float:
+    """``sum_k gamma^k [actions_k == expert_k] / sum_k gamma^k`` (0.0 for no actions)."""
+    if not actions:
+        return 0.0
+    weights = [gamma**k for k in range(len(actions))]
+    hits = sum(w for k, w in enumerate(weights) if k < len(expert) and actions[k] == expert[k])
+    return hits / sum(weights)
+
+
 class TimeDecayedMatch:
     """VLN-R1 time-decayed reward: ``sum_k gamma^k [pred_k == expert_k] / sum_k gamma^k`` over the predicted
     actions (``t.actions``, k from 0). Predictions past the end of the expert's actions count as misses;
@@ -98,12 +108,7 @@ class TimeDecayedMatch:
     def __call__(self, t: Transition) -> float | None:
         if not t.expert_actions:
             return None
-        if not t.actions:
-            return 0.0
-        weights = [self.gamma**k for k in range(len(t.actions))]
-        expert = t.expert_actions
-        hits = sum(w for k, w in enumerate(weights) if k < len(expert) and t.actions[k] == expert[k])
-        return hits / sum(weights)
+        return decayed_match(t.actions, t.expert_actions, self.gamma)
 
     def __repr__(self) -> str:
         return f"TimeDecayedMatch(gamma={self.gamma})"

@@ -253,6 +253,38 @@ def test_expert_on_real_vln_ego_sample(tmp_path, vln_ego_sample, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["episodes"] == 65 and metrics["steps"] == pytest.approx(64 / 65)
     assert metrics["success_rate"] == pytest.approx(1 / 65)
+    # Record mode: the decision metrics say what the episode ones cannot - every decision is the expert's.
+    decision = metrics["decision"]
+    assert decision["decisions"] == decision["decisions_with_expert"] == 65
+    assert decision["first_action_accuracy"] == decision["sequence_accuracy"] == 1.0
+    assert decision["invalid_answer_rate"] == 0.0
+    assert decision["ci95"]["first_action_accuracy"][0] > 0.94  # Wilson, n = 65
+    forwards = json.loads((data / "ep_2849" / "traj_1871" / "action_list.json").read_text()).count(1)
+    assert decision["progress"] * 65 == pytest.approx(forwards * 0.25, rel=0.5)  # metres gained, all told
+    report_md = (out / "report.md").read_text()
+    assert "| first_action_accuracy | first action = expert's | 1.0000 |" in report_md
+    assert "in record (dataset) mode each record is one decision" in report_md
+    # A random agent on the same records: clearly below, with an interval that excludes the expert.
+    random_out = tmp_path / "random"
+    assert (
+        main(
+            [
+                "--agent",
+                "random",
+                "--data",
+                str(data),
+                "--env-kwargs",
+                argv[-1],
+                "--all",
+                "--out",
+                str(random_out),
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
+    random = json.loads((random_out / "metrics.json").read_text())["decision"]
+    assert random["first_action_accuracy"] < 0.6 and random["ci95"]["first_action_accuracy"][1] < 0.94
 
 
 # ---------------------------------------------------------------- built-in world (held-out episodes)
@@ -374,3 +406,18 @@ def test_report_pictures_a_seeded_choice_on_maps_in_metres(tmp_path):
         in text
     )
     assert (tmp_path / "eval" / "maps.png").is_file()
+
+
+def test_cli_data_flags_reach_the_loader(tmp_path, vln_ego_sample, capsys):
+    """--path-remap (and --format) as validate has them: the LLaMA-Factory export evaluates once remapped."""
+    data = vln_ego_sample / "r2r_16_images_4act_debug.json"
+    base = ["--agent", "expert", "--data", str(data), "--episodes", "3", "--no-plots", "--no-progress"]
+    base += ["--env-kwargs", '{"image_size": [32, 32]}']
+    assert main([*base, "--out", str(tmp_path / "a")]) == 2
+    assert "--path-remap VLN-Ego=LOCAL_FOLDER" in capsys.readouterr().err
+    remap = f"VLN-Ego/data/r2r_training_rgb={vln_ego_sample / 'rgb_images_r2r_debug'}"
+    assert main([*base, "--format", "sharegpt", "--path-remap", remap, "--out", str(tmp_path / "b")]) == 0
+    decision = json.loads((tmp_path / "b" / "metrics.json").read_text())["decision"]
+    assert decision["decisions_with_expert"] == 3 and decision["first_action_accuracy"] == 1.0
+    assert main([*base, "--dataset", "x", "--out", str(tmp_path / "c")]) == 2
+    assert "--dataset-info and --dataset go together" in capsys.readouterr().err

@@ -37,6 +37,8 @@ import numpy as np
 import vln_gym  # noqa: F401  (registers VLN-v0)
 from agents.eval import report
 from agents.eval.agent import Agent, AgentError
+from agents.eval.decisions import aggregate_decisions, decision_record
+from agents.eval.intervals import wilson_interval
 from agents.eval.scripted import AGENT_NAMES, make_agent
 from agents.train.envpool import make_env, make_env_pool
 from agents.train.runner import EpisodeRunner
@@ -85,14 +87,6 @@ class EvaluationResult:
 
 
 RATE_KEYS = ("success_rate", "oracle_success_rate")  # per-episode 0/1: Wilson score intervals
-
-
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> list[float]:
-    """Wilson score interval of a binomial rate (stays inside [0, 1] and is not empty at 0% or 100%)."""
-    rate = successes / n
-    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def aggregate_metrics(per_episode: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -159,9 +153,16 @@ def env_build_kwargs(env_kwargs: Mapping[str, Any], data: Any) -> dict[str, Any]
     options = {key: kwargs.pop(key) for key in _LOAD_OPTIONS if key in kwargs}
     if options:
         kwargs["data_options"] = {**options, **dict(kwargs.get("data_options") or {})}
-    if "data_files" not in kwargs and "episodes" not in kwargs and kwargs.get("views", "world") == "world":
+    if not _has_data(kwargs) and kwargs.get("views", "world") == "world":
         kwargs = {**HELDOUT_WORLD_KWARGS, **kwargs}
     return kwargs
+
+
+def _has_data(kwargs: Mapping[str, Any]) -> bool:
+    """Data files, episodes or a LLaMA-Factory dataset_info entry (else: the built-in world)."""
+    return (
+        "data_files" in kwargs or "episodes" in kwargs or "dataset_info" in (kwargs.get("data_options") or {})
+    )
 
 
 def make_probe_env(kwargs: Mapping[str, Any]) -> gym.Env:
@@ -280,7 +281,7 @@ def evaluate(
         if kwargs["action_space"] == "discrete" and first_agent.action_space == "text":
             raise EvaluationError(f"agent {first_agent.name!r} answers in text; it needs action_space='text'")
         text_env = kwargs["action_space"] == "text"
-        if "data_files" in kwargs:  # loaded and validated once (here), not again by every sub-env
+        if _has_data(kwargs):  # loaded and validated once (here), not again by every sub-env
             kwargs = {k: v for k, v in kwargs.items() if k not in _DATA_KWARGS}
             kwargs["episodes"] = list(env.episodes)
     finally:
@@ -368,6 +369,8 @@ def _new_record(order: int, index: int, ep_seed: int, obs: Mapping, info: Mappin
         "reward_terms": {},
         "invalid_actions": 0,
         "collisions": 0,
+        "decisions": [],
+        "_before": (info.get("expert_actions"), float(info["distance_to_goal"])),  # dropped at the end
     }
 
 
@@ -434,6 +437,7 @@ def _run(
                 start(step.env_index)
     done = [record for record in records if record is not None]
     metrics = aggregate_metrics([record["metrics"] for record in done])
+    metrics["decision"] = aggregate_decisions([d for record in done for d in record["decisions"]])
     return EvaluationResult(metrics, done, frames=frames, frame_titles=frame_titles, videos=videos)
 
 
@@ -446,6 +450,12 @@ def _record_step(record: dict[str, Any], info: Mapping[str, Any], reward: float)
             record["reward_terms"][term] = record["reward_terms"].get(term, 0.0) + float(value)
     record["invalid_actions"] += int(bool(info.get("invalid_action", False)))
     record["collisions"] += int(bool(info.get("collision", False)))
+    expert, distance = record["_before"]
+    after = float(info["distance_to_goal"])
+    applied = info.get("actions") or ()
+    invalid = bool(info.get("invalid_action", False))
+    record["decisions"].append(decision_record(expert, applied, invalid, distance, after))
+    record["_before"] = (info.get("expert_actions"), after)
 
 
 def _finish(record: dict[str, Any], info: Mapping[str, Any], truncated: bool) -> None:
@@ -453,6 +463,7 @@ def _finish(record: dict[str, Any], info: Mapping[str, Any], truncated: bool) ->
         raise EvaluationError(
             f"episode {record['id']}: the env returned no info['metrics'] at the episode end"
         )
+    record.pop("_before")
     metrics = _plain(info["metrics"])
     steps = max(1, len(record["outputs"]))
     metrics["invalid_action_rate"] = record["invalid_actions"] / steps
@@ -537,6 +548,7 @@ def write_outputs(result: EvaluationResult, out_dir: str | Path, *, plots: bool 
     sections = [
         ("Metrics", report.metrics_table({result.metrics["agent"]: result.metrics})),
         ("Spread (per-episode std and 95% CI)", report.confidence_table(result.metrics)),
+        ("Decisions", report.decision_table(result.metrics["decision"])),
     ]
     if plots:
         drawn = [result.episodes[i] for i in result.plotted]
@@ -599,6 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data", nargs="+", help="dataset file(s)/folder(s); default: held-out built-in-world episodes"
     )
+    data = parser.add_argument_group("data (as for vln-gym validate)")
+    data.add_argument("--format", help="input format (default: per-file auto)")
+    data.add_argument("--media-dir", help="folder that relative image paths resolve against")
+    data.add_argument("--path-remap", action="append", metavar="OLD=NEW", help="replace an image path prefix")
+    data.add_argument("--dataset-info", metavar="FILE", help="a LLaMA-Factory dataset_info.json")
+    data.add_argument("--dataset", metavar="NAME", help="the entry of --dataset-info to evaluate on")
+    data.add_argument("--pose-source", action="append", metavar="FILE", help="Habitat VLN-CE episode file(s)")
     parser.add_argument("--episodes", type=int, default=20, help="evaluate the first N episodes (default 20)")
     parser.add_argument("--all", action="store_true", help="evaluate every episode")
     parser.add_argument("--num-envs", type=int, default=1, help="parallel envs (gym.make_vec)")
@@ -621,7 +640,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads for model agents (default 1)"
     )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     return parser
+
+
+def _progress_bar(args: argparse.Namespace):
+    """A tqdm bar over episodes on stderr, or ``None`` (``--no-progress``, or stderr not a terminal)."""
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=None if args.all else args.episodes, unit="episode", desc="evaluate", file=sys.stderr)
+
+
+def data_env_kwargs(args: argparse.Namespace, env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``env_kwargs`` with the data flags added (flags win over the same keys in --env-kwargs)."""
+    kwargs = dict(env_kwargs)
+    for key in ("format", "media_dir"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    if args.path_remap:
+        pairs = [item.partition("=") for item in args.path_remap]
+        bad = [old for old, sep, new in pairs if not (old and sep and new)]
+        if bad:
+            raise EvaluationError(f"--path-remap expects OLD=NEW, got {bad[0]!r}")
+        kwargs["path_remap"] = {old: new for old, _, new in pairs}
+    options = dict(kwargs.get("data_options") or {})
+    if (args.dataset_info is None) != (args.dataset is None):
+        raise EvaluationError("--dataset-info and --dataset go together")
+    if args.dataset_info is not None:
+        options.update(dataset_info=args.dataset_info, dataset=args.dataset)
+    if args.pose_source:
+        options["pose_source"] = args.pose_source
+    if options:
+        kwargs["data_options"] = options
+    return kwargs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -631,6 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # usage errors (one line, code 2) and --help (code 0)
         return int(stop.code or 0)
     prog = "vln-gym evaluate"
+    progress = None
     try:
         try:
             env_kwargs = json.loads(args.env_kwargs)
@@ -638,11 +698,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise EvaluationError(f"--env-kwargs is not JSON ({error.msg} at char {error.pos})") from error
         if not isinstance(env_kwargs, dict):
             raise EvaluationError("--env-kwargs must be a JSON object")
+        env_kwargs = data_env_kwargs(args, env_kwargs)
         out = Path(args.out or f"runs/eval/{args.agent}")
         if args.agent in ("policy", "sb3"):
             import torch
 
             torch.set_num_threads(max(1, args.threads))
+        progress = _progress_bar(args)
         result = evaluate(
             args.agent,
             checkpoint=args.checkpoint,
@@ -658,10 +720,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             trust_checkpoint=args.trust_checkpoint,
             video=args.video,
+            on_episode=(lambda _record: progress.update()) if progress is not None else None,
         )
     except (AgentError, EvaluationError, ImageLoadError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if progress is not None:
+            progress.close()
     print(report.metrics_table({result.metrics["agent"]: result.metrics}, markdown=False))
     print(f"distance: {result.metrics['distance_kind']}; report: {out / 'report.md'}")
     return 0

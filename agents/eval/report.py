@@ -91,6 +91,37 @@ def confidence_table(metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+DECISION_ROWS = (
+    ("first_action_accuracy", "first action = expert's"),
+    ("sequence_accuracy", "whole answer = expert's next actions"),
+    ("time_decayed_match", "time-decayed match (VLN-R1 TDR, gamma 0.8)"),
+    ("invalid_answer_rate", "answers that did not parse"),
+    ("progress", "metres gained per decision"),
+)
+METRICS_BY_MODE = (
+    "Which metrics mean what: in record (dataset) mode each record is one decision from a recorded frame, "
+    "so an episode rarely reaches a goal metres away and SR / SPL / NE mostly say how far one step gets; "
+    "judge a policy there by the decision metrics. In trajectory-replay and built-in-world modes an episode "
+    "runs to STOP, and the episode metrics (VLN-CE definitions) are the ones to read; the decision metrics "
+    "still show how often the policy agrees with the expert (in the built-in world the expert is the "
+    "shortest path)."
+)
+
+
+def decision_table(decision: Mapping[str, Any]) -> str:
+    """Markdown table of the decision metrics (``metrics.json["decision"]``) with their 95% intervals."""
+    lines = [
+        f"{decision['decisions']} decisions, {decision['decisions_with_expert']} with a known expert action.",
+        "",
+        "| metric | meaning | mean | 95% CI |",
+        "|---|---|---|---|",
+    ]
+    for key, meaning in DECISION_ROWS:
+        low, high = decision["ci95"][key]
+        lines.append(f"| {key} | {meaning} | {decision[key]:.4f} | [{low:.4f}, {high:.4f}] |")
+    return "\n".join([*lines, "", METRICS_BY_MODE])
+
+
 def _save(figure: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=_DPI, metadata=_PNG_METADATA)
