@@ -3,7 +3,8 @@
 Accepted answers (case-insensitive, see ``parse_action``):
 
 - words: ``forward``, ``move forward``, ``go straight``, ``turn left``, ``left``, ``stop`` ...
-- NaVILA-style amounts: ``move forward 75 cm`` (= 3 steps of 0.25 m), ``turn left 30 degrees``;
+- NaVILA-style amounts: ``move forward 75 cm`` (= 3 steps of 0.25 m), ``turn left 30 degrees``, and its
+  stop sentence ``I think I should stop because I have finished the instruction.``;
 - VLN-R1 options: ``A. Move forward 25 cm``, or a letter alone (``B``) when ``options`` maps letters;
 - StreamVLN arrows: ``↑`` forward, ``←`` turn left, ``→`` turn right, ``STOP``;
 - any of these inside ``<answer>...</answer>``, optionally after ``<think>...</think>``;
@@ -61,6 +62,7 @@ _LEAD_IN = re.compile(r"^(?:(?:the\s+)?next\s+action\s+(?:is|will\s+be)\b|action
 _SEPARATOR = re.compile(r"[,;\n]")
 _ARROW_RUN = re.compile(r"^(?:[↑←→]|stop|\s)+$", re.I)
 _ARROW_TOKEN = re.compile(r"[↑←→]|stop", re.I)
+_NAVILA_STOP = re.compile(r"^i\s+think\s+i\s+should\s+stop\b", re.I)  # NaVILA's stop sentence
 _LETTER_ALONE = re.compile(r"^([a-z])[.):]?$", re.I)
 _SENTENCE = re.compile(
     r"""^(?:(?P<letter>[a-z])[.):]\s+)?
@@ -234,6 +236,8 @@ def _parse_part(
         if STOP in run:
             run = run[: run.index(STOP) + 1]
         return _within_budget(run, budget, part)
+    if _NAVILA_STOP.match(part):
+        return [STOP]
     letter = _LETTER_ALONE.match(part)
     if letter:
         key = letter.group(1).upper()

@@ -1,12 +1,15 @@
 """Format detection and per-file reading: every input path becomes a stream of episodes and problems.
 
 Auto-detection is per file, from its first JSON object: ``"format": "vln-gym/1"`` -> vln-gym;
-``conversations``/``messages`` with ``images`` -> sharegpt, with ``image`` -> vlm-r1; a folder -> vln-ego.
+``conversations``/``messages`` with ``images`` -> sharegpt, with ``image`` -> vlm-r1; ``video`` +
+``instructions`` + ``actions`` -> streamvln; ``video_id`` + ``q`` + ``a`` + ``frames`` -> navila; an
+episodes_dataset row -> vln-gym; a folder -> vln-ego.
 An explicit ``format`` wins.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,8 +17,10 @@ from typing import Any
 from vln_gym.data.chat import alpaca_as_chat, chat_episode
 from vln_gym.data.context import ReadContext
 from vln_gym.data.jsonio import iter_json_records, iter_parquet_records
+from vln_gym.data.navila import iter_navila
 from vln_gym.data.ownjsonl import FORMAT_TAG, own_episode
 from vln_gym.data.problems import DataError, Location, Problem
+from vln_gym.data.streamvln import iter_streamvln
 from vln_gym.data.vlnego import iter_vln_ego
 from vln_gym.episode import Episode
 
@@ -76,11 +81,17 @@ def iter_rows(rows: Iterable[Any], name: str, ctx: ReadContext) -> Iterator[Item
     yield from iter_records(((Location(name, None, index), row) for index, row in enumerate(rows)), ctx)
 
 
+# Formats whose episodes need more than one record (NaVILA steps of one video) or give several per record
+# (a StreamVLN trajectory): their readers take the whole record stream.
+STREAM_READERS = {"navila": iter_navila, "streamvln": iter_streamvln}
+
+
 def iter_records(records: Iterable, ctx: ReadContext) -> Iterator[Item]:
     """Items of ``(location, record)`` pairs (or `Problem` s), the format detected from the first record."""
     fmt = ctx.options.format
     detected = None if fmt == "auto" else fmt
-    for item in records:
+    stream = iter(records)
+    for item in stream:
         if isinstance(item, Problem):
             yield DataError([item])
             continue
@@ -92,6 +103,9 @@ def iter_records(records: Iterable, ctx: ReadContext) -> Iterator[Item]:
             if detected is None:
                 yield DataError([location.problem("record", _undetected(record))])
                 continue
+        if detected in STREAM_READERS:
+            yield from STREAM_READERS[detected](itertools.chain([(location, record)], stream), ctx)
+            return
         try:
             yield location, _episode(record, location, ctx, detected)
         except DataError as error:
@@ -104,5 +118,6 @@ def _undetected(record: Any) -> str:
     keys = ", ".join(sorted(record)[:8])
     return (
         f"cannot detect the format from keys [{keys}]: expected 'format': '{FORMAT_TAG}', or "
-        "'conversations'/'messages' with 'images' (ShareGPT) or 'image' (VLM-R1); pass format= or a field map"
+        "'conversations'/'messages' with 'images' (ShareGPT) or 'image' (VLM-R1), video/instructions/actions "
+        "(StreamVLN), video_id/q/a/frames (NaVILA); pass format= or a field map"
     )
