@@ -1,12 +1,13 @@
 """StreamVLN / InternNav trajectories: ``annotations.json`` (a JSON array) plus ``<video>/rgb/NNN.jpg``.
 
-An entry is ``{"id", "video": "images/<scene>_<dataset>_<episode_id:06d>", "instructions": [...],
-"actions": [...]}``; ``actions[0]`` is ``-1`` (the initial frame) and every later entry is the Habitat
-action (0 STOP, 1 MOVE_FORWARD, 2 TURN_LEFT, 3 TURN_RIGHT) after which the next frame was saved, so
-``rgb/`` holds one frame per entry. Frame ``k`` is the view before action ``actions[k + 1]``: each frame
-but the last (the view after the final action) is one decision, an Episode with the frames up to it and
-the expert actions from it. Several instructions make several trajectories (``<id>/i<n>/step_<k>``).
-``video`` resolves against ``media_dir`` (default: the folder of
+As StreamVLN's trajectory writer saves them and its ``vln_action_dataset.py`` reads them: an entry is
+``{"id", "video": "images/<scene>_<dataset>_<episode_id:06d>", "instructions": [...], "actions": [...]}``
+with ``actions = [-1, a1, ..., aN]`` (-1: no action before the first frame; 0 STOP, 1 MOVE_FORWARD 0.25 m,
+2 TURN_LEFT 15 deg, 3 TURN_RIGHT 15 deg) and ``rgb/001.jpg ... rgb/{N+1:03d}.jpg``, one frame per entry.
+Frame k (0-based) is the view before ``a(k+1)``; the writer never stores the final STOP, so, as the
+reader does, a STOP is appended and the last frame is the decision to stop. Every frame is one decision:
+an Episode with the frames up to it and the expert actions from it. Several instructions make several
+trajectories (``<id>/i<n>/step_<k>``). ``video`` resolves against ``media_dir`` (default: the folder of
 annotations.json). Poses: from a Habitat episode file (``pose_source=``, joined on the episode id at the
 end of ``video``), else integrated from the origin.
 """
@@ -25,6 +26,7 @@ from vln_gym.data.habitat import trajectory_poses
 from vln_gym.data.media import resolve_image
 from vln_gym.data.problems import DataError, FieldError, Location, Problem, RecordProblems
 from vln_gym.episode import Episode
+from vln_gym.geometry import STOP
 
 KEYS = ("video", "instructions", "actions")
 FRAME_FILE = re.compile(r"^(\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
@@ -45,7 +47,11 @@ def _actions(value: Any) -> tuple[int, ...]:
         raise FieldError("actions[0]", f"is {value[0]!r}; StreamVLN starts with -1 (the initial frame)")
     if len(value) < 2:
         raise FieldError("actions", "holds only the initial frame: no decision to make")
-    return tuple(as_actions(value[1:], "actions"))
+    try:
+        return tuple(as_actions(value[1:], "actions"))
+    except FieldError as error:  # name the entry's own index (the list starts with -1)
+        index = int(error.field.removeprefix("actions[").rstrip("]")) + 1
+        raise FieldError(f"actions[{index}]", error.message) from None
 
 
 def _frames(video: str, location: Location, ctx: ReadContext, count: int) -> tuple[str, ...]:
@@ -76,12 +82,15 @@ def _episodes(record: Any, location: Location, ctx: ReadContext) -> list[Episode
         raise DataError(report.problems)
     video = report.check(as_text, record["video"], "video")
     actions = report.check(_actions, record["actions"])
+    if actions and actions[-1] != STOP:
+        actions = (*actions, STOP)  # the implicit STOP at the last frame (the writer omits it)
     instructions = record["instructions"]
     if not isinstance(instructions, list) or not instructions:
         report.add("instructions", "expected a non-empty list of instruction strings")
         instructions = []
     texts = [report.check(as_text, text, f"instructions[{i}]") for i, text in enumerate(instructions)]
-    frames = report.check(_frames, video, location, ctx, len(actions) + 1) if video and actions else None
+    count = len(record["actions"]) if isinstance(record["actions"], list) else 0
+    frames = report.check(_frames, video, location, ctx, count) if video and actions else None
     episode_id = video_episode_id(video) if video else None
     poses = None
     if not report:
@@ -94,7 +103,7 @@ def _episodes(record: Any, location: Location, ctx: ReadContext) -> list[Episode
     result = []
     for index, instruction in enumerate(texts):
         trajectory_id = record_id if len(texts) == 1 else f"{record_id}/i{index}"
-        for step in range(len(actions)):
+        for step in range(len(frames) if len(actions) == len(frames) else len(frames) - 1):
             result.append(
                 Episode(
                     episode_id=f"{trajectory_id}/step_{step}",
