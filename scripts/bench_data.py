@@ -1,26 +1,58 @@
-"""Benchmark of the data layer: load / validate / convert 10k-record files (prints figures; last line JSON).
+"""Benchmark of the data layer: load / validate / convert 10k-record inputs in every format, side by side
+with the plain JSON parse of the same file (prints figures; last line JSON).
 
 .venv/bin/python scripts/bench_data.py [--records 10000]
+
+Every format gets ``--records`` decisions (episodes); image files exist (the loader checks them), tiny JPEGs
+shared as real datasets share frames between records. ``*_over_json`` = load time / ``json.loads`` time.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import tempfile
 import time
 from pathlib import Path
 
+from PIL import Image
+
 from vln_gym.data import episodes_dataset, load_episodes, validate_files, write_episodes_jsonl
 
-SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "vln-ego-sample"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "tests" / "fixtures" / "vln-ego-sample"
+R2R_CE = ROOT.parent / "shared" / "data" / "r2r-ce-sample" / "val_seen"
+FRAMES_PER_TRAJECTORY = 100
+HISTORY = 17
+
+
+def _jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), (90, 40, 20)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _frames(folder: Path, names: list[str]) -> None:
+    data = _jpeg()
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def _trajectories(count: int) -> int:
+    return max(1, count // FRAMES_PER_TRAJECTORY)
 
 
 def _sharegpt_records(count: int) -> list[dict]:
     records = []
     for index in range(count):
-        images = [f"frames/ep_{index % 500}/step_{k}.jpg" for k in range(17)]
-        prompt = f"Your instruction is 'walk past the sofa and stop at door {index}'.\n" + "<image> " * 17
+        trajectory, step = divmod(index, FRAMES_PER_TRAJECTORY)
+        images = [f"frames/ep_{trajectory}/step_{max(0, step - k)}.jpg" for k in range(HISTORY - 1, -1, -1)]
+        prompt = (
+            f"Your instruction is 'walk past the sofa and stop at door {index}'.\n" + "<image> " * HISTORY
+        )
         records.append(
             {
                 "id": f"r{index}",
@@ -38,6 +70,41 @@ def _sharegpt_records(count: int) -> list[dict]:
     return records
 
 
+def _streamvln(root: Path, count: int) -> Path:
+    entries, names = [], []
+    for trajectory in range(_trajectories(count)):
+        video = f"images/scan{trajectory % 7}_r2r_{trajectory:06d}"
+        actions = [-1] + [1 + (k % 3) for k in range(FRAMES_PER_TRAJECTORY - 1)]
+        names += [f"{video}/rgb/{k + 1:03d}.jpg" for k in range(len(actions))]
+        entries.append(
+            {"id": trajectory, "video": video, "instructions": ["walk to the door"], "actions": actions}
+        )
+    _frames(root, names)
+    path = root / "annotations.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def _navila(root: Path, count: int) -> Path:
+    records, names = [], []
+    for trajectory in range(_trajectories(count)):
+        for step in range(FRAMES_PER_TRAJECTORY):
+            frames = [f"{trajectory}/frame_{k}.jpg" for k in range(step + 1)]
+            answer = (
+                "I think I should stop because I have finished the instruction."
+                if step == FRAMES_PER_TRAJECTORY - 1
+                else "The next action is move forward 25 cm."
+            )
+            records.append(
+                {"video_id": f"{trajectory}-{step}", "q": "walk to the door", "a": answer, "frames": frames}
+            )
+        names += frames
+    _frames(root, names)
+    path = root / "navila.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
 def _timed(function, repeat: int = 3) -> tuple[float, object]:
     best, result = float("inf"), None
     for _ in range(repeat):
@@ -47,30 +114,63 @@ def _timed(function, repeat: int = 3) -> tuple[float, object]:
     return best, result
 
 
+def _json_parse(path: Path) -> float:
+    """Seconds of the plain parse: ``json.loads`` per line (jsonl) or of the whole file."""
+    if path.suffix == ".jsonl":
+        return _timed(lambda: [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()])[
+            0
+        ]
+    return _timed(lambda: json.loads(path.read_bytes()))[0]
+
+
+def _measure(figures: dict, name: str, path: Path, records: int, **options) -> list:
+    seconds, episodes = _timed(lambda: load_episodes(path, **options))
+    assert len(episodes) == records, (name, len(episodes), records)
+    figures[f"{name}_load_s"] = seconds
+    figures[f"{name}_over_json"] = seconds / _json_parse(path)
+    return episodes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000)
     args = parser.parse_args(argv)
-    figures: dict[str, float] = {"records": args.records}
+    count = _trajectories(args.records) * FRAMES_PER_TRAJECTORY
+    figures: dict[str, float] = {"records": count}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
+        records = _sharegpt_records(count)
+        _frames(root, sorted({image for record in records for image in record["images"]}))
         sharegpt = root / "sharegpt.jsonl"
-        sharegpt.write_text("\n".join(json.dumps(r) for r in _sharegpt_records(args.records)) + "\n")
-        seconds, episodes = _timed(lambda: load_episodes(sharegpt))
-        figures["sharegpt_load_s"] = seconds
+        sharegpt.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+        episodes = _measure(figures, "sharegpt", sharegpt, count)
         figures["sharegpt_validate_s"], _ = _timed(lambda: validate_files(sharegpt))
+        vlm_r1 = root / "vlm_r1.jsonl"
+        vlm_r1.write_text("\n".join(json.dumps({**r, "image": r.pop("images")}) for r in records) + "\n")
+        _measure(figures, "vlm_r1", vlm_r1, count, format="vlm-r1")
+        info = root / "dataset_info.json"
+        info.write_text(json.dumps({"vln": {"file_name": "sharegpt.jsonl", "formatting": "sharegpt"}}))
+        figures["dataset_info_load_s"], _ = _timed(lambda: load_episodes(dataset_info=info, dataset="vln"))
         own = root / "own.jsonl"
         figures["own_write_s"], _ = _timed(
             lambda: write_episodes_jsonl(episodes, own, media_dir=root), repeat=1
         )
-        figures["own_load_s"], _ = _timed(lambda: load_episodes(own))
+        _measure(figures, "own", own, count)
         cache = root / "cache"
         figures["dataset_cold_s"], _ = _timed(lambda: episodes_dataset(own, cache_dir=cache), repeat=1)
         figures["dataset_warm_s"], dataset = _timed(lambda: episodes_dataset(own, cache_dir=cache))
-        assert dataset.num_rows == args.records
+        parquet = root / "own.parquet"
+        dataset.to_parquet(parquet)
+        figures["parquet_load_s"], _ = _timed(lambda: load_episodes(parquet))
+        _measure(figures, "streamvln", _streamvln(root / "streamvln", count), count)
+        _measure(figures, "navila", _navila(root / "navila", count), count)
+        if R2R_CE.is_dir():
+            from vln_gym.data import read_habitat_episodes
+
+            figures["habitat_778_episodes_read_s"], _ = _timed(lambda: read_habitat_episodes(R2R_CE))
 
         lf = json.loads((SAMPLE / "r2r_16_images_4act_debug.json").read_text())
-        copies = max(1, args.records // len(lf))
+        copies = max(1, count // len(lf))
         export = root / "lf.json"
         export.write_text(json.dumps(lf * copies))
         remap = {"VLN-Ego/data/r2r_training_rgb": str(SAMPLE / "rgb_images_r2r_debug")}

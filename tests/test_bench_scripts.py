@@ -138,3 +138,11 @@ def test_bench_train_quick_runs_all_variants():
     expected = result["variants"]["grpo"]["samples_per_s"] / result["variants"]["trl"]["samples_per_s"]
     assert result["ratio_grpo_over_trl"] == pytest.approx(expected)
     assert 0 <= result["env_share_grpo"] < 1
+
+
+def test_bench_data_loads_every_format():
+    result = _run("bench_data.py", "--records", "200")
+    assert result["records"] == 200
+    for name in ("sharegpt", "vlm_r1", "own", "streamvln", "navila"):
+        assert result[f"{name}_load_s"] > 0 and result[f"{name}_over_json"] > 0
+    assert result["parquet_load_s"] > 0 and result["dataset_info_load_s"] > 0

@@ -39,7 +39,28 @@ def _remap(raw: str, options: LoadOptions) -> tuple[str, str] | None:
     return None
 
 
-def resolve_image(raw: str, name: str, *, base_dir: str, options: LoadOptions) -> str:
+class RealPaths:
+    """``os.path.realpath`` with the folders' answers kept for one load (records share frame folders);
+    a file that is itself a symbolic link is always resolved in full."""
+
+    def __init__(self) -> None:
+        self._folders: dict[str, str] = {}
+
+    def folder(self, path: str) -> str:
+        if path not in self._folders:
+            self._folders[path] = os.path.realpath(path)
+        return self._folders[path]
+
+    def __call__(self, path: str) -> str:
+        if os.path.islink(path):
+            return os.path.realpath(path)
+        head, tail = os.path.split(path)
+        return os.path.join(self.folder(head), tail)
+
+
+def resolve_image(
+    raw: str, name: str, *, base_dir: str, options: LoadOptions, realpath: RealPaths | None = None
+) -> str:
     """Absolute, normalised path of image reference ``raw`` from column ``name`` of a file in ``base_dir``."""
     if "\x00" in raw:
         raise FieldError(name, f"image path {raw!r:.60} contains a NUL byte")
@@ -53,9 +74,10 @@ def resolve_image(raw: str, name: str, *, base_dir: str, options: LoadOptions) -
         path = os.path.normpath(os.path.join(root, raw))
     if root is None or options.allow_outside_media:
         return path
+    real = realpath or RealPaths()
     if not is_inside(path, root):
         where = path
-    elif not is_inside(os.path.realpath(path), os.path.realpath(root)):
+    elif not is_inside(real(path), real.folder(root)):
         where = f"{os.path.realpath(path)} (through a symbolic link)"
     else:
         return path
@@ -99,6 +121,20 @@ class ImageChecker:
     def __init__(self) -> None:
         self._verdicts: dict[str, str | None] = {}
         self._exists: dict[str, bool] = {}
+        self.realpath = RealPaths()
+        self._resolved: dict[tuple[str, str], str | FieldError] = {}
+
+    def resolve(self, raw: str, base_dir: str, options: LoadOptions) -> str | FieldError:
+        """`resolve_image` of ``raw`` (its answer or its error), once per reference and base folder."""
+        key = (raw, base_dir)
+        if key not in self._resolved:
+            try:
+                self._resolved[key] = resolve_image(
+                    raw, "", base_dir=base_dir, options=options, realpath=self.realpath
+                )
+            except FieldError as error:
+                self._resolved[key] = error
+        return self._resolved[key]
 
     def exists(self, path: str) -> bool:
         if path not in self._exists:
@@ -143,8 +179,9 @@ def read_images(
         if not isinstance(raw, str) or not raw.strip():
             report.add(f"{name}[{index}]", f"expected a non-empty path string, got {raw!r:.40}")
             continue
-        path = report.check(resolve_image, raw, f"{name}[{index}]", base_dir=base_dir, options=ctx.options)
-        if path is None:
+        path = ctx.images.resolve(raw, base_dir, ctx.options)
+        if isinstance(path, FieldError):
+            report.add(f"{name}[{index}]", path.message)
             continue
         if not ctx.images.exists(path):
             missing.append((index, raw, path))
