@@ -100,3 +100,20 @@ def test_validate_cli_reads_an_entry(dataset_dir: Path, capsys):
     assert capsys.readouterr().out.strip() == "1 records, 1 ok, 0 with problems"
     assert validate_main(["--dataset-info", info, "--dataset", "nope"]) == 1
     assert "no such dataset entry" in capsys.readouterr().err
+
+
+def test_entry_runs_in_the_env_and_round_trips_through_convert(dataset_dir: Path, tmp_path: Path):
+    import gymnasium as gym
+
+    import vln_gym  # noqa: F401  (registers VLN-v0)
+    from vln_gym.data.cli import convert_main
+
+    info = str(dataset_dir / "dataset_info.json")
+    options = {"dataset_info": info, "dataset": "vln_alpaca"}
+    env = gym.make("VLN-v0", data_options=options, image_size=(8, 8))
+    assert env.unwrapped.views == "record"
+    obs, _ = env.reset(seed=0)
+    assert obs["instruction"] == "turn to the lamp"
+    out = tmp_path / "own.jsonl"
+    assert convert_main(["--dataset-info", info, "--dataset", "vln_alpaca", "--out", str(out)]) == 0
+    assert load_episodes(out) == load_episodes(dataset_info=info, dataset="vln_alpaca")
