@@ -100,6 +100,20 @@ def load_policy(config: PPOConfig, path: str, device: Any = None, seed: int | No
     )
 
 
+SMALL_MODEL_PARAMETERS = 50_000_000
+
+
+def set_threads_for(policy, torch_threads: int | None) -> int:
+    """Torch intra-op threads: ``torch_threads`` when set, else 1 for models under 50M parameters (the tiny
+    models: 1 thread measured fastest, `scripts/bench_threads.py`; more threads only add contention on a
+    shared CPU) and torch's default (every core) for real checkpoints. Returns the count in use."""
+    if torch_threads is None and sum(p.numel() for p in policy.parameters()) < SMALL_MODEL_PARAMETERS:
+        torch_threads = 1
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    return torch.get_num_threads()
+
+
 def save_initial_policy(config: PPOConfig, path: str | Path) -> Path:
     """Save the policy exactly as a run of ``config`` starts it (seeded, before any warm start) to ``path``:
     the "untrained" baseline that demos and benchmarks evaluate next to the trained one."""
@@ -222,6 +236,7 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
     with accelerator.main_process_first():
         model_path = resolve_model_path(config.model_name_or_path)
     policy = load_policy(config, str(resume / "policy") if resume else model_path, accelerator.device, None)
+    set_threads_for(policy, config.torch_threads)
     if resume is not None:
         verify_digest(policy, saved, rank, resume)
     run_id = saved.get("run_id") or uuid.uuid4().hex

@@ -20,18 +20,17 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Literal
 
+from vln_gym.world.levels import LEVELS
+
 TRAIN_WORLD_SEED = 0
 HELDOUT_WORLD_SEED = 1000
-TURN_ANGLE = 45.0  # degrees per turn
-FORWARD_STEP = 0.5  # metres per step
-MAX_STEPS = 12  # decisions per episode
+EASY = LEVELS["easy"]  # the world level (vln_gym.world.levels): goals, step, turn, decisions
+TURN_ANGLE = EASY.turn_angle  # 45 degrees per turn
+FORWARD_STEP = EASY.forward_step  # 0.5 metres per step
+MAX_STEPS = EASY.max_steps  # 12 decisions per episode
 IMAGE_SIZE = 56  # frame height and width in pixels (2 x 2 merged image tokens per frame)
 
-EASY_WORLD_CONFIG: dict[str, float] = {
-    "min_path_length": 1.5,
-    "max_path_length": 3.0,
-    "success_distance": 1.0,
-}
+EASY_WORLD_CONFIG: dict[str, float] = dict(EASY.world)  # goals 1.5-3 m away, success within 1 m
 
 # Reward weights (rewards.terms): the defaults, but a cheaper wrong STOP (0.5) and a dearer step (0.25).
 # With the default 2.0 / 0.04 a policy that rarely knows where the goal is learns never to STOP (running out

@@ -4,7 +4,7 @@
 
 ``--model`` takes any Qwen2/2.5/3-VL dir, e.g. the tiny model after our supervised warm start:
 
-    vln-gym train --sft_steps 200 --no_use_lora --no_freeze_vision --num_iterations 1 --output_dir runs/warm
+    vln-gym train --sft_steps 200 --num_iterations 1 --output_dir runs/warm
     python scripts/train_trl_grpo.py --model runs/warm/sft_policy
 
 (``tiny`` builds the untrained tiny model). Each step

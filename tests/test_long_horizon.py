@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from test_ppo_train import decision
+from test_ppo_train import MECHANICS, decision
 
 from agents.ppo_train import PPOConfig, ppo_train
 from agents.train.batch import grpo_targets, ppo_targets
@@ -19,7 +19,14 @@ from agents.train.rollout import Decision, collect_grpo, collect_ppo
 from agents.train.runner import EpisodeRunner
 
 torch.set_num_threads(1)
-WORLD = {"action_space": "text", "image_size": [32, 32], "world_episodes": 16, "history_frames": 2}
+# Short goals (1-4 m), so a 10-decision budget reaches them (PPOConfig refuses budgets that cannot).
+WORLD = {
+    "action_space": "text",
+    "image_size": [32, 32],
+    "world_episodes": 16,
+    "history_frames": 2,
+    "world_config": {"min_path_length": 1.0, "max_path_length": 4.0},
+}
 
 
 class NoStop(gym.ActionWrapper):
@@ -165,6 +172,7 @@ def _config(tmp_path: Path, **overrides) -> PPOConfig:
         "progress": False,
         "tensorboard": False,
         "lr": 5e-3,
+        **MECHANICS,
     }
     settings.update(overrides)
     return PPOConfig(**settings)

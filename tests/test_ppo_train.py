@@ -32,6 +32,20 @@ from agents.train.update import lr_factor
 torch.set_num_threads(1)
 
 
+# What the mechanics tests run: LoRA, no warm start, a KL reference, 8 new tokens (not the learning defaults).
+MECHANICS = {
+    "use_lora": True,
+    "freeze_vision": True,
+    "sft_steps": 0,
+    "sft_samples": 64,
+    "sft_explore": 0.0,
+    "sft_lr": 1e-3,
+    "kl_coef": 0.02,
+    "lr_schedule": "linear",
+    "max_new_tokens": 8,
+}
+
+
 def small_config(tmp_path: Path, env_kwargs: dict, **overrides) -> PPOConfig:
     settings = {
         "output_dir": str(tmp_path / "run"),
@@ -45,6 +59,7 @@ def small_config(tmp_path: Path, env_kwargs: dict, **overrides) -> PPOConfig:
         "progress": False,
         "tensorboard": False,
         "lr": 5e-3,
+        **MECHANICS,
     }
     settings.update(overrides)
     return PPOConfig(**settings)
@@ -62,10 +77,11 @@ def deterministic_part(row: dict) -> dict:
 def test_config_from_flags_and_yaml(tmp_path):
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text(
-        "algo: grpo\nnum_envs: 4\nenv_kwargs:\n  max_steps: 5\n  action_space: text\nlr: 0.01\n"
+        "algo: grpo\nnum_envs: 4\nenv_kwargs:\n  max_steps: 5\n  action_space: text\n  world_config: easy\n"
+        "lr: 0.01\n"
     )
     config = parse_config(
-        ["--config", str(yaml_file), "--lr", "0.002", "--no_use_lora", "--value_clip", "0.5"]
+        ["--config", str(yaml_file), "--lr", "0.002", "--use_lora", "false", "--value_clip", "0.5"]
     )
     assert (config.algo, config.num_envs, config.lr, config.use_lora, config.value_clip) == (
         "grpo",
@@ -74,9 +90,9 @@ def test_config_from_flags_and_yaml(tmp_path):
         False,
         0.5,
     )
-    assert config.env_kwargs == {"max_steps": 5, "action_space": "text"}
-    flags = parse_config(["--env_kwargs", '{"max_steps": 2}', "--kl_estimator", "k3"])
-    assert flags.env_kwargs == {"max_steps": 2} and flags.kl_estimator == "k3"
+    assert config.env_kwargs == {"max_steps": 5, "action_space": "text", "world_config": "easy"}
+    flags = parse_config(["--env_kwargs", '{"max_steps": 20}', "--kl_estimator", "k3"])
+    assert flags.env_kwargs == {"max_steps": 20} and flags.kl_estimator == "k3"
 
 
 def test_config_rejects_bad_values(tmp_path):
@@ -328,7 +344,7 @@ def test_cli_train_one_iteration(tmp_path, vln_ego_trajectory, capsys):
     settings = tmp_path / "run.yaml"
     settings.write_text(
         f"output_dir: {tmp_path / 'cli'}\nnum_iterations: 1\nnum_envs: 2\n"
-        "rollout_steps: 2\nminibatch_size: 2\n"
+        "rollout_steps: 2\nminibatch_size: 2\nsft_steps: 0\n"
         f"env_kwargs:\n  data_files: {vln_ego_trajectory}\n  format: vln-ego\n  views: trajectory\n"
         "  action_space: text\n  max_steps: 2\n  image_size: [56, 56]\n"
     )
@@ -337,7 +353,8 @@ def test_cli_train_one_iteration(tmp_path, vln_ego_trajectory, capsys):
     )
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["iteration"] == 1 and printed["kl/reference"] == 0.0
-    assert (tmp_path / "cli" / "checkpoint-000001" / "policy" / "adapter_model.safetensors").is_file()
+    # The tiny model is fully fine-tuned by default (use_lora None: full for tiny models, LoRA for real ones).
+    assert (tmp_path / "cli" / "checkpoint-000001" / "policy" / "model.safetensors").is_file()
 
 
 def test_cli_train_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
@@ -388,10 +405,11 @@ def test_cli_trains_other_families_with_lora(tmp_path, family, capsys):
     model_dir = build_tiny_model(tmp_path / family, family)
     args = ["train", "--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "run")]
     args += ["--num_iterations", "2", "--num_envs", "2", "--rollout_steps", "2", "--minibatch_size", "2"]
-    args += ["--no_progress", "--no_tensorboard", "--torch_threads", "1"]
+    args += ["--no_progress", "--no_tensorboard", "--torch_threads", "1", "--sft_steps", "0"]
     args += [
         "--env_kwargs",
-        '{"action_space": "text", "max_steps": 4, "image_size": [32, 32], "world_episodes": 4}',
+        '{"action_space": "text", "max_steps": 4, "image_size": [32, 32], "world_episodes": 4, '
+        '"world_config": "easy"}',
     ]
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -44,6 +44,8 @@ def test_two_process_ddp_keeps_parameters_identical(tmp_path, vln_ego_trajectory
         "2",
         "--no_tensorboard",
         "--no_progress",
+        "--sft_steps",
+        "0",
         "--env_kwargs",
         json.dumps(env_kwargs),
     ]

@@ -227,8 +227,11 @@ def test_sigint_prints_one_line_and_leaves_a_resumable_run(tmp_path):
         "--no_tensorboard",
         "--torch_threads",
         "1",
+        "--sft_steps",
+        "0",
         "--env_kwargs",
-        '{"action_space": "text", "max_steps": 4, "image_size": [16, 16], "world_episodes": 4}',
+        '{"action_space": "text", "max_steps": 4, "image_size": [16, 16], "world_episodes": 4, '
+        '"world_config": "easy"}',
     ]
     process = subprocess.Popen(
         [sys.executable, "-c", script, *args],

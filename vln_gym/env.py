@@ -108,8 +108,10 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
     - ``forward_step`` (0.25 m), ``turn_angle`` (15 degrees).
     - ``success_distance`` (3.0 m; a record's own ``success_distance`` wins when set).
     - ``rewards``: anything ``rewards.make_reward`` accepts.
-    - ``world_episodes`` (1000), ``world_seed`` (0), ``world_config`` (a ``WorldConfig`` or its fields as a
-      dict): the built-in world's episode set when no data is given (``vln_gym.world.episodes.
+    - ``world_episodes`` (1000), ``world_seed`` (0), ``world_config`` (a ``WorldConfig``, its fields as a
+      dict, or a level name ``"easy"`` | ``"medium"`` | ``"standard"`` (``vln_gym.world.levels``), which also
+      sets ``forward_step``, ``turn_angle`` and ``max_steps`` unless given): the built-in world's episode set
+      when no data is given (``vln_gym.world.episodes.
       WorldEpisodes``: episode i is generated, ~10 ms, when first picked, then kept).
     - ``expert_plan``: world mode only. ``"next"`` (default): ``info["expert_actions"]`` is
       ``(next action,)``, one greedy decision per step (``World.next_expert_action``, ~0.1 ms).
@@ -141,8 +143,8 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         image_size: tuple[int, int] = (224, 224),
         action_space: str = "discrete",
         action_options: Mapping[str, int] | None = None,
-        forward_step: float = 0.25,
-        turn_angle: float = 15.0,
+        forward_step: float | None = None,
+        turn_angle: float | None = None,
         success_distance: float = 3.0,
         rewards: Any = None,
         world_episodes: int = 1000,
@@ -156,6 +158,14 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
     ) -> None:
         if data_files is not None and episodes is not None:
             raise ValueError("give data_files or episodes, not both")
+        if isinstance(world_config, str):  # a named level: its step, turn and budget unless given
+            from vln_gym.world.levels import level_settings
+
+            forward_step, turn_angle, max_steps = level_settings(
+                world_config, forward_step, turn_angle, max_steps
+            )
+        forward_step = 0.25 if forward_step is None else forward_step
+        turn_angle = 15.0 if turn_angle is None else turn_angle
         has_data = data_files is not None or episodes is not None or "dataset_info" in (data_options or {})
         if views is None:
             views = "record" if has_data else "world"

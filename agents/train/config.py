@@ -28,6 +28,26 @@ RESUME_MAY_CHANGE = (
 )  # where GRPO groups start (agents.train.rollout)
 
 
+# The default training env: the built-in world's easy level (vln_gym.world.levels), which a tiny model
+# learns; the reward weights make stopping at the goal pay and running out of decisions cost (with the
+# rewards' defaults a weak policy learns never to STOP).
+DEFAULT_ENV_KWARGS: dict[str, Any] = {
+    "action_space": "text",
+    "world_config": "easy",
+    "world_episodes": 2000,
+    "history_frames": 12,
+    "image_size": [56, 56],
+    "rewards": {
+        "progress": 1.0,
+        "success": 10.0,
+        "wrong_stop": 0.5,
+        "collision": 0.1,
+        "step_cost": 0.25,
+        "invalid_action": 1.0,
+    },
+}
+
+
 def _help(text: str, **extra: Any) -> dict[str, Any]:
     return {"help": text, **extra}
 
@@ -40,8 +60,8 @@ class PPOConfig:
     overwrite_output_dir: bool = field(
         default=False, metadata=_help("delete a previous run in output_dir and start over (else refused)")
     )
-    num_iterations: int = field(default=8, metadata=_help("rollout + update iterations"))
-    num_envs: int = field(default=4, metadata=_help("envs per process (GRPO: a multiple of group_size)"))
+    num_iterations: int = field(default=40, metadata=_help("rollout + update iterations"))
+    num_envs: int = field(default=8, metadata=_help("envs per process (GRPO: a multiple of group_size)"))
     seed: int = field(default=0, metadata=_help("base seed (model init, env seeds, sampling, shuffling)"))
     algo: Literal["ppo", "grpo"] = field(
         default="ppo", metadata=_help("ppo (value head, GAE) or grpo (groups)")
@@ -58,13 +78,25 @@ class PPOConfig:
     )
     env_id: str = field(default="VLN-v0", metadata=_help("gymnasium id of the env"))
     env_kwargs: str = field(
-        default='{"action_space": "text", "max_steps": 12, "image_size": [112, 112]}',
-        metadata=_help("JSON dict of gym.make kwargs (a dict is accepted from Python / YAML)"),
+        default=json.dumps(DEFAULT_ENV_KWARGS),
+        metadata=_help(
+            "JSON dict of gym.make kwargs (a dict is accepted from Python / YAML); default: the easy level "
+            "of the built-in world, text actions, every frame of the episode in the prompt"
+        ),
     )
     vector_mode: Literal["sync", "async"] = field(default="sync", metadata=_help("gymnasium vector env mode"))
-    use_lora: bool = field(default=True, metadata=_help("train a LoRA adapter (else full fine-tuning)"))
-    freeze_vision: bool = field(
-        default=True, metadata=_help("keep the vision tower frozen (full fine-tuning / LoRA targets)")
+    use_lora: bool | None = field(
+        default=None,
+        metadata=_help(
+            "train a LoRA adapter, else full fine-tuning (None: full for the tiny models, whose few random "
+            "weights a LoRA adapter barely moves; LoRA for real checkpoints)"
+        ),
+    )
+    freeze_vision: bool | None = field(
+        default=None,
+        metadata=_help(
+            "keep the vision tower frozen (None: trainable for the tiny models, frozen otherwise)"
+        ),
     )
     lora_r: int = field(default=8, metadata=_help("LoRA rank"))
     lora_alpha: int = field(default=16, metadata=_help("LoRA alpha"))
@@ -88,12 +120,12 @@ class PPOConfig:
     constrained_actions: bool = field(
         default=True, metadata=_help("decode only answers of the action grammar")
     )
-    max_new_tokens: int = field(default=8, metadata=_help("generation length limit per decision"))
+    max_new_tokens: int = field(default=4, metadata=_help("generation length limit per decision"))
     temperature: float = field(
         default=1.0, metadata=_help("sampling temperature (ratios score the same one)")
     )
     top_p: float = field(default=1.0, metadata=_help("nucleus sampling threshold"))
-    rollout_steps: int = field(default=8, metadata=_help("PPO: decisions per env per iteration"))
+    rollout_steps: int = field(default=12, metadata=_help("PPO: decisions per env per iteration"))
     group_size: int = field(default=4, metadata=_help("GRPO: rollouts per start state"))
     grpo_rounds: int = field(default=1, metadata=_help("GRPO: rounds of num_envs episodes per iteration"))
     grpo_start: Literal["auto", "reset", "expert_prefix"] = field(
@@ -111,13 +143,16 @@ class PPOConfig:
         default=None, metadata=_help("GRPO: decisions per group member (None: until its episode ends)")
     )
     ppo_epochs: int = field(default=2, metadata=_help("passes over the rollout per iteration"))
-    minibatch_size: int = field(default=8, metadata=_help("decisions per optimizer step"))
+    minibatch_size: int = field(default=32, metadata=_help("decisions per optimizer step"))
     grad_accum: int = field(default=1, metadata=_help("micro-batches per minibatch (gradient accumulation)"))
-    lr: float = field(default=5e-4, metadata=_help("AdamW learning rate of the policy (LoRA) parameters"))
+    lr: float = field(
+        default=1e-4,
+        metadata=_help("AdamW learning rate of the policy parameters (RL after the warm start: small steps)"),
+    )
     value_lr: float = field(default=1e-3, metadata=_help("AdamW learning rate of the value head"))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
     lr_schedule: Literal["linear", "cosine", "constant"] = field(
-        default="linear", metadata=_help("decay of both learning rates over the iterations")
+        default="constant", metadata=_help("decay of both learning rates over the iterations")
     )
     gamma: float = field(default=0.99, metadata=_help("discount between decisions (tokens of one answer: 1)"))
     lam: float = field(default=0.95, metadata=_help("GAE lambda (over tokens and decisions)"))
@@ -126,7 +161,11 @@ class PPOConfig:
     vf_coef: float = field(default=0.5, metadata=_help("value loss weight"))
     ent_coef: float = field(default=0.0, metadata=_help("entropy bonus weight"))
     kl_coef: float = field(
-        default=0.02, metadata=_help("KL(policy || reference) weight; 0 skips the reference")
+        default=0.0,
+        metadata=_help(
+            "KL(policy || reference) weight; 0 skips the reference (clipping and a small lr keep RL "
+            "near the warm start on the default setting; real LoRA runs often add 0.02-0.05)"
+        ),
     )
     kl_estimator: Literal["k1", "k3"] = field(default="k1", metadata=_help("per-token KL estimator"))
     kl_clamp: float = field(default=10.0, metadata=_help("per-token KL estimates are clamped to +-this"))
@@ -141,18 +180,22 @@ class PPOConfig:
         default=1.0, metadata=_help("gradient clipping norm (policy, value head apart)")
     )
     sft_steps: int = field(
-        default=0, metadata=_help("supervised warm start steps on expert answers (fresh runs)")
+        default=500, metadata=_help("supervised warm start steps on expert answers (fresh runs; 0: none)")
     )
     sft_samples: int = field(
-        default=64, metadata=_help("expert (observation, answer) pairs per process for SFT")
+        default=4000, metadata=_help("expert (observation, answer) pairs per process for SFT")
     )
     sft_batch_size: int = field(default=32, metadata=_help("pairs per SFT step"))
     sft_explore: float = field(
-        default=0.0, metadata=_help("chance of a random move while collecting SFT pairs (state coverage)")
+        default=0.1, metadata=_help("chance of a random move while collecting SFT pairs (state coverage)")
     )
-    sft_lr: float = field(default=1e-3, metadata=_help("learning rate of the SFT warm start (cosine decay)"))
+    sft_lr: float = field(
+        default=3e-3,
+        metadata=_help("learning rate of the SFT warm start (cosine decay; LoRA on a real model: ~2e-4)"),
+    )
     torch_threads: int | None = field(
-        default=None, metadata=_help("torch intra-op threads (1 is fastest for tiny models on shared CPUs)")
+        default=None,
+        metadata=_help("torch intra-op threads (None: 1 for models under 50M parameters, else every core)"),
     )
     max_nonfinite: int = field(
         default=3, metadata=_help("consecutive NaN/inf events tolerated before stopping")
@@ -162,6 +205,13 @@ class PPOConfig:
     progress: bool = field(default=True, metadata=_help("show a tqdm progress bar"))
 
     def __post_init__(self) -> None:
+        from agents.policy.tiny import tiny_family
+
+        tiny = tiny_family(self.model_name_or_path) is not None
+        if self.use_lora is None:
+            self.use_lora = not tiny
+        if self.freeze_vision is None:
+            self.freeze_vision = not tiny
         if isinstance(self.env_kwargs, str):
             try:
                 parsed = json.loads(self.env_kwargs) if self.env_kwargs.strip() else {}
@@ -215,6 +265,9 @@ class PPOConfig:
         for name, ok, message in checks:
             if not ok:
                 raise ValueError(f"PPOConfig.{name}: {message} (got {getattr(self, name)!r})")
+        problem = unreachable_goals(self.env_kwargs, self.constrained_actions)
+        if problem:
+            raise ValueError(f"PPOConfig.env_kwargs: {problem}")
 
     def as_dict(self) -> dict[str, Any]:
         """Every field by name (what checkpoints and TensorBoard record)."""
@@ -255,6 +308,41 @@ class PPOConfig:
             "constrained_actions",
         )
         return {key: getattr(self, key) for key in keys}
+
+
+def unreachable_goals(env_kwargs: Mapping[str, Any], constrained_actions: bool) -> str | None:
+    """Why the built-in world's nearest goals are out of reach of the decision budget, or ``None``.
+
+    Checked when every decision moves at most one step (discrete actions, or text under constrained
+    decoding, whose grammar is one action per answer): ``max_steps * forward_step`` must reach the world's
+    ``min_path_length``. Data-driven envs and free text (amounts, sequences) are not checked."""
+    if (
+        any(key in env_kwargs for key in ("data_files", "episodes"))
+        or env_kwargs.get("views", "world") != "world"
+    ):
+        return None
+    if env_kwargs.get("action_space", "discrete") == "text" and not constrained_actions:
+        return None
+    from vln_gym.world import WorldConfig
+    from vln_gym.world.levels import level_settings
+
+    world_config = env_kwargs.get("world_config")
+    world = WorldConfig.coerce(world_config)
+    forward_step, _, max_steps = level_settings(
+        world_config,
+        env_kwargs.get("forward_step"),
+        env_kwargs.get("turn_angle"),
+        env_kwargs.get("max_steps"),
+    )
+    max_steps = 500 if max_steps is None else int(max_steps)
+    reach = max_steps * float(forward_step)
+    if reach >= world.min_path_length:
+        return None
+    return (
+        f"max_steps {max_steps} x 1 action per decision x forward_step {forward_step:g} m = {reach:g} m "
+        f"cannot reach the nearest goals (world min_path_length {world.min_path_length:g} m); raise "
+        'max_steps or forward_step, or pick a level: world_config "easy" | "medium" | "standard"'
+    )
 
 
 def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:

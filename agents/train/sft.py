@@ -82,7 +82,9 @@ def collect_expert_pairs(
     if len(seeds) != pool.num_envs:
         raise ValueError(f"{len(seeds)} seeds for {pool.num_envs} envs")
     actor = ExpertActor(
-        explore, np.random.default_rng(0) if rng is None else rng, needed_by="the supervised warm start"
+        explore,
+        np.random.default_rng(0) if rng is None else rng,
+        needed_by="the supervised warm start (sft_steps > 0; --sft_steps 0 for data without expert actions)",
     )
     runner = EpisodeRunner(pool)
     pairs: list[ExpertPair] = []

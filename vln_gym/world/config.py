@@ -56,15 +56,21 @@ class WorldConfig:
     max_path_length: float = 16.0  # longest allowed start-to-goal geodesic distance
 
     @classmethod
-    def coerce(cls, value: WorldConfig | Mapping[str, Any] | None) -> WorldConfig:
-        """``value`` as a WorldConfig: None = the defaults, a mapping = its fields (a bad name or value raises
-        ``ValueError``)."""
+    def coerce(cls, value: WorldConfig | Mapping[str, Any] | str | None) -> WorldConfig:
+        """``value`` as a WorldConfig: None = the defaults, a level name (``vln_gym.world.levels``) = its
+        world fields, a mapping = its fields (a bad name or value raises ``ValueError``)."""
         if value is None:
             return cls()
+        if isinstance(value, str):
+            from vln_gym.world.levels import level
+
+            return cls(**level(value).world)
         if isinstance(value, cls):
             return value
         if not isinstance(value, Mapping):
-            raise ValueError(f"world_config must be a WorldConfig or a mapping of its fields, got {value!r}")
+            raise ValueError(
+                f"world_config must be a level name, a WorldConfig or a mapping of its fields, got {value!r}"
+            )
         try:
             return cls(**value)
         except TypeError as error:  # an unknown field name
