@@ -95,6 +95,7 @@ def load_policy(config: PPOConfig, path: str, device: Any = None, seed: int | No
         max_images=config.max_images,
         max_pixels=config.max_pixels,
         min_pixels=config.min_pixels,
+        action_grammar=config.action_grammar(),
         device=device,
         seed=seed,
     )
@@ -144,12 +145,22 @@ def build_optimizer(policy, config: PPOConfig):
 def sft_warm_start(policy, scorer, pool, config: PPOConfig, accelerator) -> SFTReport:
     """``sft_steps`` supervised steps on expert answers before RL (as VLN-R1 does); see `agents.train.sft`."""
     rank = accelerator.process_index
+    if (
+        policy.grammar.max_actions > 1
+        and pool.get_attr("views") == "world"
+        and pool.get_attr("expert_plan") == "next"
+    ):
+        raise ValueError(
+            "the warm start teaches chunks of the expert's next actions (max_actions_per_turn > 1), but the "
+            "env reports only the next one: set env_kwargs expert_plan 'full'"
+        )
     pairs = collect_expert_pairs(
         pool,
         config.sft_samples,
         seeds=env_seeds(config.seed, rank, 0, pool.num_envs, stream=99),
         explore=config.sft_explore,
         rng=np.random.default_rng([config.seed, rank, 99]),
+        encode=policy.grammar.encode,
     )
     report = supervised_warm_start(
         policy,

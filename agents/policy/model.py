@@ -24,8 +24,10 @@ from pathlib import Path
 import torch
 
 from agents.policy.constrained import TokenTrie, allowed_mask, apply_mask, build_action_trie, response_mask
+from agents.policy.grammar import ActionGrammar
 from agents.policy.prompting import build_messages, valid_frames
 from agents.policy.value_head import ValueHead, hidden_size_of
+from vln_gym.actions import ACTION_PROMPT
 
 POLICY_CONFIG_FILE = "policy_config.json"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -154,6 +156,7 @@ class PolicyConfig:
     max_images: int = 16
     max_pixels: int | None = None
     min_pixels: int | None = None
+    action_grammar: dict | None = None  # ActionGrammar fields (None: one bare word per answer)
     format_version: int = POLICY_FORMAT_VERSION
 
     @classmethod
@@ -236,7 +239,13 @@ class VLMPolicy(torch.nn.Module):
         self.vocab_size = int(text_config.vocab_size)
         self.context_length = int(text_config.max_position_embeddings)
         self.placeholder_ids = [self.image_token_id, self.video_token_id]  # never generated
-        self.trie: TokenTrie | None = build_action_trie(tokenizer, self.eos_token_id)
+        self.grammar = ActionGrammar.coerce(config.action_grammar)
+        self.trie: TokenTrie | None = build_action_trie(
+            tokenizer, self.eos_token_id, list(self.grammar.answers)
+        )
+        # The prompt says what the decoder admits: the grammar's answers when constrained, else everything
+        # the env's parser reads (amounts, sequences).
+        self.action_prompt = self.grammar.prompt() if config.constrained_actions else ACTION_PROMPT
         self._seed = seed
         self._generator: torch.Generator | None = None
 
@@ -261,6 +270,7 @@ class VLMPolicy(torch.nn.Module):
         max_pixels: int | None = None,
         seed: int | None = None,
         min_pixels: int | None = None,
+        action_grammar: ActionGrammar | dict | None = None,
     ) -> VLMPolicy:
         """Load a saved VLMPolicy directory or start fresh from a HF checkpoint directory / hub name.
 
@@ -297,6 +307,9 @@ class VLMPolicy(torch.nn.Module):
                 max_images=max_images,
                 max_pixels=max_pixels,
                 min_pixels=min_pixels,
+                action_grammar=None
+                if action_grammar is None
+                else ActionGrammar.coerce(action_grammar).as_dict(),
             )
         if seed is not None:
             torch.manual_seed(seed)
@@ -371,7 +384,12 @@ class VLMPolicy(torch.nn.Module):
     def build_messages(self, obs: Mapping) -> list[dict]:
         """Chat messages for one observation: system prompt, instruction, valid frames, action format."""
         frames = valid_frames(obs, max_images=self.config.max_images)
-        return build_messages(obs["instruction"], len(frames), system_prompt=self.config.system_prompt)
+        return build_messages(
+            obs["instruction"],
+            len(frames),
+            system_prompt=self.config.system_prompt,
+            action_prompt=self.action_prompt,
+        )
 
     def prepare(self, observations: Sequence[Mapping]) -> list[PromptInputs]:
         """Tokenize + preprocess each observation; one ``PromptInputs`` per observation (CPU tensors).
@@ -385,7 +403,10 @@ class VLMPolicy(torch.nn.Module):
         for index, obs in enumerate(observations):
             frames = valid_frames(obs, max_images=self.config.max_images, index=index)
             messages = build_messages(
-                obs["instruction"], len(frames), system_prompt=self.config.system_prompt
+                obs["instruction"],
+                len(frames),
+                system_prompt=self.config.system_prompt,
+                action_prompt=self.action_prompt,
             )
             texts.append(
                 self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -571,6 +592,11 @@ class VLMPolicy(torch.nn.Module):
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if self.config.constrained_actions and max_new_tokens < self.trie.max_length:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} cannot hold the action grammar's longest answer "
+                f"({self.trie.max_length} tokens with the end token); raise max_new_tokens"
+            )
         prompts = self.prepare(observations)
         longest = max(len(p.input_ids) for p in prompts)
         if longest + max_new_tokens > self.context_length:

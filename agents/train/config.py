@@ -120,6 +120,20 @@ class PPOConfig:
     constrained_actions: bool = field(
         default=True, metadata=_help("decode only answers of the action grammar")
     )
+    action_style: Literal["word", "amount"] = field(
+        default="word",
+        metadata=_help(
+            "answer grammar under constrained decoding: word (move forward) or amount (move forward 75 cm, "
+            "in the env's forward_step / turn_angle units)"
+        ),
+    )
+    max_actions_per_turn: int = field(
+        default=1,
+        metadata=_help(
+            "most actions in one answer (comma-separated: a macro step); > 1 in the built-in world needs "
+            "env_kwargs expert_plan 'full' for the warm start"
+        ),
+    )
     max_new_tokens: int = field(default=4, metadata=_help("generation length limit per decision"))
     temperature: float = field(
         default=1.0, metadata=_help("sampling temperature (ratios score the same one)")
@@ -251,6 +265,8 @@ class PPOConfig:
             ("lora_dropout", 0.0 <= self.lora_dropout < 1.0, "must be in [0, 1)"),
             ("lora_target_modules", bool(self.lora_target_list()), "must name at least one module"),
             ("max_images", self.max_images >= 1, "must be >= 1"),
+            ("action_style", self.action_style in ("word", "amount"), "must be word or amount"),
+            ("max_actions_per_turn", 1 <= self.max_actions_per_turn <= 8, "must be in 1..8"),
             ("max_pixels", self.max_pixels is None or self.max_pixels >= 1, "must be >= 1"),
             ("min_pixels", self.min_pixels is None or self.min_pixels >= 1, "must be >= 1"),
             ("grpo_start", self.grpo_start in ("auto", *GRPO_STARTS), "must be auto|reset|expert_prefix"),
@@ -265,13 +281,25 @@ class PPOConfig:
         for name, ok, message in checks:
             if not ok:
                 raise ValueError(f"PPOConfig.{name}: {message} (got {getattr(self, name)!r})")
-        problem = unreachable_goals(self.env_kwargs, self.constrained_actions)
+        problem = unreachable_goals(self.env_kwargs, self.constrained_actions, self.max_actions_per_turn)
         if problem:
             raise ValueError(f"PPOConfig.env_kwargs: {problem}")
 
     def as_dict(self) -> dict[str, Any]:
         """Every field by name (what checkpoints and TensorBoard record)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def action_grammar(self) -> dict[str, Any] | None:
+        """The policy's `ActionGrammar` fields (in the env's units), or ``None`` for one bare word."""
+        if self.action_style == "word" and self.max_actions_per_turn == 1:
+            return None
+        forward_step, turn_angle, _ = env_units(self.env_kwargs)
+        return {
+            "style": self.action_style,
+            "max_actions": self.max_actions_per_turn,
+            "forward_step": float(forward_step),
+            "turn_angle": float(turn_angle),
+        }
 
     def lora_target_list(self) -> list[str] | str:
         """``lora_target_modules`` as peft takes it: a list of names, or ``"all-linear"``."""
@@ -310,12 +338,26 @@ class PPOConfig:
         return {key: getattr(self, key) for key in keys}
 
 
-def unreachable_goals(env_kwargs: Mapping[str, Any], constrained_actions: bool) -> str | None:
+def env_units(env_kwargs: Mapping[str, Any]) -> tuple[float, float, int | None]:
+    """``(forward_step, turn_angle, max_steps)`` the env will use (a named level fills the unset ones)."""
+    from vln_gym.world.levels import level_settings
+
+    return level_settings(
+        env_kwargs.get("world_config"),
+        env_kwargs.get("forward_step"),
+        env_kwargs.get("turn_angle"),
+        env_kwargs.get("max_steps"),
+    )
+
+
+def unreachable_goals(
+    env_kwargs: Mapping[str, Any], constrained_actions: bool, actions_per_turn: int = 1
+) -> str | None:
     """Why the built-in world's nearest goals are out of reach of the decision budget, or ``None``.
 
-    Checked when every decision moves at most one step (discrete actions, or text under constrained
-    decoding, whose grammar is one action per answer): ``max_steps * forward_step`` must reach the world's
-    ``min_path_length``. Data-driven envs and free text (amounts, sequences) are not checked."""
+    Checked when the steps per decision are bounded (discrete actions: one; text under constrained
+    decoding: ``actions_per_turn``): ``max_steps * actions_per_turn * forward_step`` must reach the world's
+    ``min_path_length``. Data-driven envs and free text (any amount) are not checked."""
     if (
         any(key in env_kwargs for key in ("data_files", "episodes"))
         or env_kwargs.get("views", "world") != "world"
@@ -324,22 +366,17 @@ def unreachable_goals(env_kwargs: Mapping[str, Any], constrained_actions: bool) 
     if env_kwargs.get("action_space", "discrete") == "text" and not constrained_actions:
         return None
     from vln_gym.world import WorldConfig
-    from vln_gym.world.levels import level_settings
 
-    world_config = env_kwargs.get("world_config")
-    world = WorldConfig.coerce(world_config)
-    forward_step, _, max_steps = level_settings(
-        world_config,
-        env_kwargs.get("forward_step"),
-        env_kwargs.get("turn_angle"),
-        env_kwargs.get("max_steps"),
-    )
+    world = WorldConfig.coerce(env_kwargs.get("world_config"))
+    forward_step, _, max_steps = env_units(env_kwargs)
+    per_turn = actions_per_turn if env_kwargs.get("action_space", "discrete") == "text" else 1
     max_steps = 500 if max_steps is None else int(max_steps)
-    reach = max_steps * float(forward_step)
+    reach = max_steps * per_turn * float(forward_step)
     if reach >= world.min_path_length:
         return None
     return (
-        f"max_steps {max_steps} x 1 action per decision x forward_step {forward_step:g} m = {reach:g} m "
+        f"max_steps {max_steps} x {per_turn} action(s) per decision x forward_step {forward_step:g} m = "
+        f"{reach:g} m "
         f"cannot reach the nearest goals (world min_path_length {world.min_path_length:g} m); raise "
         'max_steps or forward_step, or pick a level: world_config "easy" | "medium" | "standard"'
     )

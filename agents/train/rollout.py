@@ -196,7 +196,7 @@ def start_group(runner: EpisodeRunner, members: Sequence[int], seed: int, prefix
     replayed = 0
     replay = ExpertActor(needed_by="grpo_start='expert_prefix' (use grpo_start='reset' for other data)")
     while replayed < prefix_steps:
-        action, expert = replay.act([first], [runner.observations[first]], [runner.infos[first]])[0]
+        action, (expert, _) = replay.act([first], [runner.observations[first]], [runner.infos[first]])[0]
         if expert == STOP:
             break
         before = runner.pool.get_state([first])[first]

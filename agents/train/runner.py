@@ -10,7 +10,7 @@ callers differ only in when they reset, from which state (a seed or a snapshot),
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,18 +34,25 @@ class Actor(Protocol):
 
 
 class ExpertActor:
-    """Moves as the expert (``info["expert_actions"][0]``, as text), or with chance ``explore`` at random
-    (never STOP); the payload is the expert's action (the label of an SFT pair). ``needed_by`` names the
-    caller in the error raised when the env does not know the expert's actions."""
+    """Moves as the expert, or with chance ``explore`` one random move (never STOP). The expert's answer is
+    ``encode(info["expert_actions"])`` (an `ActionGrammar`'s: a chunk of its next actions), by default its
+    next action as a word; the payload is ``(expert's next action, expert's answer)`` (the label of an SFT
+    pair). ``needed_by`` names the caller in the error raised when the env does not know the expert."""
 
     def __init__(
-        self, explore: float = 0.0, rng: np.random.Generator | None = None, *, needed_by: str = "the expert"
+        self,
+        explore: float = 0.0,
+        rng: np.random.Generator | None = None,
+        *,
+        needed_by: str = "the expert",
+        encode: Callable[[Sequence[int]], str] | None = None,
     ) -> None:
         if not 0.0 <= explore < 1.0:
             raise ValueError(f"explore must be in [0, 1), got {explore}")
         self.explore, self.rng, self.needed_by = explore, rng or np.random.default_rng(0), needed_by
+        self.encode = encode or (lambda plan: format_action(int(plan[0])))
 
-    def act(self, indices, observations, infos) -> list[tuple[str, int]]:
+    def act(self, indices, observations, infos) -> list[tuple[str, tuple[int, str]]]:
         answers = []
         for i, info in zip(indices, infos, strict=True):
             expert = info.get("expert_actions")
@@ -54,10 +61,11 @@ class ExpertActor:
                     f"env {i}: info['expert_actions'] is missing or empty; {self.needed_by} needs an env "
                     "that knows the expert's actions (the built-in world, or records that have them)"
                 )
-            label = action = int(expert[0])
+            label = self.encode(expert)
+            answer = label
             if self.explore > 0 and self.rng.random() < self.explore:
-                action = int(self.rng.choice(EXPLORE_ACTIONS))
-            answers.append((format_action(action), label))
+                answer = format_action(int(self.rng.choice(EXPLORE_ACTIONS)))
+            answers.append((answer, (int(expert[0]), label)))
         return answers
 
 

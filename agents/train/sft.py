@@ -5,8 +5,9 @@ observation the agent sees at that moment. `collect_expert_pairs` walks episodes
 with ``explore > 0`` it sometimes takes a random move instead (the label stays the expert's action at the
 pose reached), so the data also covers poses off the expert's path, where a learned policy ends up
 (DAgger-style state coverage). `supervised_warm_start` then minimises the mean token NLL of the expert's
-answer text (``vln_gym.actions.format_action``) for a number of shuffled passes, and `expert_accuracy`
-measures how often greedy decoding answers the expert's action on pairs from other (held-out) worlds.
+answer text (its next action as a word, or with an `ActionGrammar` a chunk of its next actions) for a
+number of shuffled passes, and `expert_accuracy` measures how often greedy decoding answers the expert's
+actions on pairs from other (held-out) worlds.
 """
 
 from __future__ import annotations
@@ -30,10 +31,16 @@ ScoreFn = Callable[[Sequence[Any], Sequence[torch.Tensor]], tuple[torch.Tensor, 
 
 @dataclass(frozen=True)
 class ExpertPair:
-    """One supervised sample: what the agent saw, and the expert's action there."""
+    """One supervised sample: what the agent saw, the expert's next action there, and the expert's answer
+    (default: that action as a word; with an action grammar, a chunk of the expert's next actions)."""
 
     observation: dict[str, Any]
     action: int
+    answer: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.answer:
+            object.__setattr__(self, "answer", format_action(int(self.action)))
 
 
 @dataclass
@@ -71,13 +78,15 @@ def collect_expert_pairs(
     seeds: Sequence[int],
     explore: float = 0.0,
     rng: np.random.Generator | None = None,
+    encode: Callable[[Sequence[int]], str] | None = None,
 ) -> list[ExpertPair]:
     """``count`` (observation, expert action) pairs from a text-action env pool, on the episode runner.
 
     Env ``i`` starts its first episode with ``seeds[i]`` and later ones from its own RNG; each step, each
     env's pair is recorded and the env then takes the expert's action, or with probability ``explore`` a
-    random move (never STOP). Raises ``ValueError`` when the env does not report ``info["expert_actions"]``
-    (dataset modes without expert actions).
+    random move (never STOP). ``encode`` turns the expert's plan into its answer (`ActionGrammar.encode`;
+    default: the next action as a word). Raises ``ValueError`` when the env does not report
+    ``info["expert_actions"]`` (dataset modes without expert actions).
     """
     if len(seeds) != pool.num_envs:
         raise ValueError(f"{len(seeds)} seeds for {pool.num_envs} envs")
@@ -85,6 +94,7 @@ def collect_expert_pairs(
         explore,
         np.random.default_rng(0) if rng is None else rng,
         needed_by="the supervised warm start (sft_steps > 0; --sft_steps 0 for data without expert actions)",
+        encode=encode,
     )
     runner = EpisodeRunner(pool)
     pairs: list[ExpertPair] = []
@@ -92,13 +102,14 @@ def collect_expert_pairs(
         idle = [i for i in range(pool.num_envs) if not runner.live[i]]
         runner.reset({i: (None if runner.episodes_started[i] else int(seeds[i]), None) for i in idle})
         steps, _ = runner.step(actor)
-        pairs.extend(ExpertPair(step.observation, step.output) for step in steps)
+        pairs.extend(ExpertPair(step.observation, *step.output) for step in steps)
     return pairs[:count]
 
 
-def answer_ids(policy, action: int) -> torch.Tensor:
-    """Token ids of the expert's answer text for ``action``, ending with the policy's end token."""
-    tokens = policy.processor.tokenizer.encode(format_action(int(action)), add_special_tokens=False)
+def answer_ids(policy, answer: int | str) -> torch.Tensor:
+    """Token ids of an answer text (an action id: its word), ending with the policy's end token."""
+    text = format_action(int(answer)) if isinstance(answer, int) else answer
+    tokens = policy.processor.tokenizer.encode(text, add_special_tokens=False)
     return torch.tensor([*tokens, policy.eos_token_id], dtype=torch.long)
 
 
@@ -119,7 +130,7 @@ def heldout_loss(policy, pairs: Sequence[ExpertPair], batch_size: int = 32) -> f
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
             prompts = policy.prepare([p.observation for p in chunk])
-            out = policy.evaluate(prompts, [answer_ids(policy, p.action) for p in chunk])
+            out = policy.evaluate(prompts, [answer_ids(policy, p.answer) for p in chunk])
             mask = out.mask.to(out.logprobs.device).float()
             total += float(-(out.logprobs.float() * mask).sum())
             tokens += float(mask.sum())
@@ -130,14 +141,17 @@ def heldout_loss(policy, pairs: Sequence[ExpertPair], batch_size: int = 32) -> f
 
 @torch.no_grad()
 def expert_accuracy(policy, pairs: Sequence[ExpertPair], batch_size: int = 32) -> float:
-    """Fraction of pairs where the policy's greedy answer parses to exactly the expert's action."""
+    """Fraction of pairs where the policy's greedy answer parses to exactly the expert answer's actions."""
+    grammar = policy.grammar
+    units = {"forward_step": grammar.forward_step, "turn_angle": grammar.turn_angle}
+    longest = max(8, policy.trie.max_length)
     hits = 0
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        texts = policy.generate([p.observation for p in chunk], do_sample=False, max_new_tokens=8).texts
+        texts = policy.generate([p.observation for p in chunk], do_sample=False, max_new_tokens=longest).texts
         for text, pair in zip(texts, chunk, strict=True):
-            parsed = parse_action(text)
-            hits += int(parsed.valid and parsed.actions == (pair.action,))
+            parsed = parse_action(text, **units)
+            hits += int(parsed.valid and parsed.actions == parse_action(pair.answer, **units).actions)
     return hits / max(len(pairs), 1)
 
 
@@ -174,7 +188,7 @@ def supervised_warm_start(
             return out.logprobs, out.entropy, out.values, out.mask
 
     backward = backward or (lambda loss: loss.backward())
-    answers = [answer_ids(policy, action) for action in range(4)]
+    answers = {text: answer_ids(policy, text) for text in {pair.answer for pair in pairs}}
     report = SFTReport(steps=steps, samples=len(pairs))
     if heldout:
         report.heldout_loss_before = heldout_loss(policy, heldout, batch_size)
@@ -194,7 +208,7 @@ def supervised_warm_start(
         index, order = order[:batch_size], order[batch_size:]
         batch = [pairs[i] for i in index]  # prepared per step: caching every prompt's pixels costs GBs
         prompts = policy.prepare([p.observation for p in batch])
-        loss = nll(score, prompts, [answers[p.action] for p in batch])
+        loss = nll(score, prompts, [answers[p.answer] for p in batch])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"supervised warm start: loss is {float(loss)} at step {step}")
         backward(loss)

@@ -1,0 +1,130 @@
+"""One action grammar for the prompt, the env's parser and constrained decoding, for several env settings."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import vln_gym  # noqa: F401  (registers VLN-v0)
+from agents.policy.grammar import ActionGrammar
+from agents.policy.model import VLMPolicy
+from agents.policy.tiny import ensure_tiny_model
+from agents.train.config import PPOConfig
+from vln_gym.actions import parse_action
+from vln_gym.episode import Episode
+
+SETTINGS = [
+    ActionGrammar("word", 1, 0.25, 15.0),
+    ActionGrammar("word", 3, 0.25, 15.0),
+    ActionGrammar("amount", 1, 0.25, 15.0),
+    ActionGrammar("amount", 4, 0.25, 30.0),
+    ActionGrammar("amount", 3, 0.5, 45.0),
+]
+
+
+def _env(grammar: ActionGrammar, image: str) -> gym.Env:
+    """A one-decision text env in the grammar's units (record mode: pure kinematics, no walls)."""
+    episode = Episode("e", "go", (image,), (0.0, 0.0, 0.0), 0.0, (0.0, 0.0, -5.0), 5.0)
+    return gym.make(
+        "VLN-v0",
+        episodes=[episode],
+        views="record",
+        action_space="text",
+        image_size=(4, 4),
+        forward_step=grammar.forward_step,
+        turn_angle=grammar.turn_angle,
+    )
+
+
+@pytest.mark.parametrize("grammar", SETTINGS, ids=lambda g: f"{g.style}-{g.max_actions}-{g.turn_angle:g}")
+def test_every_answer_is_what_the_env_executes(grammar, vln_ego_trajectory):
+    env = _env(grammar, str(vln_ego_trajectory / "step_0.jpg"))
+    env.reset(seed=0)
+    start = env.unwrapped.get_state()
+    units = {"forward_step": grammar.forward_step, "turn_angle": grammar.turn_angle}
+    for text, actions in grammar.answers.items():
+        assert 1 <= len(actions) <= grammar.max_actions and (0 not in actions[:-1])
+        assert parse_action(text, **units).actions == actions, text
+        env.unwrapped.set_state(start)
+        _, _, _, _, info = env.step(text)
+        assert tuple(info["actions"]) == actions and not info["invalid_action"], text
+    # The prompt's example is an answer the decoder admits, and the prompt names the budget.
+    prompt = grammar.prompt()
+    example = prompt.rsplit("e.g. ", 1)[-1].rstrip(".") if "e.g. " in prompt else None
+    assert example is None or example in grammar.answers
+    assert grammar.max_actions == 1 or str(grammar.max_actions) in prompt
+    # Expert plans encode to admitted answers holding the plan's next actions.
+    for plan in ((1, 1, 1, 1, 2, 0), (2, 3, 0), (0,), (3, 3, 3, 3, 3)):
+        answer = grammar.encode(plan)
+        assert answer in grammar.answers
+        assert grammar.answers[answer] == tuple(plan[: len(grammar.answers[answer])])
+
+
+def test_constrained_samples_parse_to_what_the_env_executes_and_score_as_generated():
+    grammar = ActionGrammar("amount", 4, 0.25, 30.0)
+    policy = VLMPolicy.from_pretrained(
+        str(ensure_tiny_model()), seed=1, constrained_actions=True, action_grammar=grammar
+    )
+    assert (
+        policy.grammar == grammar
+        and grammar.prompt() in policy.build_messages(_obs())[1]["content"][-1]["text"]
+    )
+    texts = []
+    for batch in range(20):  # 1,000 samples
+        observations = [_obs(seed=batch * 50 + i) for i in range(50)]
+        generation = policy.generate(observations, max_new_tokens=policy.trie.max_length)
+        texts += generation.texts
+        if batch == 0:  # generated log-probs are the scored ones, under the same mask
+            scored = policy.evaluate(generation.prompts, generation.response_ids)
+            for i, response in enumerate(generation.response_ids):
+                torch.testing.assert_close(
+                    scored.logprobs[i, : len(response)], generation.logprobs[i], atol=2e-5, rtol=0
+                )
+    assert len(texts) == 1000 and set(texts) <= set(grammar.answers)
+    assert len(set(texts)) > 20  # the samples do spread over the grammar
+    units = {"forward_step": 0.25, "turn_angle": 30.0}
+    assert all(parse_action(t, **units).actions == grammar.answers[t] for t in texts)
+
+
+def test_the_grammar_survives_save_and_load_and_needs_room_to_answer(tmp_path):
+    grammar = ActionGrammar("amount", 2, 0.5, 45.0)
+    policy = VLMPolicy.from_pretrained(
+        str(ensure_tiny_model()), constrained_actions=True, action_grammar=grammar
+    )
+    policy.save_pretrained(tmp_path / "p")
+    assert VLMPolicy.from_pretrained(str(tmp_path / "p")).grammar == grammar
+    with pytest.raises(ValueError, match="cannot hold the action grammar's longest answer"):
+        policy.generate([_obs()], max_new_tokens=2)
+
+
+def test_config_builds_the_grammar_in_the_env_units():
+    config = PPOConfig(
+        env_kwargs={"action_space": "text", "world_config": "medium", "max_steps": 20},
+        action_style="amount",
+        max_actions_per_turn=4,
+    )
+    assert config.action_grammar() == {
+        "style": "amount",
+        "max_actions": 4,
+        "forward_step": 0.25,
+        "turn_angle": 30.0,
+    }
+    assert PPOConfig().action_grammar() is None  # one bare word per answer
+    with pytest.raises(ValueError, match="max_steps 11 x 1 action"):  # 2.75 m < medium's nearest 3 m
+        PPOConfig(env_kwargs={"action_space": "text", "world_config": "medium", "max_steps": 11})
+    PPOConfig(  # the same budget with up to 4 actions per answer reaches them
+        env_kwargs={"action_space": "text", "world_config": "medium", "max_steps": 11}, max_actions_per_turn=4
+    )
+
+
+def _obs(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (2, 56, 56, 3), dtype=np.uint8)
+    return {
+        "frames": frames,
+        "frame_mask": np.ones(2, np.int8),
+        "num_frames": 2,
+        "instruction": "Walk to the door.",
+    }
