@@ -128,3 +128,19 @@ def _obs(seed: int = 0) -> dict:
         "num_frames": 2,
         "instruction": "Walk to the door.",
     }
+
+
+def test_evaluate_runs_a_chunk_policy_with_room_for_its_longest_answer(tmp_path):
+    """The evaluation agent used to call generate with 16 new tokens, shorter than a 4-action answer."""
+    from agents.eval.evaluate import evaluate
+
+    grammar = ActionGrammar("amount", 4, 0.25, 30.0)
+    policy = VLMPolicy.from_pretrained(
+        str(ensure_tiny_model()), constrained_actions=True, action_grammar=grammar
+    )
+    assert policy.trie.max_length > 16
+    policy.save_pretrained(tmp_path / "p")
+    env_kwargs = {"world_config": "medium", "max_steps": 3, "image_size": [32, 32], "action_space": "text"}
+    result = evaluate("policy", checkpoint=tmp_path / "p", env_kwargs=env_kwargs, num_episodes=2, plots=False)
+    answers = [output for record in result.episodes for output in record["outputs"]]
+    assert answers and all(answer in grammar.answers for answer in answers)

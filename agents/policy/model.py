@@ -579,13 +579,16 @@ class VLMPolicy(torch.nn.Module):
         do_sample: bool = True,
         temperature: float = 1.0,
         top_p: float = 1.0,
-        max_new_tokens: int = 16,
+        max_new_tokens: int | None = None,
     ) -> Generation:
         """Batched generation with left padding and the KV cache; see ``Generation`` for what is returned.
 
         Sampling draws from ``softmax(mask(logits) / temperature)`` restricted to the top-p nucleus; greedy
         (``do_sample=False``) takes the argmax of the masked logits. Finished rows are padded, not re-run.
+        ``max_new_tokens=None``: the action grammar's longest answer when constrained, else 16.
         """
+        if max_new_tokens is None:
+            max_new_tokens = self.trie.max_length if self.config.constrained_actions else 16
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0 < top_p <= 1:
