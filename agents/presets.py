@@ -128,7 +128,7 @@ def learning_config(output_dir: str, algo: Literal["ppo", "grpo"] = "ppo", quick
         common.update(num_envs=8, rollout_steps=MAX_STEPS)
     else:
         # reset-start groups: a 12-decision episode is short enough for a group to see all of it
-        # (expert-prefix starts scored 0.27 vs 0.28 held-out success here, scripts/bench_learning.py)
+        # (both starts are measured side by side by scripts/bench_learning.py, docs/performance.md)
         common.update(num_envs=16, group_size=8, grpo_rounds=1, grpo_start="reset")
     if quick:
         common.update(num_envs=4, rollout_steps=4, group_size=4, minibatch_size=8)
