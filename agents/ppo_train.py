@@ -96,6 +96,7 @@ def load_policy(config: PPOConfig, path: str, device: Any = None, seed: int | No
         max_pixels=config.max_pixels,
         min_pixels=config.min_pixels,
         action_grammar=config.action_grammar(),
+        recent_frames=config.recent_frames,
         device=device,
         seed=seed,
     )

@@ -144,3 +144,20 @@ def test_evaluate_runs_a_chunk_policy_with_room_for_its_longest_answer(tmp_path)
     result = evaluate("policy", checkpoint=tmp_path / "p", env_kwargs=env_kwargs, num_episodes=2, plots=False)
     answers = [output for record in result.episodes for output in record["outputs"]]
     assert answers and all(answer in grammar.answers for answer in answers)
+
+
+def test_history_sampling_keeps_recent_frames_and_spaces_the_older_ones(tmp_path):
+    from agents.policy.prompting import sample_history
+
+    assert sample_history(5, 16, 4) == [0, 1, 2, 3, 4]  # fits: every frame
+    assert sample_history(20, 8, 4) == [0, 5, 10, 15, 16, 17, 18, 19]  # 4 spaced from the start + last 4
+    assert sample_history(20, 8, 8) == list(range(12, 20))
+    policy = VLMPolicy.from_pretrained(str(ensure_tiny_model()), max_images=4, recent_frames=2)
+    obs = {**_obs(), "frames": np.stack([np.full((56, 56, 3), i, np.uint8) for i in range(10)])}
+    obs["frame_mask"] = np.ones(10, np.int8)
+    (prompt,) = policy.prepare([obs])
+    assert prompt.image_grid_thw.shape[0] == 4  # 2 spaced older frames + the last 2
+    policy.save_pretrained(tmp_path / "p")
+    assert VLMPolicy.from_pretrained(str(tmp_path / "p")).config.recent_frames == 2
+    with pytest.raises(ValueError, match="sample them: recent_frames"):
+        VLMPolicy.from_pretrained(str(ensure_tiny_model()), max_images=4).prepare([obs])

@@ -157,6 +157,7 @@ class PolicyConfig:
     max_pixels: int | None = None
     min_pixels: int | None = None
     action_grammar: dict | None = None  # ActionGrammar fields (None: one bare word per answer)
+    recent_frames: int | None = None  # > max_images frames: keep this many recent + evenly spaced older
     format_version: int = POLICY_FORMAT_VERSION
 
     @classmethod
@@ -271,6 +272,7 @@ class VLMPolicy(torch.nn.Module):
         seed: int | None = None,
         min_pixels: int | None = None,
         action_grammar: ActionGrammar | dict | None = None,
+        recent_frames: int | None = None,
     ) -> VLMPolicy:
         """Load a saved VLMPolicy directory or start fresh from a HF checkpoint directory / hub name.
 
@@ -310,6 +312,7 @@ class VLMPolicy(torch.nn.Module):
                 action_grammar=None
                 if action_grammar is None
                 else ActionGrammar.coerce(action_grammar).as_dict(),
+                recent_frames=recent_frames,
             )
         if seed is not None:
             torch.manual_seed(seed)
@@ -383,7 +386,7 @@ class VLMPolicy(torch.nn.Module):
 
     def build_messages(self, obs: Mapping) -> list[dict]:
         """Chat messages for one observation: system prompt, instruction, valid frames, action format."""
-        frames = valid_frames(obs, max_images=self.config.max_images)
+        frames = valid_frames(obs, max_images=self.config.max_images, recent_frames=self.config.recent_frames)
         return build_messages(
             obs["instruction"],
             len(frames),
@@ -401,7 +404,9 @@ class VLMPolicy(torch.nn.Module):
             raise ValueError("prepare: no observations")
         texts, images, counts = [], [], []
         for index, obs in enumerate(observations):
-            frames = valid_frames(obs, max_images=self.config.max_images, index=index)
+            frames = valid_frames(
+                obs, max_images=self.config.max_images, index=index, recent_frames=self.config.recent_frames
+            )
             messages = build_messages(
                 obs["instruction"],
                 len(frames),

@@ -13,11 +13,26 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-def valid_frames(obs: Mapping, *, max_images: int, index: int = 0) -> np.ndarray:
+def sample_history(count: int, max_images: int, recent: int) -> list[int]:
+    """Indices (oldest first) of at most ``max_images`` of ``count`` frames: the last ``recent`` ones (the
+    current view included) plus older ones evenly spaced from the first (VLN-R1's long-short memory)."""
+    if count <= max_images:
+        return list(range(count))
+    recent = min(recent, max_images)
+    older = max_images - recent
+    start = count - recent
+    spaced = [round(i * (start - 1) / max(older - 1, 1)) for i in range(older)] if older > 1 else [0][:older]
+    return sorted(set(spaced)) + list(range(start, count))
+
+
+def valid_frames(
+    obs: Mapping, *, max_images: int, index: int = 0, recent_frames: int | None = None
+) -> np.ndarray:
     """The observation's valid frames ``[n, H, W, 3]`` uint8 (oldest first, current view last).
 
+    With ``recent_frames`` set, more than ``max_images`` valid frames are sampled down (`sample_history`).
     Raises ``ValueError`` naming observation ``index`` and the field when the observation is malformed,
-    has no valid frame, or has more than ``max_images`` valid frames.
+    has no valid frame, or (without ``recent_frames``) has more than ``max_images`` valid frames.
     """
     for key in ("frames", "frame_mask", "instruction"):
         if key not in obs:
@@ -41,10 +56,12 @@ def valid_frames(obs: Mapping, *, max_images: int, index: int = 0) -> np.ndarray
     selected = frames[mask.astype(bool)]
     if len(selected) == 0:
         raise ValueError(f"observation {index}: field 'frame_mask' marks no valid frame (nothing to look at)")
+    if len(selected) > max_images and recent_frames is not None:
+        return selected[sample_history(len(selected), max_images, recent_frames)]
     if len(selected) > max_images:
         raise ValueError(
             f"observation {index}: {len(selected)} valid frames exceed max_images={max_images} "
-            "(lower the env's history_frames or raise max_images)"
+            "(lower the env's history_frames, raise max_images, or sample them: recent_frames)"
         )
     return selected
 

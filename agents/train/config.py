@@ -111,6 +111,13 @@ class PPOConfig:
     max_images: int = field(
         default=16, metadata=_help("most frames per prompt (more valid frames: an error)")
     )
+    recent_frames: int | None = field(
+        default=None,
+        metadata=_help(
+            "history sampling: with more valid frames than max_images, keep this many recent ones plus older "
+            "ones evenly spaced (VLN-R1's long-short memory); None: more frames than max_images is an error"
+        ),
+    )
     max_pixels: int | None = field(
         default=None, metadata=_help("image token budget: most pixels per frame (None: the processor's)")
     )
@@ -265,6 +272,11 @@ class PPOConfig:
             ("lora_dropout", 0.0 <= self.lora_dropout < 1.0, "must be in [0, 1)"),
             ("lora_target_modules", bool(self.lora_target_list()), "must name at least one module"),
             ("max_images", self.max_images >= 1, "must be >= 1"),
+            (
+                "recent_frames",
+                self.recent_frames is None or 1 <= self.recent_frames <= self.max_images,
+                "must be in 1..max_images",
+            ),
             ("action_style", self.action_style in ("word", "amount"), "must be word or amount"),
             ("max_actions_per_turn", 1 <= self.max_actions_per_turn <= 8, "must be in 1..8"),
             ("max_pixels", self.max_pixels is None or self.max_pixels >= 1, "must be >= 1"),
