@@ -85,3 +85,20 @@ def test_tiny_models_train_on_one_thread():
         assert set_threads_for(policy, 2) == 2  # an explicit count wins
     finally:
         torch.set_num_threads(before)
+
+
+def test_every_policy_setting_is_a_training_setting():
+    """Each PolicyConfig field a run needs can be set from the CLI / YAML (PPOConfig)."""
+    from dataclasses import fields
+
+    from agents.policy.model import PolicyConfig
+
+    settings = {f.name for f in fields(PPOConfig)}
+    through = {
+        "base_model": {"model_name_or_path"},
+        "action_grammar": {"action_style", "max_actions_per_turn"},
+    }
+    for name in (f.name for f in fields(PolicyConfig)):
+        if name == "format_version":
+            continue
+        assert through.get(name, {name}) <= settings, name
