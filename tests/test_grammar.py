@@ -21,6 +21,7 @@ SETTINGS = [
     ActionGrammar("amount", 1, 0.25, 15.0),
     ActionGrammar("amount", 4, 0.25, 30.0),
     ActionGrammar("amount", 3, 0.5, 45.0),
+    ActionGrammar("option", 4, 0.25, 30.0),  # VLN-R1's four lettered options per answer
 ]
 
 
@@ -52,7 +53,7 @@ def test_every_answer_is_what_the_env_executes(grammar, vln_ego_trajectory):
         assert tuple(info["actions"]) == actions and not info["invalid_action"], text
     # The prompt's example is an answer the decoder admits, and the prompt names the budget.
     prompt = grammar.prompt()
-    example = prompt.rsplit("e.g. ", 1)[-1].rstrip(".") if "e.g. " in prompt else None
+    example = prompt.rsplit("e.g. ", 1)[-1].removesuffix(".") if "e.g. " in prompt else None
     assert example is None or example in grammar.answers
     assert grammar.max_actions == 1 or str(grammar.max_actions) in prompt
     # Expert plans encode to admitted answers holding the plan's next actions.
@@ -86,6 +87,20 @@ def test_constrained_samples_parse_to_what_the_env_executes_and_score_as_generat
     assert len(set(texts)) > 20  # the samples do spread over the grammar
     units = {"forward_step": 0.25, "turn_angle": 30.0}
     assert all(parse_action(t, **units).actions == grammar.answers[t] for t in texts)
+
+
+def test_option_style_writes_vln_r1_answers(vln_ego_sample):
+    """The VLN-R1 export's own answers are answers of the option grammar (25 cm, 30 degrees, four options)."""
+    import json
+
+    grammar = ActionGrammar("option", 4, 0.25, 30.0)
+    records = json.loads((vln_ego_sample / "r2r_16_images_4act_debug.json").read_text())
+    answers = [record["conversations"][1]["value"] for record in records]
+    others = [answer for answer in answers if answer not in grammar.answers]
+    assert len(others) == 4  # VLN-R1 pads with "D. Stop" after the first stop; the grammar ends there
+    for answer in others:
+        head = answer[: answer.index("D. Stop") + len("D. Stop")]
+        assert head in grammar.answers and answer.count("D. Stop") > 1
 
 
 def test_the_grammar_survives_save_and_load_and_needs_room_to_answer(tmp_path):

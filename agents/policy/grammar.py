@@ -10,6 +10,8 @@ Styles:
   are a macro step of one action each (``move forward, move forward, turn left``).
 - ``"amount"``: NaVILA-style amounts in the env's units, ``move forward 75 cm`` (3 steps of 0.25 m),
   ``turn left 30 degrees``; several comma-separated phrases are a macro step (VLN-R1 / NaVILA chunks).
+- ``"option"``: VLN-R1's lettered options, one step each, ``A. Move forward 25 cm``, ``B. Turn left 30
+  degrees``, ``C. Turn right 30 degrees``, ``D. Stop``; VLN-R1 answers four of them in a row.
 
 ``max_actions`` bounds the primitive actions of one answer; ``stop`` may only end an answer. Within an
 answer, consecutive phrases name different actions in the ``amount`` style (``move forward 50 cm``, not
@@ -26,9 +28,15 @@ from typing import Any
 
 from vln_gym.geometry import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 
-STYLES = ("word", "amount")
+STYLES = ("word", "amount", "option")
 MOVES = (MOVE_FORWARD, TURN_LEFT, TURN_RIGHT)
 _WORDS = {STOP: "stop", MOVE_FORWARD: "move forward", TURN_LEFT: "turn left", TURN_RIGHT: "turn right"}
+_OPTIONS = {
+    MOVE_FORWARD: "A. Move forward {cm} cm",
+    TURN_LEFT: "B. Turn left {degrees} degrees",
+    TURN_RIGHT: "C. Turn right {degrees} degrees",
+    STOP: "D. Stop",
+}
 
 
 def _number(value: float) -> str:
@@ -65,6 +73,10 @@ class ActionGrammar:
 
     def phrase(self, action: int, count: int = 1) -> str:
         """One phrase: ``count`` repeats of ``action`` (``count`` > 1 only in the amount style)."""
+        if self.style == "option":
+            return _OPTIONS[action].format(
+                cm=_number(self.forward_step * 100.0), degrees=_number(self.turn_angle)
+            )
         if action == STOP or self.style == "word":
             return _WORDS[action]
         if action == MOVE_FORWARD:
@@ -108,7 +120,7 @@ class ActionGrammar:
             if action == STOP:
                 break
         runs = [(action, len(list(group))) for action, group in itertools.groupby(chunk)]
-        if self.style == "word":
+        if self.style != "amount":
             runs = [(action, 1) for action in chunk]
         return ", ".join(self.phrase(action, count) for action, count in runs)
 
@@ -116,6 +128,15 @@ class ActionGrammar:
 
     def prompt(self) -> str:
         """The answer format, in words, with an example the grammar admits."""
+        if self.style == "option":
+            options = ", ".join(self.phrase(action) for action in (MOVE_FORWARD, TURN_LEFT, TURN_RIGHT, STOP))
+            count = (
+                "one option"
+                if self.max_actions == 1
+                else f"up to {self.max_actions} options separated by commas"
+            )
+            example = self.encode((MOVE_FORWARD, MOVE_FORWARD, TURN_LEFT)[: self.max_actions])
+            return f"Answer with {count} (D. Stop ends the answer): {options}; e.g. {example}."
         if self.style == "word":
             options = "move forward, turn left, turn right or stop"
             if self.max_actions == 1:

@@ -127,11 +127,11 @@ class PPOConfig:
     constrained_actions: bool = field(
         default=True, metadata=_help("decode only answers of the action grammar")
     )
-    action_style: Literal["word", "amount"] = field(
+    action_style: Literal["word", "amount", "option"] = field(
         default="word",
         metadata=_help(
-            "answer grammar under constrained decoding: word (move forward) or amount (move forward 75 cm, "
-            "in the env's forward_step / turn_angle units)"
+            "answer grammar under constrained decoding: word (move forward), amount (move forward 75 cm, in "
+            "the env's forward_step / turn_angle units) or option (VLN-R1's A. Move forward 25 cm)"
         ),
     )
     max_actions_per_turn: int = field(
@@ -277,7 +277,7 @@ class PPOConfig:
                 self.recent_frames is None or 1 <= self.recent_frames <= self.max_images,
                 "must be in 1..max_images",
             ),
-            ("action_style", self.action_style in ("word", "amount"), "must be word or amount"),
+            ("action_style", self.action_style in ("word", "amount", "option"), "must be word|amount|option"),
             ("max_actions_per_turn", 1 <= self.max_actions_per_turn <= 8, "must be in 1..8"),
             ("max_pixels", self.max_pixels is None or self.max_pixels >= 1, "must be >= 1"),
             ("min_pixels", self.min_pixels is None or self.min_pixels >= 1, "must be >= 1"),
