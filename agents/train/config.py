@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from agents.presets import EASY_REWARDS
 from agents.train import ppo
 
 GRPO_STARTS = ("reset", "expert_prefix")
@@ -28,23 +29,15 @@ RESUME_MAY_CHANGE = (
 )  # where GRPO groups start (agents.train.rollout)
 
 
-# The default training env: the built-in world's easy level (vln_gym.world.levels), which a tiny model
-# learns; the reward weights make stopping at the goal pay and running out of decisions cost (with the
-# rewards' defaults a weak policy learns never to STOP).
+# The default training env: the built-in world's easy level (vln_gym.world.levels) with the learnable
+# setting's reward weights (agents.presets: with the rewards' defaults a weak policy learns never to STOP).
 DEFAULT_ENV_KWARGS: dict[str, Any] = {
     "action_space": "text",
     "world_config": "easy",
     "world_episodes": 2000,
     "history_frames": 12,
     "image_size": [56, 56],
-    "rewards": {
-        "progress": 1.0,
-        "success": 10.0,
-        "wrong_stop": 0.5,
-        "collision": 0.1,
-        "step_cost": 0.25,
-        "invalid_action": 1.0,
-    },
+    "rewards": dict(EASY_REWARDS),
 }
 
 

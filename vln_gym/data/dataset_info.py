@@ -15,17 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vln_gym.data.fields import CHAT_TAGS
 from vln_gym.data.problems import DataError, Problem
 
-TAG_KEYS = (
-    "role_tag",
-    "content_tag",
-    "user_tag",
-    "assistant_tag",
-    "system_tag",
-    "observation_tag",
-    "function_tag",
-)
 # LLaMA-Factory column name -> our field name (the field map is ours -> the file's column).
 SHAREGPT_COLUMNS = {"messages": "conversations", "images": "images", "system": "system"}
 ALPACA_COLUMNS = {
@@ -97,9 +89,9 @@ def read_dataset_info(path: str | Path, name: str) -> DatasetEntry:
         raise _problem(path, f"{name}.formatting", f"expected 'sharegpt' or 'alpaca', got {formatting!r}")
     columns = _string_map(entry, "columns", path, name)
     tags = _string_map(entry, "tags", path, name)
-    unknown_tags = sorted(set(tags) - set(TAG_KEYS))
+    unknown_tags = sorted(set(tags) - set(CHAT_TAGS))
     if unknown_tags:
-        raise _problem(path, f"{name}.tags", f"unknown tag(s) {unknown_tags}; known: {', '.join(TAG_KEYS)}")
+        raise _problem(path, f"{name}.tags", f"unknown tag(s) {unknown_tags}; known: {', '.join(CHAT_TAGS)}")
     allowed = SHAREGPT_COLUMNS if formatting == "sharegpt" else ALPACA_COLUMNS
     for column in columns:
         if column in UNSUPPORTED_COLUMNS:

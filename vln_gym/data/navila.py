@@ -26,7 +26,7 @@ from vln_gym.data.context import ReadContext
 from vln_gym.data.fields import as_text
 from vln_gym.data.habitat import trajectory_poses
 from vln_gym.data.media import read_images
-from vln_gym.data.problems import DataError, FieldError, Location, Problem, RecordProblems
+from vln_gym.data.problems import DataError, FieldError, Location, Problem, RecordProblems, read_each
 from vln_gym.episode import Episode
 from vln_gym.geometry import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 
@@ -102,16 +102,11 @@ def _read_step(record: Any, location: Location, ctx: ReadContext) -> _Step:
 def iter_navila(records: Iterable, ctx: ReadContext) -> Iterator:
     """``(location, Episode)`` per record, trajectory by trajectory (in order of first appearance)."""
     videos: dict[str, list[_Step]] = {}
-    for item in records:
-        if isinstance(item, Problem):
-            yield DataError([item])
+    for item in read_each(records, lambda record, location: _read_step(record, location, ctx)):
+        if isinstance(item, DataError):
+            yield item
             continue
-        location, record = item
-        try:
-            step = _read_step(record, location, ctx)
-        except DataError as error:
-            yield error
-            continue
+        step = item[1]
         videos.setdefault(step.video, []).append(step)
     for video, steps in videos.items():
         yield from _video_episodes(video, steps, ctx)

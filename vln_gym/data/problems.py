@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_PROBLEMS_IN_MESSAGE = 5
 
@@ -108,3 +109,17 @@ class ValidationReport:
 
     def summary(self) -> str:
         return f"{self.num_records} records, {self.num_ok} ok, {self.num_with_problems} with problems"
+
+
+def read_each(records: Iterable, read: Callable[[Any, Location], Any]) -> Iterator:
+    """``(location, read(record, location))`` per ``(location, record)`` item; a `Problem` item, or a
+    `DataError` raised by ``read``, comes out as a `DataError` (one bad record never stops the stream)."""
+    for item in records:
+        if isinstance(item, Problem):
+            yield DataError([item])
+            continue
+        location, record = item
+        try:
+            yield location, read(record, location)
+        except DataError as error:
+            yield error

@@ -24,7 +24,7 @@ from vln_gym.data.context import ReadContext
 from vln_gym.data.fields import as_actions, as_text
 from vln_gym.data.habitat import trajectory_poses
 from vln_gym.data.media import resolve_image
-from vln_gym.data.problems import DataError, FieldError, Location, Problem, RecordProblems
+from vln_gym.data.problems import DataError, FieldError, Location, RecordProblems, read_each
 from vln_gym.episode import Episode
 from vln_gym.geometry import STOP
 
@@ -119,15 +119,10 @@ def _episodes(record: Any, location: Location, ctx: ReadContext) -> list[Episode
 
 def iter_streamvln(records: Iterable, ctx: ReadContext) -> Iterator:
     """``(location, Episode)`` for every decision of every trajectory entry."""
-    for item in records:
-        if isinstance(item, Problem):
-            yield DataError([item])
+    for item in read_each(records, lambda record, location: _episodes(record, location, ctx)):
+        if isinstance(item, DataError):
+            yield item
             continue
-        location, record = item
-        try:
-            episodes = _episodes(record, location, ctx)
-        except DataError as error:
-            yield error
-            continue
+        location, episodes = item
         for episode in episodes:
             yield location, episode
