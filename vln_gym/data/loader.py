@@ -209,11 +209,7 @@ def load_episodes(
         pose_source=pose_source,
         chat_tags=chat_tags,
     )
-    episodes, report = collect_episodes(paths, options)
-    if report.problems and on_error == "raise":
-        raise DataError(report.problems)
-    log_skipped(report.problems, report.num_with_problems, report.num_records)
-    return episodes
+    return settled(*collect_episodes(paths, options), on_error)
 
 
 def episodes_from_rows(
@@ -225,7 +221,12 @@ def episodes_from_rows(
     check_on_error(on_error)
     load_options = LoadOptions.create(**options)
     items = checked_items(iter_rows(rows, name, ReadContext(load_options)), load_options)
-    episodes, report = collect_items(items)
+    return settled(*collect_items(items), on_error)
+
+
+def settled(episodes: list[Episode], report: ValidationReport, on_error: str) -> list[Episode]:
+    """The good episodes of a whole load: `DataError` with every problem (``"raise"``), or the skipped
+    records logged (``"skip"``)."""
     if report.problems and on_error == "raise":
         raise DataError(report.problems)
     log_skipped(report.problems, report.num_with_problems, report.num_records)
