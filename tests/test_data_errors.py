@@ -295,3 +295,19 @@ def test_single_pretty_printed_object_in_a_json_file(tmp_path, media):
     assert single_problem(wrapper).startswith(
         f"{wrapper}:1: record: cannot detect the format from keys [data]"
     )
+
+
+def test_a_list_or_object_as_a_role_is_an_unknown_role(tmp_path, media):
+    record = good()
+    record["conversations"][0]["from"] = ["human"]
+    path = write_lines(tmp_path / "d.jsonl", [record])
+    assert single_problem(path, media_dir=media).startswith(
+        f"{path}:1: conversations[0]: unknown role ['human'] (expected"
+    )
+    vlm = {**good(), "image": "a.png"}
+    del vlm["images"]
+    vlm["conversations"][0]["from"] = {"role": "system"}  # VLM-R1 reads turn 0 whatever its role
+    path = write_lines(tmp_path / "v.jsonl", [vlm])
+    assert [e.prompt for e in load_episodes(path, media_dir=media, format="vlm-r1")] == [
+        vlm["conversations"][0]["value"]
+    ]

@@ -155,6 +155,11 @@ def _turn_text(turn: Any, where: str, roles: Roles = DEFAULT_ROLES) -> tuple[Any
     raise FieldError(where, f"missing {wanted} (the turn's text)")
 
 
+def _has_role(role: Any, names: frozenset[str]) -> bool:
+    """``role`` is one of ``names`` (a list or object as a role is no role: unknown, never a crash)."""
+    return isinstance(role, str) and role in names
+
+
 def parse_vlm_r1_dialogue(value: Any, name: str) -> Dialogue:
     """VLM-R1's rule (``grpo_jsonl.py``): turn 0 is the problem, turn 1 the solution, roles unchecked
     (one extension: a leading turn whose role is ``system`` is the system prompt, not the problem)."""
@@ -162,7 +167,7 @@ def parse_vlm_r1_dialogue(value: Any, name: str) -> Dialogue:
         raise FieldError(name, f"expected a non-empty list of turns, got {value!r:.40}")
     turns = [_turn_text(turn, f"{name}[{index}]") for index, turn in enumerate(value[:3])]
     system = None
-    if turns[0][0] in SYSTEM_ROLES:
+    if _has_role(turns[0][0], SYSTEM_ROLES):
         system, turns = turns[0][1], turns[1:]
     if not turns:
         raise FieldError(name, "no problem turn after the system turn")
@@ -180,15 +185,15 @@ def parse_dialogue(value: Any, name: str, roles: Roles = DEFAULT_ROLES) -> Dialo
         where = f"{name}[{index}]"
         role, text = _turn_text(turn, where, roles)
         placeholders += text.count(IMAGE_TAG)
-        if role in roles.skipped:
+        if _has_role(role, roles.skipped):
             continue
-        if role in roles.user:
+        if _has_role(role, roles.user):
             prompt = text if prompt is None else prompt
-        elif role in roles.assistant:
+        elif _has_role(role, roles.assistant):
             if prompt is None:
                 raise FieldError(where, "assistant turn before any user turn")
             response = text if response is None else response
-        elif role in roles.system:
+        elif _has_role(role, roles.system):
             system = text if system is None else system
         else:
             hint = (
