@@ -9,12 +9,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-from PIL import Image
 
 import vln_gym  # noqa: F401
 from vln_gym.actions import VLN_R1_OPTIONS, parse_action
 from vln_gym.env import VLNEnv
 from vln_gym.geometry import STOP, TURN_RIGHT, apply_action
+from vln_gym.images import decode_image
 
 SIZE = (48, 64)
 
@@ -83,8 +83,8 @@ def test_trajectory_replay_of_the_expert_sees_every_recorded_frame(ego_env_kwarg
 
 
 def _frame(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB").resize((SIZE[1], SIZE[0]), Image.BILINEAR))
+    """The file decoded as the env decodes it (its accuracy against Pillow: test_images_decode.py)."""
+    return decode_image(path, SIZE)
 
 
 def test_llama_factory_json_with_path_remap(vln_ego_sample):
