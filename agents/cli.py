@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "make-world": ("vln_gym.world.cli", "main", "export built-in-world episodes as a dataset"),
     "train": ("agents.ppo_train", "main", "PPO/GRPO training through env.step"),
     "evaluate": ("agents.eval.evaluate", "main", "run an agent on episodes; metrics, report, plots"),
+    "serve": ("vln_gym.remote.cli", "main", "serve VLN-v0 envs over the env protocol (no pickle)"),
 }
 
 

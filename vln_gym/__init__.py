@@ -16,7 +16,7 @@ if "VLN-v0" not in gym.registry:
     # outside it) still reports the metrics when that TimeLimit ends an episode.
     gym.register(
         id="VLN-v0",
-        entry_point="vln_gym.env:VLNEnv",
+        entry_point="vln_gym.make:make_vln_env",
         additional_wrappers=(
             gym.envs.registration.WrapperSpec("EpisodeMetrics", "vln_gym.wrappers:EpisodeMetrics", {}),
         ),

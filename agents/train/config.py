@@ -364,7 +364,7 @@ def unreachable_goals(
     decoding: ``actions_per_turn``): ``max_steps * actions_per_turn * forward_step`` must reach the world's
     ``min_path_length``. Data-driven envs and free text (any amount) are not checked."""
     if (
-        any(key in env_kwargs for key in ("data_files", "episodes"))
+        any(key in env_kwargs for key in ("data_files", "episodes", "server"))  # a served world is the server's
         or env_kwargs.get("views", "world") != "world"
     ):
         return None
