@@ -1,6 +1,7 @@
 """One training iteration side by side on the CPU: our GRPO, our PPO and trl's GRPOTrainer, same work.
 
     python scripts/bench_train.py                 # default: 8 prompts x 4 generations, 16 new tokens, 5 reps
+    python scripts/bench_train.py --variants grpo,trl,trl_compact   # a subset
     python scripts/bench_train.py --quick         # smoke configuration (seconds of work per variant)
 
 Work per iteration, identical for every variant: ``--prompts`` start states x ``--generations`` sampled
@@ -19,14 +20,24 @@ episode); trl sees exactly the chat messages ``VLMPolicy`` builds from the same 
   ``rollout_steps=1`` (value head trained too).
 - (c) ``trl``: ``trl.GRPOTrainer`` (``use_vllm=False``), a reward function that resets a ``VLN-v0`` env with
   ``options={"episode_index": i}`` (dataset column) and steps it with the completion text.
+- (d) ``trl_compact``: (c) with trl's GPU-style scoring forced. trl 1.x's fused LM head
+  (``trl.trainer.utils``) projects only the completion positions (``hidden_states[mask]``) when
+  ``_use_triton(device)`` holds (Triton + CUDA/XPU) and every position of prompt + completion otherwise, so
+  on the CPU it does several times the LM-head work it does on a GPU. This variant sets
+  ``trl.trainer.utils._use_triton`` to ``lambda device: True`` in its own process only; the chunked
+  log-prob fold itself (``trl.kernels.chunked_logprob._use_triton``) stays on its torch path. Same values,
+  GPU-sized work: the fair reference. Its figures are under ``"trl_compact"`` (``"variants"`` holds the
+  frameworks as they run here).
 
 Each variant runs in its own child process (separate peak RSS): setup, one warm-up iteration, then
 ``--reps`` timed iterations. The parent interleaves the children rep by rep (a b c, c b a, ...), so slow
 drift of the shared machine hits every variant alike; a child waits idle while another is timed. An
 iteration's wall time runs from the parent's go signal to the end of the optimizer step (trl: its
 ``on_step_end`` callback; ours: the per-iteration metrics row), so it includes data loading and
-bookkeeping. Figures: samples/s and generated tokens/s (medians over reps), ratios a/c and b/c, peak
-RSS per child, and the time split of each iteration:
+bookkeeping; its CPU time is the child's ``time.process_time()`` over the same span (every thread of that
+process, nothing of the others). Figures: samples/s and generated tokens/s (medians over reps), CPU
+seconds per iteration, ratios a/c, b/c, a/d on wall time and on CPU time, peak RSS per child, and the time
+split of each iteration:
 
 - ours (``ppo_train``'s own timers): generation (``VLMPolicy.generate`` incl. the processor), env
   (vector-env steps incl. autoreset), scoring (reference log-probs + bootstrap values), update (PPO epochs);
@@ -55,7 +66,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import limit_threads, peak_rss_mb, print_result, summary
 
-VARIANTS = ("grpo", "ppo", "trl")
+VARIANTS = ("grpo", "ppo", "trl", "trl_compact")
+REFERENCES = ("trl_compact",)  # reported beside the frameworks, not among them
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
@@ -98,6 +110,7 @@ class Pacer:
         self.iterations = iterations
         self.done = 0
         self.started = 0.0
+        self.cpu_started = 0.0
         self.out = os.fdopen(os.dup(1), "w", buffering=1)
         os.dup2(2, 1)  # stray prints (tqdm, trl, transformers) go to the child's log, not the protocol
 
@@ -110,11 +123,15 @@ class Pacer:
         if line.strip() != "go":
             raise SystemExit(f"bench child: expected 'go' from the parent, got {line!r}")
         self.started = time.perf_counter()
+        self.cpu_started = time.process_time()
 
     def report(self, figures: dict[str, Any]) -> None:
         wall = time.perf_counter() - self.started
+        cpu = time.process_time() - self.cpu_started
         self.done += 1
-        self.send({"iteration": self.done, "wall_s": wall, "peak_rss_mb": peak_rss_mb(), **figures})
+        self.send(
+            {"iteration": self.done, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak_rss_mb(), **figures}
+        )
         if self.done < self.iterations:
             self.wait()
 
@@ -216,6 +233,18 @@ def timed(method: Callable, totals: dict[str, float], key: str) -> Callable:
     return wrapper
 
 
+def force_compact_scoring() -> None:
+    """Make trl score only the completion positions, as it does on a Triton GPU (see variant (d))."""
+    import trl.trainer.utils as trl_utils
+
+    if not callable(getattr(trl_utils, "_use_triton", None)):
+        raise SystemExit(
+            "trl_compact: trl.trainer.utils._use_triton is gone (trl changed how it picks compact scoring); "
+            "find the new switch in trl's fused LM head before comparing"
+        )
+    trl_utils._use_triton = lambda device: True
+
+
 def run_trl(args: argparse.Namespace, pacer: Pacer) -> None:
     """trl's GRPOTrainer on the same model, prompts, counts and LoRA; the env reward: ``TimedEnvReward``."""
     import torch
@@ -226,6 +255,8 @@ def run_trl(args: argparse.Namespace, pacer: Pacer) -> None:
     from agents.policy.model import _lora_target
     from agents.policy.tiny import ensure_tiny_model
 
+    if args.child == "trl_compact":
+        force_compact_scoring()
     data = Path(args.data)
     model_path = ensure_tiny_model()
     processor = AutoProcessor.from_pretrained(model_path)
@@ -312,7 +343,7 @@ def run_trl(args: argparse.Namespace, pacer: Pacer) -> None:
 def child_main(args: argparse.Namespace) -> int:
     limit_threads(args.threads)
     pacer = Pacer(args.reps + 1)
-    if args.child == "trl":
+    if args.child in ("trl", "trl_compact"):
         run_trl(args, pacer)
     else:
         run_ours(args, pacer)
@@ -373,6 +404,7 @@ class Child:
 def variant_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over the timed reps (the warm-up report is dropped by the caller)."""
     samples_per_s = [r["samples"] / r["wall_s"] for r in reports]
+    cpu = summary([r["cpu_s"] for r in reports]) if all("cpu_s" in r for r in reports) else None
     tokens_per_s = [r["generated_tokens"] / r["wall_s"] for r in reports]
     wall = summary([r["wall_s"] for r in reports])
     split = {key: summary([r["split"][key] for r in reports])["median"] for key in reports[0]["split"]}
@@ -382,11 +414,28 @@ def variant_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "iteration_s": wall,
         "samples_per_s": summary(samples_per_s)["median"],
         "samples_per_s_range": [min(samples_per_s), max(samples_per_s)],
+        "cpu_s": cpu,
+        "samples_per_cpu_s": None if cpu is None else reports[0]["samples"] / cpu["median"],
         "generated_tokens_per_s": summary(tokens_per_s)["median"],
         "generated_tokens_per_iteration": summary([r["generated_tokens"] for r in reports])["median"],
         "split_s": split,
         "split_share": {k: v / wall["median"] for k, v in split.items()},
     }
+
+
+def ratios(measured: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Ours over each trl variant measured: samples/s (wall), CPU seconds per iteration (trl's / ours, so
+    higher is better for ours too) and peak RSS (ours / trl's, lower is better)."""
+    result: dict[str, float] = {}
+    for theirs in ("trl", "trl_compact"):
+        for ours in ("grpo", "ppo"):
+            if theirs not in measured or ours not in measured:
+                continue
+            a, c = measured[ours], measured[theirs]
+            result[f"ratio_{ours}_over_{theirs}"] = a["samples_per_s"] / c["samples_per_s"]
+            result[f"cpu_ratio_{ours}_over_{theirs}"] = c["cpu_s"]["median"] / a["cpu_s"]["median"]
+            result[f"rss_ratio_{ours}_over_{theirs}"] = a["peak_rss_mb"] / c["peak_rss_mb"]
+    return result
 
 
 def parent_main(args: argparse.Namespace) -> int:
@@ -434,7 +483,8 @@ def parent_main(args: argparse.Namespace) -> int:
         finally:
             for child in children.values():
                 child.close()
-    figures = {v: {**variant_figures(reports[v][1:]), "peak_rss_mb": peaks[v]} for v in variants}
+    measured = {v: {**variant_figures(reports[v][1:]), "peak_rss_mb": peaks[v]} for v in variants}
+    figures = {v: f for v, f in measured.items() if v not in REFERENCES}
     result: dict[str, Any] = {
         "benchmark": "bench_train",
         "config": {
@@ -450,30 +500,24 @@ def parent_main(args: argparse.Namespace) -> int:
             "frames": "2 x 224x224",
         },
         "variants": figures,
+        **{v: measured[v] for v in REFERENCES if v in measured},
     }
-    if "trl" in figures:
-        for ours in ("grpo", "ppo"):
-            if ours in figures:
-                result[f"ratio_{ours}_over_trl"] = (
-                    figures[ours]["samples_per_s"] / figures["trl"]["samples_per_s"]
-                )
-                result[f"rss_ratio_{ours}_over_trl"] = (
-                    figures[ours]["peak_rss_mb"] / figures["trl"]["peak_rss_mb"]
-                )
+    result.update(ratios(measured))
     if "grpo" in figures:
         result["env_share_grpo"] = figures["grpo"]["split_share"]["env"]
     result["total_s"] = time.perf_counter() - started
     print()
-    for variant, fig in figures.items():
+    for variant, fig in measured.items():
         print(
-            f"{variant:>4}: {fig['samples_per_s']:.2f} samples/s, "
+            f"{variant:>11}: {fig['samples_per_s']:.2f} samples/s, "
             f"{fig['generated_tokens_per_s']:.1f} tokens/s, "
-            f"iteration {fig['iteration_s']['median']:.3f} s, peak RSS {fig['peak_rss_mb']:.0f} MiB, split "
+            f"iteration {fig['iteration_s']['median']:.3f} s (CPU {fig['cpu_s']['median']:.3f} s), "
+            f"peak RSS {fig['peak_rss_mb']:.0f} MiB, split "
             + ", ".join(f"{k} {100 * v:.0f}%" for k, v in fig["split_share"].items())
         )
-    for key in ("ratio_grpo_over_trl", "ratio_ppo_over_trl", "rss_ratio_grpo_over_trl", "env_share_grpo"):
-        if key in result:
-            print(f"{key}: {result[key]:.3f}")
+    for key, value in result.items():
+        if key.startswith(("ratio_", "cpu_ratio_", "rss_ratio_")) or key == "env_share_grpo":
+            print(f"{key}: {value:.3f}")
     print_result(result)
     return 0
 
@@ -488,7 +532,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per child")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--kl-coef", type=float, default=0.0, help="KL weight (ours kl_coef, trl beta)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma list of grpo, ppo, trl")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--quick",

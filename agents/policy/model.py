@@ -11,6 +11,10 @@ What it gets right (the usual failure points of value-head wrappers around Qwen2
 - With ``constrained_actions`` the action-grammar mask is applied both when sampling and when scoring.
 - The vision tower runs once per prompt: ``generate`` caches the image features on the returned prompts when
   the vision tower is frozen, and ``evaluate`` / ``reference_logprobs`` reuse them.
+- A repeated prompt is processed once (`agents.policy.prompt_sharing`): ``generate`` runs the processor,
+  vision tower and prompt forward once per distinct observation (a GRPO group's members start from one
+  state) and expands the KV cache to every member; scoring runs a prompt object shared by several samples
+  once and the responses attend to its cache. Same numbers as processing every copy.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 
 from agents.policy.constrained import TokenTrie, allowed_mask, apply_mask, build_action_trie, response_mask
 from agents.policy.grammar import ActionGrammar
+from agents.policy.prompt_sharing import distinct_observations, distinct_prompts, spread_cache
 from agents.policy.prompting import build_messages, valid_frames
 from agents.policy.value_head import ValueHead, hidden_size_of
 from vln_gym.actions import ACTION_PROMPT
@@ -106,6 +111,8 @@ class Generation:
       The image / video placeholder tokens are always masked (a response holding one would corrupt the
       placeholder accounting of the next forward pass).
     - ``values[i][t]`` = value of the state before response token t (``values[i][0]``: last prompt token).
+    - ``prompts[i]`` is observation i's prompt; equal observations (``generate(share_prompts=True)``) share
+      one object, which ``evaluate`` / ``reference_logprobs`` then run once for all the responses to it.
     """
 
     texts: list[str]
@@ -355,18 +362,22 @@ class VLMPolicy(torch.nn.Module):
             policy.to(device)
         return policy
 
-    def save_pretrained(self, path: str | Path) -> None:
+    def save_pretrained(self, path: str | Path, state_dict: Mapping[str, torch.Tensor] | None = None) -> None:
         """Write the LoRA adapter (or full model) + value head (safetensors) + processor + policy_config.json.
 
         A full fine-tuning save is also a plain HF checkpoint (``AutoModelForImageTextToText`` loads it).
+        ``state_dict`` (keys of ``self.state_dict()``): the weights to write instead of the modules' own (FSDP
+        gathers them from the shards).
         """
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
+        model_state = None if state_dict is None else _sub_state(state_dict, "model.")
+        self.model.save_pretrained(path, safe_serialization=True, state_dict=model_state)
         self.processor.save_pretrained(path)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()}
+        head = self.value_head.state_dict() if state_dict is None else _sub_state(state_dict, "value_head.")
+        state = {k: v.detach().cpu().contiguous() for k, v in head.items()}
         save_file(state, path / VALUE_HEAD_FILE)
         (path / POLICY_CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
 
@@ -394,18 +405,25 @@ class VLMPolicy(torch.nn.Module):
             action_prompt=self.action_prompt,
         )
 
-    def prepare(self, observations: Sequence[Mapping]) -> list[PromptInputs]:
+    def prepare(
+        self, observations: Sequence[Mapping], *, names: Sequence[int] | None = None
+    ) -> list[PromptInputs]:
         """Tokenize + preprocess each observation; one ``PromptInputs`` per observation (CPU tensors).
 
         Raises ``ValueError`` for an observation without valid frames, with more than ``max_images`` frames,
-        or whose prompt is longer than the model's context length.
+        or whose prompt is longer than the model's context length; ``names[i]`` is the number the error gives
+        observation ``i`` (default: ``i``).
         """
         if len(observations) == 0:
             raise ValueError("prepare: no observations")
+        names = list(range(len(observations))) if names is None else [int(n) for n in names]
         texts, images, counts = [], [], []
         for index, obs in enumerate(observations):
             frames = valid_frames(
-                obs, max_images=self.config.max_images, index=index, recent_frames=self.config.recent_frames
+                obs,
+                max_images=self.config.max_images,
+                index=names[index],
+                recent_frames=self.config.recent_frames,
             )
             messages = build_messages(
                 obs["instruction"],
@@ -427,8 +445,8 @@ class VLMPolicy(torch.nn.Module):
             input_ids = batch["input_ids"][index][batch["attention_mask"][index].bool()]
             if len(input_ids) > self.context_length:
                 raise ValueError(
-                    f"observation {index}: prompt has {len(input_ids)} tokens, over the model's context "
-                    f"length {self.context_length} (use fewer frames or a smaller max_pixels)"
+                    f"observation {names[index]}: prompt has {len(input_ids)} tokens, over the model's "
+                    f"context length {self.context_length} (use fewer frames or a smaller max_pixels)"
                 )
             pixels = batch["pixel_values"][patch_start : patch_start + num_patches]
             prompts.append(PromptInputs(input_ids.clone(), pixels.clone(), grid.clone()))
@@ -451,6 +469,15 @@ class VLMPolicy(torch.nn.Module):
                 f"prompt {index}: {tokens} image tokens in input_ids but image_grid_thw needs "
                 f"{int(patches.sum()) // merge**2}"
             )
+
+    def _check_responses(self, response_ids: Sequence[torch.Tensor]) -> None:
+        for index, response in enumerate(response_ids):
+            if bool(torch.isin(response.cpu(), torch.tensor(self.placeholder_ids)).any()):
+                raise ValueError(f"response {index}: contains an image/video placeholder token")
+            if response.ndim != 1 or len(response) == 0:
+                raise ValueError(
+                    f"response {index}: expected a non-empty 1-D token tensor, got {list(response.shape)}"
+                )
 
     def model_inputs(
         self,
@@ -476,13 +503,7 @@ class VLMPolicy(torch.nn.Module):
         prompt_len = max(len(p.input_ids) for p in prompts)
         response_len = 0
         if response_ids is not None:
-            for index, response in enumerate(response_ids):
-                if bool(torch.isin(response.cpu(), torch.tensor(self.placeholder_ids)).any()):
-                    raise ValueError(f"response {index}: contains an image/video placeholder token")
-                if response.ndim != 1 or len(response) == 0:
-                    raise ValueError(
-                        f"response {index}: expected a non-empty 1-D token tensor, got {list(response.shape)}"
-                    )
+            self._check_responses(response_ids)
             response_len = max(len(r) for r in response_ids)
         batch_size = len(prompts)
         input_ids = torch.full((batch_size, prompt_len + response_len), self.pad_token_id, dtype=torch.long)
@@ -585,12 +606,16 @@ class VLMPolicy(torch.nn.Module):
         temperature: float = 1.0,
         top_p: float = 1.0,
         max_new_tokens: int | None = None,
+        share_prompts: bool = True,
     ) -> Generation:
         """Batched generation with left padding and the KV cache; see ``Generation`` for what is returned.
 
         Sampling draws from ``softmax(mask(logits) / temperature)`` restricted to the top-p nucleus; greedy
         (``do_sample=False``) takes the argmax of the masked logits. Finished rows are padded, not re-run.
         ``max_new_tokens=None``: the action grammar's longest answer when constrained, else 16.
+        ``share_prompts``: equal observations (a GRPO group's start) get one prompt, processed once, whose KV
+        cache every copy decodes from, and one shared ``PromptInputs`` object in ``Generation.prompts``;
+        ``False`` processes every observation on its own (same tokens and numbers, more work).
         """
         if max_new_tokens is None:
             max_new_tokens = self.trie.max_length if self.config.constrained_actions else 16
@@ -605,7 +630,11 @@ class VLMPolicy(torch.nn.Module):
                 f"max_new_tokens={max_new_tokens} cannot hold the action grammar's longest answer "
                 f"({self.trie.max_length} tokens with the end token); raise max_new_tokens"
             )
-        prompts = self.prepare(observations)
+        count = len(observations)
+        first, rows = (
+            distinct_observations(observations) if share_prompts else (list(range(count)), list(range(count)))
+        )
+        prompts = self.prepare([observations[i] for i in first], names=first)
         longest = max(len(p.input_ids) for p in prompts)
         if longest + max_new_tokens > self.context_length:
             raise ValueError(
@@ -615,13 +644,14 @@ class VLMPolicy(torch.nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self._generate(prompts, do_sample, temperature, top_p, max_new_tokens)
+            return self._generate(prompts, rows, do_sample, temperature, top_p, max_new_tokens)
         finally:
             self.train(was_training)
 
     def _generate(
         self,
         prompts: list[PromptInputs],
+        rows: list[int],
         do_sample: bool,
         temperature: float,
         top_p: float,
@@ -631,13 +661,17 @@ class VLMPolicy(torch.nn.Module):
         inputs = self.model_inputs(prompts)
         if self._vision_frozen():
             self._cache_image_features(prompts, inputs)
-        batch_size = len(prompts)
+        batch_size = len(rows)  # one row per observation; prompts[rows[i]] is observation i's
         device = self.device
         end_ids = torch.tensor(self.end_token_ids, device=device)
         next_position = inputs["position_ids"].amax(dim=(0, 2)) + 1  # [B]
         attention_mask = inputs["attention_mask"]
         output = self._hidden(inputs, use_cache=True)
         hidden, cache = output.last_hidden_state[:, -1], output.cache
+        if len(prompts) < batch_size:  # shared prompts: every copy decodes from its prompt's cache row
+            index = torch.tensor(rows, device=device)
+            spread_cache(cache, index)
+            hidden, attention_mask, next_position = hidden[index], attention_mask[index], next_position[index]
         finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
         tokens, logprobs, values = [], [], []
         generated: list[list[int]] = [[] for _ in range(batch_size)]
@@ -684,7 +718,8 @@ class VLMPolicy(torch.nn.Module):
             response_logprobs.append(all_logprobs[row, :length].clone())
             response_values.append(all_values[row, :length].clone())
         texts = self.processor.tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-        return Generation(texts, prompts, response_ids, response_logprobs, response_values)
+        shared = [prompts[row] for row in rows]
+        return Generation(texts, shared, response_ids, response_logprobs, response_values)
 
     def act(self, obs: Mapping, info: Mapping | None = None) -> str:
         """Greedy single action text (the evaluation interface shared with the scripted agents)."""
@@ -702,23 +737,79 @@ class VLMPolicy(torch.nn.Module):
     ) -> EvalOutput:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        inputs = self.model_inputs(prompts, response_ids, model=model)
-        prompt_len = max(len(p.input_ids) for p in prompts)
-        response_len = inputs["input_ids"].shape[1] - prompt_len
-        hidden = self._hidden(inputs, model=model).last_hidden_state[
-            :, prompt_len - 1 : prompt_len - 1 + response_len
-        ]
+        unique, rows = distinct_prompts(prompts)
+        if len(unique) < len(prompts):
+            hidden, targets, token_mask = self._shared_prompt_hidden(unique, rows, response_ids, model)
+        else:
+            hidden, targets, token_mask = self._response_hidden(prompts, response_ids, model)
+        response_len = targets.shape[1]
         logits = _base_model(self.model if model is None else model).lm_head(hidden).float()
         logits[..., self.placeholder_ids] = torch.finfo(logits.dtype).min
         if self.config.constrained_actions:
             mask = response_mask(self.trie, response_ids, response_len, logits.shape[-1], logits.device)
             logits = apply_mask(logits, mask)
         log_probs = torch.log_softmax(logits / temperature, dim=-1)
-        targets = inputs["input_ids"][:, prompt_len:]
         token_logprobs = log_probs.gather(-1, targets[..., None]).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
         values = self.value_head(hidden) if with_values else torch.zeros_like(token_logprobs)
-        return EvalOutput(token_logprobs, entropy, values, inputs["attention_mask"][:, prompt_len:])
+        return EvalOutput(token_logprobs, entropy, values, token_mask)
+
+    def _response_hidden(
+        self,
+        prompts: Sequence[PromptInputs],
+        response_ids: Sequence[torch.Tensor],
+        model: torch.nn.Module | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hidden state before each response token ``[B, T, H]``, the right-padded response tokens ``[B, T]``
+        and their mask, from one forward pass over prompt + response per sample."""
+        inputs = self.model_inputs(prompts, response_ids, model=model)
+        prompt_len = max(len(p.input_ids) for p in prompts)
+        response_len = inputs["input_ids"].shape[1] - prompt_len
+        hidden = self._hidden(inputs, model=model).last_hidden_state[
+            :, prompt_len - 1 : prompt_len - 1 + response_len
+        ]
+        return hidden, inputs["input_ids"][:, prompt_len:], inputs["attention_mask"][:, prompt_len:]
+
+    def _shared_prompt_hidden(
+        self,
+        unique: Sequence[PromptInputs],
+        rows: Sequence[int],
+        response_ids: Sequence[torch.Tensor],
+        model: torch.nn.Module | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As `_response_hidden`, with each distinct prompt (``unique[rows[i]]`` is sample i's) run once: its
+        KV cache is spread to the samples sharing it and their responses run on it (same layout and numbers:
+        prompts left-padded to the longest, responses at positions after their own prompt's)."""
+        if len(response_ids) != len(rows):
+            raise ValueError(f"{len(rows)} prompts but {len(response_ids)} responses")
+        self._check_responses(response_ids)
+        inputs = self.model_inputs(unique, model=model)
+        output = self._hidden(inputs, model=model, use_cache=True)
+        device = inputs["input_ids"].device
+        index = torch.tensor(list(rows), device=device)
+        spread_cache(output.cache, index)
+        batch, response_len = len(rows), max(len(r) for r in response_ids)
+        targets = torch.full((batch, response_len), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(targets)
+        for row, response in enumerate(response_ids):
+            targets[row, : len(response)] = response.cpu()
+            mask[row, : len(response)] = 1
+        targets, mask = targets.to(device), mask.to(device)
+        start = inputs["position_ids"].amax(dim=(0, 2))[index] + 1  # [B] first response position
+        positions = start[:, None] + torch.arange(response_len, device=device)
+        positions = positions.expand(3, batch, response_len)
+        after = self._hidden(
+            {
+                "input_ids": targets,
+                "attention_mask": torch.cat([inputs["attention_mask"][index], mask], dim=1),
+                "position_ids": positions,
+            },
+            model=model,
+            cache=output.cache,
+            use_cache=True,
+        ).last_hidden_state
+        hidden = torch.cat([output.last_hidden_state[index, -1:], after[:, :-1]], dim=1)
+        return hidden, targets, mask
 
     def evaluate(
         self,
@@ -754,6 +845,11 @@ class VLMPolicy(torch.nn.Module):
         return self._score(
             prompts, response_ids, temperature, model=self.reference_model, with_values=False
         ).logprobs
+
+
+def _sub_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of a state dict under ``prefix``, with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _top_p_probs(log_probs: torch.Tensor, top_p: float) -> torch.Tensor:
