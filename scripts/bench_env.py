@@ -1,12 +1,19 @@
-"""Benchmark VLN-v0 on one core: dataset mode vs the raw Pillow decode floor, warm-cache steps/s, world mode.
+"""Benchmark VLN-v0 on one core: dataset mode vs two decode floors, warm-cache steps/s, world mode.
 
     python scripts/bench_env.py [--data DIR_OR_FILE] [--format vln-ego] [--image-size 224] [--seconds 2]
 
 Figures (the last output line is one JSON object with all of them):
-- raw_frames_per_s: Pillow open + decode + RGB + resize of the same frames in a plain loop (the floor);
+- raw_frames_per_s: Pillow open + full decode + RGB + BILINEAR resize of the same frames in a plain loop
+  (the floor before reduced-scale decoding);
+- reduced_frames_per_s: the env's decode in a plain loop: JPEG decoded at the DCT-domain scale
+  ``vln_gym.images.dct_scale`` picks (Pillow ``draft``), BILINEAR resize from the source box;
+  reduced_mean_abs_diff: its mean |difference| from the raw floor's frames (grey levels);
+  alternatives: other reduced-scale decoders measured the same way when importable (simplejpeg,
+  opencv-python-headless; not dependencies), each with frames_per_s and mean_abs_diff;
+  best_reduced / best_reduced_frames_per_s: the fastest reduced decoder within 1 grey level;
 - cold_steps_per_s: dataset-mode episodes (reset + one step) with history_frames=1 and the frame cache
-  cleared each round, so every step delivers one freshly decoded frame; cold_ratio = cold / raw
-  (target >= 0.8);
+  cleared each round, so every step delivers one freshly decoded frame; cold_ratio = cold / raw,
+  cold_ratio_reduced = cold / best reduced (target >= 0.9); floors and env are interleaved in one run;
 - warm_steps_per_s: the same with history_frames=2 and the decoded-frame cache warm (target >= 20,000);
   warm_first_epoch_steps_per_s: the same with the env's episode-metrics memo cleared every round (each
   record's outcome seen for the first time: episode_metrics runs on every step);
@@ -29,6 +36,7 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 import argparse  # noqa: E402  (after the thread limits)
 import json  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
@@ -38,7 +46,7 @@ from PIL import Image  # noqa: E402
 import vln_gym  # noqa: E402, F401  (registers VLN-v0)
 from vln_gym.env import VLNEnv  # noqa: E402
 from vln_gym.geometry import MOVE_FORWARD  # noqa: E402
-from vln_gym.images import clear_frame_cache  # noqa: E402
+from vln_gym.images import clear_frame_cache, dct_scale  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests/fixtures/vln-ego-sample/rgb_images_r2r_debug"
 
@@ -53,16 +61,90 @@ def _timed(fn, seconds: float) -> float:
             return done / elapsed
 
 
-def raw_floor(paths: list[str], size: tuple[int, int]) -> float:
+Decoder = Callable[[str, tuple[int, int]], np.ndarray]  # (path, (width, height)) -> RGB uint8
+
+
+def pillow_full(path: str, target: tuple[int, int]) -> np.ndarray:
+    """The reference: Pillow full decode + BILINEAR resize."""
+    with Image.open(path) as image:
+        image.load()
+        rgb = image.convert("RGB")
+    return np.asarray(rgb.resize(target, Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def pillow_draft(path: str, target: tuple[int, int]) -> np.ndarray:
+    """What the env does: the JPEG decoded at ``dct_scale`` (Pillow draft), BILINEAR from the source box."""
+    with Image.open(path) as image:
+        scale, box = dct_scale(image.size, target), None
+        if scale > 1:
+            box = image.draft(None, (image.width // scale, image.height // scale))[1]
+        image.load()
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        return np.asarray(rgb.resize(target, Image.Resampling.BILINEAR, box=box), dtype=np.uint8)
+
+
+def alternative_decoders() -> dict[str, Decoder]:
+    """Reduced-scale decoders of libraries that are not dependencies, when installed (for comparison)."""
+    decoders: dict[str, Decoder] = {}
+    try:
+        import simplejpeg
+    except ImportError:
+        simplejpeg = None
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        cv2 = None
+
+    def simplejpeg_decode(path: str, target: tuple[int, int]) -> np.ndarray:
+        with open(path, "rb") as file:  # smallest libjpeg-turbo M/8 scale covering the target
+            return simplejpeg.decode_jpeg(file.read(), "RGB", min_width=target[0], min_height=target[1])
+
+    def simplejpeg_pillow(path: str, target: tuple[int, int]) -> np.ndarray:
+        image = Image.fromarray(simplejpeg_decode(path, target))
+        return np.asarray(image.resize(target, Image.Resampling.BILINEAR))
+
+    def simplejpeg_cv2_linear(path: str, target: tuple[int, int]) -> np.ndarray:
+        return cv2.resize(simplejpeg_decode(path, target), target, interpolation=cv2.INTER_LINEAR)
+
+    def pillow_draft_cv2_linear(path: str, target: tuple[int, int]) -> np.ndarray:
+        with Image.open(path) as image:
+            image.draft("RGB", target)  # smallest of 1/2, 1/4, 1/8 covering the target
+            frame = np.asarray(image.convert("RGB"))
+        return cv2.resize(frame, target, interpolation=cv2.INTER_LINEAR)
+
+    if simplejpeg is not None:
+        decoders["simplejpeg_pillow"] = simplejpeg_pillow
+    if simplejpeg is not None and cv2 is not None:
+        decoders["simplejpeg_cv2_linear"] = simplejpeg_cv2_linear
+    if cv2 is not None:
+        decoders["pillow_draft_cv2_linear"] = pillow_draft_cv2_linear
+    return decoders
+
+
+def decode_rounds(decoder: Decoder, paths: list[str], size: tuple[int, int]):
+    target = (size[1], size[0])
+
     def one_round() -> int:
         for path in paths:
-            with Image.open(path) as image:
-                image.load()
-                rgb = image.convert("RGB")
-            np.asarray(rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.uint8)
+            decoder(path, target)
         return len(paths)
 
     return one_round
+
+
+def raw_floor(paths: list[str], size: tuple[int, int]):
+    """The Pillow full decode + resize floor as a ``_timed`` round."""
+    return decode_rounds(pillow_full, paths, size)
+
+
+def mean_abs_diff(decoder: Decoder, paths: list[str], size: tuple[int, int]) -> float:
+    """Mean |decoder - Pillow full decode + resize| over ``paths`` (grey levels)."""
+    target = (size[1], size[0])
+    return float(
+        np.mean([np.abs(decoder(p, target).astype(np.int16) - pillow_full(p, target)).mean() for p in paths])
+    )
 
 
 def episode_rounds(env: gym.Env, num_episodes: int, clear_cache: bool, clear_metrics: bool = False):
@@ -161,6 +243,74 @@ def world_figures(args: argparse.Namespace) -> dict:
     return figures
 
 
+def decode_floors(paths: list[str], size: tuple[int, int], cold_env: VLNEnv, args) -> dict:
+    """Both floors, every reduced decoder and the cold env, interleaved; the best of ``--repeats`` each."""
+    decoders = {"pillow_draft": pillow_draft, **alternative_decoders()}
+    rounds = {"raw": raw_floor(paths, size), "cold": episode_rounds(cold_env, len(paths), clear_cache=True)}
+    rounds.update({name: decode_rounds(decoder, paths, size) for name, decoder in decoders.items()})
+    best = dict.fromkeys(rounds, 0.0)
+    for _ in range(args.repeats):  # the machine is shared, so load drifts: interleave, keep the best
+        for name, one_round in rounds.items():
+            best[name] = max(best[name], _timed(one_round, args.seconds / args.repeats))
+    diffs = {name: mean_abs_diff(decoder, paths, size) for name, decoder in decoders.items()}
+    within = [name for name in decoders if diffs[name] < 1.0] or ["pillow_draft"]
+    fastest = max(within, key=best.get)
+    raw, cold = best["raw"], best["cold"]
+    print(f"floor, Pillow full decode + resize: {raw:10.1f} frames/s")
+    for name in decoders:
+        print(f"floor, {name + ':':28s} {best[name]:10.1f} frames/s  mean |diff| {diffs[name]:.2f}")
+    print(
+        f"env cold (1 new frame):   {cold:10.1f} steps/s  ratio {cold / raw:.3f} to the Pillow floor, "
+        f"{cold / best[fastest]:.3f} to the best reduced ({fastest})"
+    )
+    return {
+        "raw_frames_per_s": round(raw, 1),
+        "reduced_frames_per_s": round(best["pillow_draft"], 1),
+        "reduced_mean_abs_diff": round(diffs["pillow_draft"], 3),
+        "alternatives": {
+            name: {"frames_per_s": round(best[name], 1), "mean_abs_diff": round(diffs[name], 3)}
+            for name in decoders
+            if name != "pillow_draft"
+        },
+        "best_reduced": fastest,
+        "best_reduced_frames_per_s": round(best[fastest], 1),
+        "cold_steps_per_s": round(cold, 1),
+        "cold_ratio": round(cold / raw, 3),
+        "cold_ratio_reduced": round(cold / best[fastest], 3),
+    }
+
+
+def dataset_figures(args: argparse.Namespace) -> dict:
+    """Dataset-mode figures: the decode floors and the cold env side by side, then warm-cache steps."""
+    from vln_gym.data import load_episodes
+
+    size = (args.image_size, args.image_size)
+    episodes = load_episodes(args.data, format=args.format)
+    paths = [episode.images[-1] for episode in episodes]  # each record's current frame, each file once
+    print(f"{len(episodes)} episodes, {len(set(paths))} distinct frames, image_size {size}")
+    cold_env = VLNEnv(episodes=episodes, history_frames=1, image_size=size)
+    floors = decode_floors(paths, size, cold_env, args)
+    warm_env = VLNEnv(episodes=episodes, history_frames=2, image_size=size)
+    episode_rounds(warm_env, len(episodes), clear_cache=False)()
+    warm = _timed(episode_rounds(warm_env, len(episodes), clear_cache=False), args.seconds)
+    print(f"env warm (reset+step):    {warm:10.1f} steps/s")
+    first_epoch = episode_rounds(warm_env, len(episodes), clear_cache=False, clear_metrics=True)
+    first = _timed(first_epoch, args.seconds)
+    print(f"env warm, metrics memo cleared: {first:10.1f} steps/s")
+    wrapped = gym.make("VLN-v0", episodes=episodes, history_frames=2, image_size=size)
+    episode_rounds(wrapped, len(episodes), clear_cache=False)()
+    warm_wrapped = _timed(episode_rounds(wrapped, len(episodes), clear_cache=False), args.seconds)
+    print(f"gym.make warm:            {warm_wrapped:10.1f} steps/s")
+    return {
+        "image_size": args.image_size,
+        "episodes": len(episodes),
+        **floors,
+        "warm_steps_per_s": round(warm, 1),
+        "warm_first_epoch_steps_per_s": round(first, 1),
+        "warm_gym_make_steps_per_s": round(warm_wrapped, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -186,44 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(figures))
         return 0
 
-    from vln_gym.data import load_episodes
-
-    size = (args.image_size, args.image_size)
-    episodes = load_episodes(args.data, format=args.format)
-    paths = [episode.images[-1] for episode in episodes]  # each record's current frame, each file once
-    print(f"{len(episodes)} episodes, {len(set(paths))} distinct frames, image_size {size}")
-
-    cold_env = VLNEnv(episodes=episodes, history_frames=1, image_size=size)
-    # Interleave floor and env runs and keep the best of each: the machine is shared, so load drifts.
-    raws, colds = [], []
-    slice_seconds = args.seconds / args.repeats
-    for _ in range(args.repeats):
-        raws.append(_timed(raw_floor(paths, size), slice_seconds))
-        colds.append(_timed(episode_rounds(cold_env, len(episodes), clear_cache=True), slice_seconds))
-    raw, cold = max(raws), max(colds)
-    print(f"raw Pillow floor:         {raw:10.1f} frames/s")
-    print(f"env cold (1 new frame):   {cold:10.1f} steps/s  ratio {cold / raw:.3f}")
-    warm_env = VLNEnv(episodes=episodes, history_frames=2, image_size=size)
-    episode_rounds(warm_env, len(episodes), clear_cache=False)()
-    warm = _timed(episode_rounds(warm_env, len(episodes), clear_cache=False), args.seconds)
-    print(f"env warm (reset+step):    {warm:10.1f} steps/s")
-    first_epoch = episode_rounds(warm_env, len(episodes), clear_cache=False, clear_metrics=True)
-    first = _timed(first_epoch, args.seconds)
-    print(f"env warm, metrics memo cleared: {first:10.1f} steps/s")
-    wrapped = gym.make("VLN-v0", episodes=episodes, history_frames=2, image_size=size)
-    episode_rounds(wrapped, len(episodes), clear_cache=False)()
-    warm_wrapped = _timed(episode_rounds(wrapped, len(episodes), clear_cache=False), args.seconds)
-    print(f"gym.make warm:            {warm_wrapped:10.1f} steps/s")
-    figures = {
-        "image_size": args.image_size,
-        "episodes": len(episodes),
-        "raw_frames_per_s": round(raw, 1),
-        "cold_steps_per_s": round(cold, 1),
-        "cold_ratio": round(cold / raw, 3),
-        "warm_steps_per_s": round(warm, 1),
-        "warm_first_epoch_steps_per_s": round(first, 1),
-        "warm_gym_make_steps_per_s": round(warm_wrapped, 1),
-    }
+    figures = dataset_figures(args)
     if not args.skip_world:
         figures.update(world_figures(args))
     print(json.dumps(figures))
