@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import math
 import os
 import shutil
@@ -31,8 +32,6 @@ SERVER_MODULE = Path(envserver.__file__)
 
 def start_server(env_kwargs: dict, *extra: str) -> tuple[subprocess.Popen, str]:
     """``vln-gym serve --port 0`` in a subprocess (a process per connection); ``(process, "host:port")``."""
-    import json
-
     command = [
         sys.executable,
         "-m",
@@ -309,27 +308,26 @@ def test_a_dead_server_is_a_clear_error_and_reset_reconnects():
     with pytest.raises(ServerConnectionError, match="reconnects"):
         env.step(1)
     port = address.rsplit(":", 1)[1]
-    restarted = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agents.cli",
-            "serve",
-            "--port",
-            port,
-            "--env-kwargs",
-            '{"world_episodes": 5}',
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert env.reset(seed=0)[1]["episode_id"]  # reconnected (retrying while the server starts)
-        env.step(1)
-    finally:
-        env.close()
-        restarted.kill()
-        restarted.wait()
+    for env_kwargs, works in ((WORLD, True), ({**WORLD, "history_frames": 1}, False)):
+        command = ["serve", "--port", port, "--env-kwargs", json.dumps(env_kwargs)]
+        restarted = subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            if works:  # reconnected (retrying while the server starts), same env: carry on
+                assert env.reset(seed=0)[1]["episode_id"]
+                env.step(1)
+            else:
+                with pytest.raises(ServerConnectionError, match="another env"):
+                    env.reset(seed=0)
+        finally:
+            os.killpg(restarted.pid, signal.SIGKILL)
+            restarted.wait()
+        env._drop()  # the killed server's connection
+    env.close()
     with pytest.raises(ServerConnectionError, match="no env server at"):
         RemoteVLNEnv(address, connect_timeout=0.5)
 

@@ -82,7 +82,7 @@ class RemoteVLNEnv(gym.Env[dict[str, Any], Any]):
         self.timeout, self.connect_timeout = float(timeout), float(connect_timeout)
         self._channel: Channel | None = None
         self.bytes_sent = self.bytes_received = 0
-        spec = self._connect()
+        spec = self._spec = self._connect()
         self.observation_space = space_from_data(spec.get("observation_space"), "observation_space")
         self.action_space = space_from_data(spec.get("action_space"), "action_space")
         self.backend = str(spec.get("backend", "unknown"))
@@ -168,11 +168,26 @@ class RemoteVLNEnv(gym.Env[dict[str, Any], Any]):
                 time.sleep(0.2)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._channel = Channel(sock)
-        return self._request("hello", self._hello)
+        try:
+            return self._request("hello", self._hello)
+        except (OSError, EOFError, FramingError) as error:
+            self._drop()
+            raise ServerConnectionError(
+                f"the env server at {self.server} closed the connection during the handshake ({error})"
+            ) from None
+
+    def _reconnect(self) -> None:
+        spec = self._connect()
+        if spec != self._spec:
+            self._drop()
+            raise ServerConnectionError(
+                f"the env server at {self.server} came back serving another env (its spaces or attributes "
+                "changed); make a new env"
+            )
 
     def _call(self, method: str, args: dict[str, Any], reconnect: bool = False) -> Any:
         if self._channel is None and reconnect:
-            self._connect()
+            self._reconnect()
         if self._channel is None:
             raise ServerConnectionError(
                 f"{method}(): not connected to {self.server} (it went away); reset() or set_state() "
@@ -187,7 +202,7 @@ class RemoteVLNEnv(gym.Env[dict[str, Any], Any]):
                     f"{method}(): the env server {self.server} went away ({error}); the episode in flight "
                     "is lost; reset() or set_state() reconnects"
                 ) from None
-        self._connect()
+        self._reconnect()
         return self._request(method, args)
 
     def _request(self, method: str, args: dict[str, Any]) -> Any:

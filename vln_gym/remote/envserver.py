@@ -453,6 +453,8 @@ def handle_connection(
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         server = self.server
+        if server.forking:  # a forked child must not keep the listening socket (it would outlive the server)
+            server.socket.close()
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             handle_connection(self.request, server.make_backend, server.token, server.max_payload)
@@ -498,6 +500,7 @@ def make_server(
     forking = processes and hasattr(socketserver, "ForkingMixIn")
     server = (_ForkingServer if forking else _ThreadingServer)((host, port), _Handler)
     server.make_backend = make_backend
+    server.forking = forking
     server.token = token
     server.max_payload = int(max_payload)
     return server
