@@ -1,4 +1,4 @@
-"""First-person raycaster in numpy: one ray per image column, walls, floor, ceiling; no torch.
+"""First-person raycaster: one ray per image column, walls, floor, ceiling; numpy (or numba), no torch.
 
 Camera: pinhole at ``camera_height`` with a 90-degree horizontal field of view (VLN-CE's), square pixels,
 horizon in the middle row. Walls are the solid grid cells, ``wall_height`` tall; a wall face takes the
@@ -8,13 +8,22 @@ brightness falls with distance, and x-facing walls are a little darker than z-fa
 
 Speed: the ray/grid intersection is vectorised over columns *and* grid lines at once (every crossing of
 every vertical and horizontal grid line up to the plan's size, first solid one wins), and the picture is
-one gather from a table of every material at every shade level. Per-size arrays are cached.
+one gather from a table of every material at every shade level. Per-size tables and work buffers are
+made once and reused by every frame (``out=`` operations), so a frame allocates only itself and a few
+one-value-per-column vectors: freshly allocated image-sized temporaries cost a page fault per 4 KiB, as
+glibc hands them back to the OS after each frame, which was half the time.
+
+Kernels: ``"numpy"`` (above) and ``"numba"`` (`vln_gym.world.render_kernel`, the same arithmetic pixel by
+pixel, several times faster; ``pip install 'vln-gym[fast]'``). Both give identical pixels. The default,
+``"auto"``, is ``$VLN_GYM_RENDER_KERNEL`` when set, else numba when it imports, else numpy.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -36,6 +45,8 @@ SIDE_DARKENING = 3
 SHORT_CROSSINGS = 12  # grid lines per axis looked at before tracing a ray across the whole plan
 _L = SHADE_LEVELS
 _TEX = TEXTURE_ROWS * TEXTURE_COLS
+KERNELS = ("numpy", "numba")
+KERNEL_VARIABLE = "VLN_GYM_RENDER_KERNEL"
 
 
 @dataclass(frozen=True)
@@ -53,10 +64,108 @@ class _SizeTables:
     ceiling: np.ndarray  # [horizon_row, W] palette index of the ceiling
 
 
-class Renderer:
-    """Renders first-person views of one floor plan."""
+class _AxisBuffers:
+    """Work arrays of one axis's grid-line crossings: ``rays x crossings`` at most, flat, reshaped per use."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, rays: int, crossings: int) -> None:
+        capacity = rays * crossings
+        self.ray_numbers = np.arange(rays)
+        self.lines = np.empty(capacity, dtype=np.int64)  # grid-line numbers, then the cell entered
+        self.across = np.empty(capacity, dtype=np.int64)  # cell coordinate along the other axis, then flat
+        self.t = np.empty(capacity, dtype=np.float64)
+        self.scratch = np.empty(capacity, dtype=np.float64)
+        self.hit = np.empty(capacity, dtype=bool)
+
+
+class _Work:
+    """Buffers reused by every frame of one size; private to the renderer, never pickled, never returned."""
+
+    def __init__(self, height: int, width: int, crossings: int) -> None:
+        pixels = height * width
+        self.axes = (_AxisBuffers(width, crossings), _AxisBuffers(width, crossings))
+        self.index = np.empty((height, width), dtype=np.int32)  # palette index of every pixel
+        # the floor is drawn first, then the walls, so each pair of buffers serves both in turn
+        self.real = np.empty(pixels, dtype=np.float32)  # floor coordinate, then texture row
+        self.first = np.empty(pixels, dtype=np.int32)  # floor x cell, then texture table index
+        self.second = np.empty(pixels, dtype=np.int32)  # floor z cell then flat cell, then palette index
+        self.wall = np.empty(pixels, dtype=bool)
+        self.packed = np.empty(pixels, dtype=_WORD)  # RGB of every pixel, one word each
+        # the compiled path's per-column values
+        self.top = np.empty(width, dtype=np.float32)
+        self.scale = np.empty(width, dtype=np.float32)
+        self.tex_base = np.empty(width, dtype=np.int64)
+        self.index_base = np.empty(width, dtype=np.int32)
+        self.dx32 = np.empty(width, dtype=np.float32)
+        self.dz32 = np.empty(width, dtype=np.float32)
+
+
+_WORD = np.dtype("<u4")  # R, G, B, and a spare byte, in memory order on any machine
+
+
+def _pack(palette: np.ndarray) -> np.ndarray:
+    """``[N, 3]`` uint8 colours as ``[N]`` little-endian words ``R | G << 8 | B << 16``."""
+    words = np.zeros((len(palette), 4), dtype=np.uint8)
+    words[:, :3] = palette
+    return words.view(_WORD)[:, 0].copy()
+
+
+def _new_frame(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A new uint8 ``[H, W, 3]`` frame, and ``[H * W]`` overlapping 4-byte words over it, 3 bytes apart.
+
+    Copying packed colours into the words writes each pixel's RGB and one spare byte, which the next
+    pixel's word overwrites (numpy copies a 1-D array first element to last); the last spare byte lies
+    just past the frame, in its buffer. About twice as fast as a gather of 3-byte rows.
+    """
+    buffer = np.empty(height * width * 3 + 1, dtype=np.uint8)
+    words = np.ndarray((height * width,), dtype=_WORD, buffer=buffer, strides=(3,))
+    return buffer[:-1].reshape(height, width, 3), words
+
+
+def _rows(buffer: np.ndarray, count: int, width: int) -> np.ndarray:
+    """The first ``count`` rows of ``width`` elements of a flat work buffer, as a contiguous 2-D view."""
+    return buffer[: count * width].reshape(count, width)
+
+
+@lru_cache(maxsize=1)
+def _compiled():
+    """The numba kernel module, or None when numba cannot be imported."""
+    try:
+        from vln_gym.world import render_kernel
+    except ImportError:
+        return None
+    return render_kernel
+
+
+def numba_available() -> bool:
+    """numba imports here, so the ``"numba"`` kernel can be used."""
+    return _compiled() is not None
+
+
+def resolve_kernel(kernel: str = "auto") -> str:
+    """The kernel a renderer uses: ``"numpy"`` or ``"numba"``; ``"auto"`` reads ``$VLN_GYM_RENDER_KERNEL``
+    and otherwise picks numba when it imports."""
+    if kernel == "auto":
+        kernel = os.environ.get(KERNEL_VARIABLE, "auto") or "auto"
+        if kernel == "auto":
+            return "numba" if numba_available() else "numpy"
+    if kernel not in KERNELS:
+        raise ValueError(f"renderer kernel must be 'auto' or one of {', '.join(KERNELS)}, got {kernel!r}")
+    if kernel == "numba" and not numba_available():
+        raise ValueError("renderer kernel 'numba' needs numba: pip install 'vln-gym[fast]' (or use 'numpy')")
+    return kernel
+
+
+class Renderer:
+    """Renders first-person views of one floor plan.
+
+    ``kernel``: ``"numpy"``, ``"numba"`` (compiled, the same pixels, several times faster) or ``"auto"``
+    (``$VLN_GYM_RENDER_KERNEL`` if set, else numba when it imports). Every returned frame is a new array;
+    the work buffers behind it are reused by the next frame, and are left out of the pickled state.
+    """
+
+    def __init__(self, layout: Layout, kernel: str = "auto") -> None:
+        self.requested_kernel = kernel
+        self.kernel = resolve_kernel(kernel)
         config = layout.config
         self.cell = float(config.cell_size)
         self.wall_height = float(config.wall_height)
@@ -82,6 +191,7 @@ class Renderer:
             colours.append(landmark.rgb)
             textures.append(texture(LANDMARK_TEXTURE[landmark.kind]))
         self.palette = shade_table(colours)
+        self.packed_palette = _pack(self.palette)
         self.textures = np.concatenate([t.ravel() for t in textures]).astype(np.int32)
         region = layout.region.ravel().astype(np.int64)
         self.solid = np.ascontiguousarray(layout.solid.ravel())
@@ -95,6 +205,16 @@ class Renderer:
             np.where(region >= 0, floor_material[np.maximum(region, 0)], 0) * _L - 2 * checker
         ).astype(np.int32)
         self._sizes: dict[tuple[int, int], _SizeTables] = {}
+        self._work: dict[tuple[int, int], _Work] = {}
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_sizes"], state["_work"] = {}, {}  # rebuilt on first use
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.kernel = resolve_kernel(self.requested_kernel)  # numba may be missing in this process
 
     def _tables(self, height: int, width: int) -> _SizeTables:
         tables = self._sizes.get((height, width))
@@ -122,54 +242,121 @@ class Renderer:
             ceiling,
         )
         self._sizes[(height, width)] = tables
+        self._work[(height, width)] = _Work(height, width, len(self.crossings))
         return tables
+
+    def render(self, x: float, z: float, heading: float, size: tuple[int, int]) -> np.ndarray:
+        """A new RGB uint8 ``[H, W, 3]`` seen from ``(x, z)`` facing ``heading`` (``size = (H, W)``)."""
+        height, width = int(size[0]), int(size[1])
+        if height < 2 or width < 2:
+            raise ValueError(f"render size must be at least (2, 2), got {size!r}")
+        x, z, heading = float(x), float(z), float(heading)  # Python floats: float32 stays float32 below
+        if not (0 <= x < self.nx * self.cell and 0 <= z < self.nz * self.cell and math.isfinite(heading)):
+            raise ValueError(
+                f"render pose (x={x!r}, z={z!r}, heading={heading!r}) is outside the plan "
+                f"(0 <= x < {self.nx * self.cell:g}, 0 <= z < {self.nz * self.cell:g}) or not finite"
+            )
+        tab = self._tables(height, width)
+        work = self._work[(height, width)]
+        if self.kernel == "numba":
+            frame = np.empty((height, width, 3), dtype=np.uint8)
+            self._render_compiled(frame, work, tab, x, z, heading)
+        else:
+            frame, words = _new_frame(height, width)
+            self._render_numpy(words, work, tab, x, z, heading)
+        return frame
+
+    # ------------------------------------------------------------------ compiled path
+
+    def _render_compiled(
+        self, frame: np.ndarray, work: _Work, tab: _SizeTables, x: float, z: float, heading: float
+    ) -> None:
+        frame_args = (
+            x / self.cell,
+            z / self.cell,
+            -math.sin(heading),
+            -math.cos(heading),
+            self.cell,
+            tab.height,
+            tab.focal,
+            self.wall_height,
+            self.camera_height,
+        )
+        world = (self.solid, self.wall_of_cell, self.landmark_of_cell, self.nx, self.nz, len(self.crossings))
+        pictures = (self.textures, self.floor_of_cell, self.palette)
+        columns = (tab.spread, work.top, work.scale, work.tex_base, work.index_base, work.dx32, work.dz32)
+        rows = (tab.rows[:, 0], tab.floor_depth, tab.floor_level[:, 0], tab.ceiling[:, 0])
+        _compiled().render_into(frame, frame_args, world, pictures, columns, rows)
+
+    # ------------------------------------------------------------------ numpy path
 
     def _first_hits(
         self,
+        buffers: _AxisBuffers,
         origin: float,
         other: float,
         d_main: np.ndarray,
         d_other: np.ndarray,
         along_x: bool,
-        k: np.ndarray,
+        count: int,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """First solid cell entered across grid lines of one axis, among the crossings ``k`` of each ray.
-
-        Returns ``(t of the hit or inf, flat index of the hit cell, step direction, t of the last crossing)``.
-        """
+        """First solid cell entered across grid lines of one axis, among the first ``count`` crossings of
+        each ray. Returns ``(t of the hit or inf, flat index of the hit cell, step direction, t of the last
+        crossing)``; the big arrays live in ``buffers``, the returned ones are new (one value per ray)."""
         nx, nz = self.nx, self.nz
+        rays = len(d_main)
         step = np.where(d_main >= 0, 1, -1)
         safe = np.where(np.abs(d_main) < 1e-12, 1e-12 * step, d_main)
-        lines = (math.floor(origin) + (step > 0))[:, None] + step[:, None] * k[None, :]
-        t = (lines - origin) / safe[:, None]
-        entered = lines - (step < 0)[:, None]
-        across = np.floor(other + t * d_other[:, None]).astype(np.int64)
+        lines = _rows(buffers.lines, rays, count)
+        np.multiply(step[:, None], self.crossings[None, :count], out=lines)
+        lines += (math.floor(origin) + (step > 0))[:, None]
+        t = _rows(buffers.t, rays, count)
+        np.subtract(lines, origin, out=t)
+        t /= safe[:, None]
+        entered = lines
+        entered -= (step < 0)[:, None]
+        scratch = _rows(buffers.scratch, rays, count)
+        np.multiply(t, d_other[:, None], out=scratch)
+        scratch += other
+        np.floor(scratch, out=scratch)
+        across = _rows(buffers.across, rays, count)
+        np.copyto(across, scratch, casting="unsafe")
+        np.maximum(across, 0, out=across)
+        np.minimum(across, (nz if along_x else nx) - 1, out=across)
+        np.maximum(entered, 0, out=entered)
+        np.minimum(entered, (nx if along_x else nz) - 1, out=entered)
         if along_x:
-            flat = np.minimum(np.maximum(across, 0), nz - 1) * nx + np.minimum(np.maximum(entered, 0), nx - 1)
+            flat = across
+            flat *= nx
+            flat += entered
         else:
-            flat = np.minimum(np.maximum(entered, 0), nz - 1) * nx + np.minimum(np.maximum(across, 0), nx - 1)
-        hit = self.solid[flat]
+            flat = entered
+            flat *= nx
+            flat += across
+        hit = _rows(buffers.hit, rays, count)
+        np.take(self.solid, flat, out=hit, mode="clip")
         first = np.argmax(hit, axis=1)
-        cols = np.arange(len(first))
-        return np.where(hit[cols, first], t[cols, first], np.inf), flat[cols, first], step, t[:, -1]
+        cols = buffers.ray_numbers[:rays]
+        return np.where(hit[cols, first], t[cols, first], np.inf), flat[cols, first], step, t[:, -1].copy()
 
-    def _cast(self, px: float, pz: float, dcx: np.ndarray, dcz: np.ndarray):
+    def _cast(self, work: _Work, px: float, pz: float, dcx: np.ndarray, dcz: np.ndarray):
         """Per column: depth (metres), hit cell, previous cell, wall coordinate u in [0, 1), x-face flag.
 
         Looks at the first ``SHORT_CROSSINGS`` grid lines of each axis first; only rays whose nearest hit
         is not certain yet (no hit before the last line looked at) are traced across the whole plan.
         """
-        short = self.crossings[:SHORT_CROSSINGS]
-        tx, flat_x, step_x, last_x = self._first_hits(px, pz, dcx, dcz, True, short)
-        tz, flat_z, step_z, last_z = self._first_hits(pz, px, dcz, dcx, False, short)
+        ax, az = work.axes
+        short = min(SHORT_CROSSINGS, len(self.crossings))
+        tx, flat_x, step_x, last_x = self._first_hits(ax, px, pz, dcx, dcz, True, short)
+        tz, flat_z, step_z, last_z = self._first_hits(az, pz, px, dcz, dcx, False, short)
         open_rays = np.flatnonzero(np.minimum(tx, tz) > np.minimum(last_x, last_z))
-        if len(open_rays) and len(short) < len(self.crossings):
-            full = self.crossings
+        if len(open_rays) and short < len(self.crossings):
+            full = len(self.crossings)
             tx[open_rays], flat_x[open_rays], _, _ = self._first_hits(
-                px, pz, dcx[open_rays], dcz[open_rays], True, full
+                ax, px, pz, dcx[open_rays], dcz[open_rays], True, full
             )
             tz[open_rays], flat_z[open_rays], _, _ = self._first_hits(
-                pz, px, dcz[open_rays], dcx[open_rays], False, full
+                az, pz, px, dcz[open_rays], dcx[open_rays], False, full
             )
         nx = self.nx
         use_x = tx <= tz
@@ -179,17 +366,17 @@ class Renderer:
         u = np.where(use_x, pz + t * dcz, px + t * dcx)
         return t * self.cell, flat, previous, u - np.floor(u), use_x
 
-    def render(self, x: float, z: float, heading: float, size: tuple[int, int]) -> np.ndarray:
-        """RGB uint8 ``[H, W, 3]`` seen from ``(x, z)`` facing ``heading`` (``size = (H, W)``)."""
-        height, width = int(size[0]), int(size[1])
-        if height < 2 or width < 2:
-            raise ValueError(f"render size must be at least (2, 2), got {size!r}")
-        tab = self._tables(height, width)
+    def _render_numpy(
+        self, words: np.ndarray, work: _Work, tab: _SizeTables, x: float, z: float, heading: float
+    ) -> None:
+        """Fill a new frame through its pixel words (`_new_frame`)."""
+        height, width = tab.height, tab.width
         fx, fz = -math.sin(heading), -math.cos(heading)
         dirx = fx - fz * tab.spread  # right vector is (-fz, fx)
         dirz = fz + fx * tab.spread
         px, pz = x / self.cell, z / self.cell
-        depth, flat, previous, u, use_x = self._cast(px, pz, dirx / self.cell, dirz / self.cell)
+        dcx, dcz = dirx / self.cell, dirz / self.cell
+        depth, flat, previous, u, use_x = self._cast(work, px, pz, dcx, dcz)
         depth = np.maximum(depth, 1e-3)
         landmark = self.landmark_of_cell[flat]
         material = np.where(landmark >= 0, landmark, self.wall_of_cell[previous])
@@ -208,31 +395,46 @@ class Renderer:
         wall_from = min(max(int(top.min()), 0), height)
         wall_to = min(max(math.ceil(float(bottom.max())) + 1, wall_from), height)
         floor_from = min(max(int(bottom.min()), tab.horizon_row), height)
-
-        # texture row per pixel; as uint32, rows above the wall wrap to huge values, so one compare finds
-        # the wall and one minimum keeps every index inside the texture table
-        v = tab.rows[wall_from:wall_to] - top
-        v *= scale
-        rows = v.astype(np.int32).view(np.uint32)
-        wall = rows < TEXTURE_ROWS
-        np.minimum(rows, TEXTURE_ROWS - 1, out=rows)
-        rows *= TEXTURE_COLS
-        rows += tex_base
-        wall_index = np.take(self.textures, rows)
-        wall_index += index_base
+        index = work.index
+        index[: tab.horizon_row] = tab.ceiling
 
         # floor: the cell under each lower pixel; pixels hidden behind walls may land outside (clamped)
-        index = np.empty((height, width), dtype=np.int32)
-        index[: tab.horizon_row] = tab.ceiling
+        floor_rows = height - floor_from
         depth_rows = tab.floor_depth[floor_from - tab.horizon_row :, None]
-        floor_x = (px + depth_rows * (dirx / self.cell).astype(np.float32)).astype(np.int32)
-        floor_z = (pz + depth_rows * (dirz / self.cell).astype(np.float32)).astype(np.int32)
+        coordinate = _rows(work.real, floor_rows, width)
+        floor_x = _rows(work.first, floor_rows, width)
+        floor_z = _rows(work.second, floor_rows, width)
+        np.multiply(depth_rows, dcx.astype(np.float32), out=coordinate)
+        coordinate += px  # a Python float: added in float32
+        np.copyto(floor_x, coordinate, casting="unsafe")
+        np.multiply(depth_rows, dcz.astype(np.float32), out=coordinate)
+        coordinate += pz
+        np.copyto(floor_z, coordinate, casting="unsafe")
         floor_z *= self.nx
         floor_z += floor_x
         cells = floor_z.view(np.uint32)
         np.minimum(cells, self.nz * self.nx - 1, out=cells)
         floor = index[floor_from:]
-        np.take(self.floor_of_cell, cells, out=floor)
+        np.take(self.floor_of_cell, cells, out=floor, mode="clip")
         floor += tab.floor_level[floor_from - tab.horizon_row :]
+
+        # texture row per pixel; as uint32, rows above the wall wrap to huge values, so one compare finds
+        # the wall and one minimum keeps every index inside the texture table
+        wall_rows = wall_to - wall_from
+        v = _rows(work.real, wall_rows, width)
+        np.subtract(tab.rows[wall_from:wall_to], top, out=v)
+        v *= scale
+        rows = _rows(work.first, wall_rows, width)
+        np.copyto(rows, v, casting="unsafe")
+        rows = rows.view(np.uint32)
+        wall = _rows(work.wall, wall_rows, width)
+        np.less(rows, TEXTURE_ROWS, out=wall)
+        np.minimum(rows, TEXTURE_ROWS - 1, out=rows)
+        rows *= TEXTURE_COLS
+        rows += tex_base
+        wall_index = _rows(work.second, wall_rows, width)
+        np.take(self.textures, rows, out=wall_index, mode="clip")
+        wall_index += index_base
         np.copyto(index[wall_from:wall_to], wall_index, where=wall)
-        return np.take(self.palette, index, axis=0)
+        np.take(self.packed_palette, index.reshape(-1), out=work.packed, mode="clip")
+        np.copyto(words, work.packed)
