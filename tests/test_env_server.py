@@ -264,6 +264,8 @@ def test_client_passes_check_env_and_checks_its_arguments(served_world):
         RemoteVLNEnv(served_world, forward_step=0.25)
     with pytest.raises(TypeError, match="env arguments belong to the server"):
         gym.make("VLN-v0", server=served_world, world_episodes=5)
+    with pytest.raises(ValueError, match="takes discrete actions"):
+        RemoteVLNEnv(served_world, action_space="text")
     with pytest.raises(ValueError, match="computes its own rewards"):
         RemoteVLNEnv(served_world, rewards="success")
     with pytest.raises(ValueError, match="host:port"):
@@ -415,3 +417,35 @@ def test_server_module_compiles_under_a_real_python38():
         env={**os.environ, "PYENV_VERSION": "3.8.18"},
     )
     assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- training
+def test_ppo_iteration_against_two_served_envs(tmp_path):
+    """A PPO iteration whose two envs are served (thread server: one env per connection)."""
+    from agents.ppo_train import PPOConfig, ppo_train
+
+    served = {**WORLD, "image_size": (28, 28), "action_space": "text"}
+    server, address = serve_in_thread(partial(VLNBackend, served))
+    try:
+        with pytest.raises(ValueError, match="needs forward_step and turn_angle"):
+            PPOConfig(env_kwargs={"server": address})
+        config = PPOConfig(
+            output_dir=str(tmp_path / "run"),
+            env_kwargs={"server": address, "action_space": "text", "forward_step": 0.5, "turn_angle": 45.0},
+            num_iterations=1,
+            num_envs=2,
+            rollout_steps=3,
+            minibatch_size=3,
+            sft_steps=0,
+            max_new_tokens=4,
+            progress=False,
+            tensorboard=False,
+        )
+        result = ppo_train(config)
+    finally:
+        server.shutdown()
+        server.server_close()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["rollout/decisions"] == 6 and rows[0]["optimizer_steps"] > 0
+    assert math.isfinite(rows[0]["loss/policy"]) and rows[0]["episode/count"] >= 1
+    assert result is not None

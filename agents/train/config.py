@@ -287,6 +287,12 @@ class PPOConfig:
             if not ok:
                 raise ValueError(f"PPOConfig.{name}: {message} (got {getattr(self, name)!r})")
         problem = unreachable_goals(self.env_kwargs, self.constrained_actions, self.max_actions_per_turn)
+        unitless = [key for key in ("forward_step", "turn_angle") if key not in self.env_kwargs]
+        if "server" in self.env_kwargs and unitless:
+            problem = (
+                f"a served env needs {' and '.join(unitless)} here: the policy's prompts and answers are in "
+                "the env's units, and the client checks them against the server's"
+            )
         if problem:
             raise ValueError(f"PPOConfig.env_kwargs: {problem}")
 
@@ -364,7 +370,7 @@ def unreachable_goals(
     decoding: ``actions_per_turn``): ``max_steps * actions_per_turn * forward_step`` must reach the world's
     ``min_path_length``. Data-driven envs and free text (any amount) are not checked."""
     if (
-        any(key in env_kwargs for key in ("data_files", "episodes", "server"))  # a served world is the server's
+        any(key in env_kwargs for key in ("data_files", "episodes", "server"))  # served: the server's world
         or env_kwargs.get("views", "world") != "world"
     ):
         return None

@@ -223,6 +223,11 @@ class RemoteVLNEnv(gym.Env[dict[str, Any], Any]):
                 channel.close()
 
     def _check_expected(self, expected: dict[str, Any]) -> None:
+        if "action_space" in expected and "text_actions" in self.attributes:  # VLNEnv's argument, by name
+            expected = dict(expected)
+            served = "text" if self.attributes["text_actions"] else "discrete"
+            if expected.pop("action_space") != served:
+                raise ValueError(f"action_space: the server at {self.server} takes {served} actions")
         for name, value in expected.items():
             if name not in self.attributes:
                 raise TypeError(
