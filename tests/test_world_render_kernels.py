@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,16 @@ def test_a_used_renderer_pickles_without_its_buffers_and_renders_the_same(kernel
     copy = pickle.loads(data)
     assert copy.kernel == kernel and not copy._work
     assert np.array_equal(copy.render(6.0, 4.0, 1.0, (224, 224)), frame)
+
+
+@pytest.mark.parametrize("kernel", ["numpy", pytest.param("numba", marks=needs_numba)])
+def test_threads_sharing_one_renderer_get_their_own_frames(kernel: str, world: World) -> None:
+    renderer = Renderer(world.layout, kernel=kernel)
+    poses = [(x, z, heading) for x, z, heading, _ in _random_poses(world, 48, seed=3)]
+    expected = [renderer.render(*pose, (224, 224)) for pose in poses]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda pose: renderer.render(*pose, (224, 224)), poses))
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
 def test_a_pickled_numba_renderer_falls_back_where_numba_is_missing(monkeypatch, world: World) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -131,7 +132,7 @@ def _compiled():
     """The numba kernel module, or None when numba cannot be imported."""
     try:
         from vln_gym.world import render_kernel
-    except ImportError:
+    except (ImportError, OSError):  # not installed, or built for another numpy / a missing libLLVM
         return None
     return render_kernel
 
@@ -206,14 +207,17 @@ class Renderer:
         ).astype(np.int32)
         self._sizes: dict[tuple[int, int], _SizeTables] = {}
         self._work: dict[tuple[int, int], _Work] = {}
+        self._lock = threading.Lock()  # one frame at a time per renderer: the work buffers are shared
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
+        del state["_lock"]
         state["_sizes"], state["_work"] = {}, {}  # rebuilt on first use
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._lock = threading.Lock()
         self.kernel = resolve_kernel(self.requested_kernel)  # numba may be missing in this process
 
     def _tables(self, height: int, width: int) -> _SizeTables:
@@ -256,14 +260,15 @@ class Renderer:
                 f"render pose (x={x!r}, z={z!r}, heading={heading!r}) is outside the plan "
                 f"(0 <= x < {self.nx * self.cell:g}, 0 <= z < {self.nz * self.cell:g}) or not finite"
             )
-        tab = self._tables(height, width)
-        work = self._work[(height, width)]
-        if self.kernel == "numba":
-            frame = np.empty((height, width, 3), dtype=np.uint8)
-            self._render_compiled(frame, work, tab, x, z, heading)
-        else:
-            frame, words = _new_frame(height, width)
-            self._render_numpy(words, work, tab, x, z, heading)
+        with self._lock:  # worlds are shared (world_for_episode caches them); env servers use threads
+            tab = self._tables(height, width)
+            work = self._work[(height, width)]
+            if self.kernel == "numba":
+                frame = np.empty((height, width, 3), dtype=np.uint8)
+                self._render_compiled(frame, work, tab, x, z, heading)
+            else:
+                frame, words = _new_frame(height, width)
+                self._render_numpy(words, work, tab, x, z, heading)
         return frame
 
     # ------------------------------------------------------------------ compiled path
