@@ -52,6 +52,13 @@ from agents.train.rundir import RunDirError, claim_output_dir, release
 from agents.train.runlog import NonFiniteGuard, RunLogger, global_mean_std, global_sum, rollout_metrics
 from agents.train.runner import EpisodeRunner
 from agents.train.sft import SFTReport, collect_expert_pairs, supervised_warm_start
+from agents.train.sharding import (
+    FullOptimizerState,
+    ShardedPolicy,
+    broadcast_from_main,
+    is_fsdp,
+    make_accelerator,
+)
 from agents.train.update import PolicyScorer, lr_factor, run_update
 
 SFT_POLICY_DIR = "sft_policy"  # OUTPUT_DIR/sft_policy: the policy right after the supervised warm start
@@ -143,6 +150,24 @@ def build_optimizer(policy, config: PPOConfig):
     return optimizer, scheduler, [group["params"] for group in groups]  # clipped per group
 
 
+def prepare_training(accelerator, policy, config: PPOConfig):
+    """The optimizer and schedule, and the scorer prepared by accelerate (DDP, DeepSpeed or FSDP).
+
+    Returns ``(scorer, optimizer, scheduler, trainable, policy_view, checkpointed)``: ``trainable`` = the
+    parameter groups clipped separately (FSDP swaps in sharded parameters), ``policy_view`` = the policy
+    as rollouts read it and ``checkpointed`` = the optimizer as checkpoints save it (under FSDP: through
+    the sharded scorer, as full states; else the policy and optimizer themselves)."""
+    optimizer, scheduler, _ = build_optimizer(policy, config)
+    if is_fsdp(accelerator):
+        broadcast_from_main(policy)  # as DDP does: the value head was initialised per process
+    scorer, optimizer = accelerator.prepare(PolicyScorer(policy, config.temperature), optimizer)
+    trainable = [group["params"] for group in optimizer.param_groups]
+    if not is_fsdp(accelerator):
+        return scorer, optimizer, scheduler, trainable, policy, optimizer
+    view = ShardedPolicy(policy, scorer, accelerator.state.fsdp_plugin.reshard_after_forward)
+    return scorer, optimizer, scheduler, trainable, view, FullOptimizerState(scorer, optimizer)
+
+
 def sft_warm_start(policy, scorer, pool, config: PPOConfig, accelerator) -> SFTReport:
     """``sft_steps`` supervised steps on expert answers before RL (as VLN-R1 does); see `agents.train.sft`."""
     rank = accelerator.process_index
@@ -220,11 +245,9 @@ def ppo_train(
     ``on_iteration(metrics)`` is called on every process after each iteration's update and logging (before
     its checkpoint), with that iteration's metrics row (the dict written to metrics.jsonl).
     """
-    from accelerate import Accelerator
-
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum)
+    accelerator = make_accelerator(config.grad_accum)
     lock = None
     try:
         lock = claim_output_dir(config, accelerator)
@@ -251,9 +274,14 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
     set_threads_for(policy, config.torch_threads)
     if resume is not None:
         verify_digest(policy, saved, rank, resume)
+        # full fine-tuning: the KL anchor is the run's starting policy (after its warm start, if any)
+        load_reference(policy, resume.parent / SFT_POLICY_DIR if config.sft_steps > 0 else model_path)
+    elif config.sft_steps == 0:
+        refresh_reference(policy)  # full fine-tuning from a saved policy: anchor KL to its weights
     run_id = saved.get("run_id") or uuid.uuid4().hex
-    optimizer, scheduler, trainable = build_optimizer(policy, config)
-    scorer, optimizer = accelerator.prepare(PolicyScorer(policy, config.temperature), optimizer)
+    scorer, optimizer, scheduler, trainable, policy_view, checkpointed = prepare_training(
+        accelerator, policy, config
+    )
     trainable_shapes = {n: list(p.shape) for n, p in policy.named_parameters() if p.requires_grad}
     pool = make_env_pool(config.env_id, config.env_kwargs, config.num_envs, config.vector_mode)
     runner = EpisodeRunner(pool)
@@ -262,23 +290,20 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
     if resume is not None:
         saved_shapes = saved.get("trainable_shapes", trainable_shapes)
         check_compatible({"trainable_shapes": saved_shapes}, {"trainable_shapes": trainable_shapes}, resume)
-        load_optimizer_and_scheduler(resume, optimizer, scheduler)
+        load_optimizer_and_scheduler(resume, checkpointed, scheduler)
         set_rng_state(load_rng_state(resume, rank))
-        # full fine-tuning: the KL anchor is the run's starting policy (after its warm start, if any)
-        load_reference(policy, resume.parent / SFT_POLICY_DIR if config.sft_steps > 0 else model_path)
         in_flight = load_runner_state(resume, rank)
         if in_flight is not None and config.algo == "ppo":
             runner.load_state(in_flight)
-    elif config.sft_steps == 0:
-        refresh_reference(policy)  # full fine-tuning from a saved policy: anchor KL to its weights
-    else:
-        sft = sft_warm_start(policy, scorer, pool, config, accelerator)
+    elif config.sft_steps > 0:
+        sft = sft_warm_start(policy_view, scorer, pool, config, accelerator)
         accelerator.print(
             f"SFT warm start: {sft.steps} steps on {sft.samples} expert pairs, "
             f"loss {sft.losses[0]:.3f} -> {sft.losses[-1]:.3f} ({sft.seconds:.0f} s)"
         )
+        full = policy_view.full_state(accelerator) if isinstance(policy_view, ShardedPolicy) else None
         if accelerator.is_main_process:  # the warm-started policy, before any RL (for evaluation / reuse)
-            policy.save_pretrained(output_dir / SFT_POLICY_DIR)
+            policy.save_pretrained(output_dir / SFT_POLICY_DIR, state_dict=full)
             (output_dir / "sft.json").write_text(json.dumps({**sft.summary(), "losses": sft.losses}) + "\n")
 
     logger = RunLogger(
@@ -309,7 +334,7 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
         policy.eval()
 
         # --- 1. rollout through env.step (PPO: the episodes in flight continue)
-        streams, stats = collect(config, policy, runner, iteration, rank, generate_kwargs)
+        streams, stats = collect(config, policy_view, runner, iteration, rank, generate_kwargs)
         decisions = [d for stream in streams for d in stream]
         metrics = {"iteration": iteration, "rollout/decisions": global_sum(accelerator, [len(decisions)])[0]}
         metrics.update(rollout_metrics(accelerator, decisions, stats))
@@ -317,7 +342,7 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
         # --- 2. reference log-probs (one batched no-grad pass, adapter disabled) and per-token KL
         start = time.perf_counter()
         if config.kl_coef > 0:
-            refs = reference_logprobs(policy, decisions, config.minibatch_size, config.temperature)
+            refs = reference_logprobs(policy_view, decisions, config.minibatch_size, config.temperature)
         else:
             refs = [None] * len(decisions)
         reference_s = time.perf_counter() - start
@@ -372,8 +397,8 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
             in_flight = runner.state() if config.algo == "ppo" else None
             last_checkpoint = save_run(
                 accelerator,
-                policy,
-                optimizer,
+                policy_view,
+                checkpointed,
                 scheduler,
                 config,
                 iteration,

@@ -23,6 +23,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,16 +103,19 @@ def save_checkpoint(
     rng_states: list[dict[str, Any]],
     runner_states: list[RunnerState] | None = None,
     keep_last: int = 2,
+    optimizer_state: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write checkpoint ``iteration`` atomically; keep the ``keep_last`` newest of the same run (``run_id`` in
-    ``trainer_state``; 0: all). Returns its path."""
+    ``trainer_state``; 0: all). Returns its path. ``optimizer_state``: written instead of
+    ``optimizer.state_dict()`` (FSDP gathers it beforehand, on every process)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir(output_dir, iteration)
     tmp = Path(tempfile.mkdtemp(dir=output_dir, prefix=f".tmp-{final.name}-"))
     try:
         save_policy(tmp / "policy")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        optimizer_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
+        torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         for rank, state in enumerate(rng_states):
             _write_json(tmp / f"rng-rank{rank}.json", state)
@@ -268,23 +272,38 @@ def load_runner_state(checkpoint: str | Path, rank: int) -> RunnerState | None:
 
 
 # ---------------------------------------------------------------- a run's checkpoint, from every process
-def parameter_digest(policy: torch.nn.Module) -> str:
-    """sha256 of the trainable parameters (names and bytes): equal on all processes when DDP keeps sync."""
+def digested_names(policy: torch.nn.Module) -> list[str]:
+    """Names of the parameters a digest covers: the trainable ones and the value head's."""
+    return [n for n, p in policy.named_parameters() if p.requires_grad or n.startswith("value_head")]
+
+
+def parameter_digest(policy: torch.nn.Module, state: Mapping[str, torch.Tensor] | None = None) -> str:
+    """sha256 of the trainable parameters (names and bytes): equal on all processes when DDP keeps sync.
+    ``state``: take the values from this full state dict (FSDP) instead of the parameters."""
     import hashlib
 
+    values = dict(policy.named_parameters()) if state is None else state
     digest = hashlib.sha256()
-    for name, param in policy.named_parameters():
-        if param.requires_grad or name.startswith("value_head"):
-            digest.update(name.encode())
-            digest.update(param.detach().float().cpu().numpy().tobytes())
+    for name in digested_names(policy):
+        digest.update(name.encode())
+        digest.update(values[name].detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
 def save_run(
     accelerator, policy, optimizer, scheduler, config, iteration: int, shapes, runner_state=None, run_id=None
 ) -> Path | None:
-    """Checkpoint from the main process, with every process's RNG states (and episodes in flight)."""
-    local = {"rng": rng_state(), "digest": parameter_digest(policy), "runner": runner_state}
+    """Checkpoint from the main process, with every process's RNG states (and episodes in flight).
+
+    Under FSDP (``policy`` a `ShardedPolicy`) the weights and optimizer state are gathered to the main
+    process first; there is one copy of the weights, so every process's digest is that copy's."""
+    from agents.train.sharding import ShardedPolicy
+
+    sharded = isinstance(policy, ShardedPolicy)
+    full = policy.full_state(accelerator) if sharded else None  # every process takes part
+    optimizer_state = optimizer.state_dict() if sharded else None
+    digest = None if sharded else parameter_digest(policy)
+    local = {"rng": rng_state(), "digest": digest, "runner": runner_state}
     if accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -293,12 +312,16 @@ def save_run(
         gathered = [local]
     path = None
     if accelerator.is_main_process:
-        assert_finite_parameters({n: p for n, p in policy.named_parameters() if p.requires_grad})
+        weights = dict(policy.named_parameters()) if full is None else full
+        assert_finite_parameters({n: weights[n] for n, p in policy.named_parameters() if p.requires_grad})
+        digests = [item["digest"] for item in gathered]  # equal on every process under DDP
+        if sharded:
+            digests = [parameter_digest(policy, full)] * accelerator.num_processes
         trainer_state = {
             "fingerprint": config.fingerprint(),
             "trainable_shapes": shapes,
             "num_processes": accelerator.num_processes,
-            "parameter_digests": [item["digest"] for item in gathered],  # equal on every process under DDP
+            "parameter_digests": digests,
             "config": config.as_dict(),
             "run_id": run_id,
         }
@@ -306,8 +329,9 @@ def save_run(
         path = save_checkpoint(
             config.output_dir,
             iteration,
-            save_policy=policy.save_pretrained,
+            save_policy=partial(policy.save_pretrained, state_dict=full),
             optimizer=optimizer,
+            optimizer_state=optimizer_state,
             scheduler=scheduler,
             trainer_state=trainer_state,
             rng_states=[item["rng"] for item in gathered],

@@ -4,7 +4,7 @@ micro-batches whose losses are weighted by their share of the minibatch's tokens
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,14 +17,27 @@ from agents.train.runlog import global_mean_std, global_sum
 
 
 class PolicyScorer(torch.nn.Module):
-    """``forward = policy.evaluate`` as a tuple: DDP / DeepSpeed wrap the module whose forward is the loss."""
+    """``forward = policy.evaluate`` as a tuple: DDP / DeepSpeed / FSDP wrap the module whose forward is the
+    loss. ``forward(call=fn)`` runs ``fn()`` instead, inside the wrapper's forward (FSDP: with the root's
+    shards gathered, see `agents.train.sharding`)."""
 
     def __init__(self, policy: torch.nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
         self.policy = policy
         self.temperature = temperature
+        # FSDP's transformer auto-wrap reads the HF model's layer classes (decoder layers, vision blocks)
+        base = getattr(policy, "model", None)
+        self._no_split_modules = list(getattr(base, "_no_split_modules", None) or [])
 
-    def forward(self, prompts: Sequence, response_ids: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self,
+        prompts: Sequence | None = None,
+        response_ids: Sequence[torch.Tensor] | None = None,
+        *,
+        call: Callable[[], Any] | None = None,
+    ) -> Any:
+        if call is not None:
+            return call()
         out = self.policy.evaluate(prompts, response_ids, temperature=self.temperature)
         return out.logprobs, out.entropy, out.values, out.mask
 
@@ -61,6 +74,15 @@ def minibatch_order(count: int, num_minibatches: int, config: PPOConfig, generat
     ]
 
 
+def norm_value(norm: Any) -> float:
+    """A clipped gradient norm as a float: 0.0 for None (DeepSpeed clips itself); FSDP2 gives a DTensor."""
+    if norm is None:
+        return 0.0
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return float(norm)
+
+
 def minibatch_gradients(accelerator, scorer, trainable, batch: Sequence[Sample], config: PPOConfig):
     """Accumulate one minibatch's gradients over ``grad_accum`` micro-batches and clip them per group.
 
@@ -78,8 +100,7 @@ def minibatch_gradients(accelerator, scorer, trainable, batch: Sequence[Sample],
             key = name.split("/")[-1]
             if key in terms:
                 local[name] += float(terms[key].detach())
-    norms = [accelerator.clip_grad_norm_(params, config.max_grad_norm) for params in trainable]
-    norms = [float(norm) if norm is not None else 0.0 for norm in norms]  # DeepSpeed clips itself
+    norms = [norm_value(accelerator.clip_grad_norm_(params, config.max_grad_norm)) for params in trainable]
     local["grad_norm"] = norms[0]
     if len(norms) > 1:
         local["value_grad_norm"] = norms[1]
