@@ -29,7 +29,6 @@ from __future__ import annotations
 import hmac
 import io
 import json
-import math
 import socket
 import socketserver
 import struct
@@ -64,7 +63,10 @@ DTYPES = frozenset(
         "float64",
     )
 )
-_TAGS = ("__a", "__t", "__np", "__f")
+_TAGS = ("__a", "__t", "__np", "__f", "__r")
+MEMO_MIN_LENGTH = 8  # a tuple this long, resent unchanged (the same object), goes as {"__r": 1}
+MEMO_MAX_ENTRIES = 256
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 JPEG_PATH = "$.result[0].frames"  # the observation's frames in a reset / step / set_state answer
 
 
@@ -86,62 +88,120 @@ class RemoteError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------- encoding
 class _Encoder:
-    """Turns a value tree into JSON-safe data plus a list of binary blobs."""
+    """Turns a value tree into JSON-safe data plus a list of binary blobs.
 
-    def __init__(self, jpeg_quality: Optional[int] = None) -> None:
+    Paths (for error messages) are kept as ``(parent, key)`` chains and spelled out only on an error;
+    flat lists and tuples of plain scalars (poses, paths) are taken whole.
+    """
+
+    def __init__(self, jpeg_quality: Optional[int] = None, memo: Optional[Dict[str, Any]] = None) -> None:
         self.blobs: List[List[Any]] = []
         self.chunks: List[bytes] = []
         self.jpeg_quality = jpeg_quality  # only for the observation's frames (snapshots stay exact)
+        self.memo = memo  # path -> the immutable tuple last sent there (a channel's, across messages)
+        self.remembered: Dict[str, Any] = {}  # this message's additions, kept once it is packed
 
-    def encode(self, value: Any, path: str = "$", depth: int = 0) -> Any:
-        if depth > MAX_DEPTH:
-            raise ProtocolError(f"{path}: nested deeper than {MAX_DEPTH} levels")
-        if isinstance(value, np.generic):  # first: np.float64 is also a float
-            return {"__np": [_dtype_name(value.dtype, path), self.encode(value.item(), path, depth + 1)]}
-        if value is None or isinstance(value, (bool, str, int)):
+    def encode(self, value: Any, path: Any = "$", depth: int = 0) -> Any:
+        kind = type(value)
+        if kind in _SCALARS:
             return value
-        if isinstance(value, float):
-            return value if math.isfinite(value) else {"__f": repr(value)}
+        if kind is float:
+            return value if value - value == 0 else {"__f": repr(value)}
+        if depth > MAX_DEPTH:
+            raise ProtocolError(f"{_where(path)}: nested deeper than {MAX_DEPTH} levels")
+        if kind is tuple and self.memo is not None and len(value) >= MEMO_MIN_LENGTH:
+            return self._encode_memo(value, path, depth)
+        if kind is tuple:
+            return {"__t": self._items(value, path, depth)}
+        if kind is list:
+            return self._items(value, path, depth)
+        if kind is dict:
+            return self._encode_dict(value, path, depth)
         if isinstance(value, np.ndarray):
             return {"__a": self._blob(value, path)}
-        if isinstance(value, dict):
-            return self._encode_dict(value, path, depth)
-        if isinstance(value, tuple):
-            return {"__t": [self.encode(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]}
-        if isinstance(value, list):
-            return [self.encode(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
-        raise ProtocolError(f"{path}: cannot send a {type(value).__name__} (plain data and numpy only)")
+        if isinstance(value, np.generic):  # before float / int: np.float64 is also a float
+            name = _dtype_name(value.dtype, path)
+            return {"__np": [name, self.encode(value.item(), path, depth + 1)]}
+        for base in (bool, int, str, float, tuple, list, dict):  # subclasses (IntEnum, namedtuple, ...)
+            if isinstance(value, base):
+                return self.encode(base(value), path, depth)
+        raise ProtocolError(f"{_where(path)}: cannot send a {kind.__name__} (plain data and numpy only)")
 
-    def _encode_dict(self, value: Dict[Any, Any], path: str, depth: int) -> Dict[str, Any]:
+    def _items(self, value: Any, path: Any, depth: int) -> List[Any]:
+        if _flat(value):
+            return list(value)
+        return [self.encode(v, (path, i), depth + 1) for i, v in enumerate(value)]
+
+    def _encode_memo(self, value: Tuple[Any, ...], path: Any, depth: int) -> Any:
+        """A long tuple: ``{"__r": 1}`` when this very object went to this path before; else sent whole,
+        and remembered when it is deeply immutable (plain scalars, and tuples of them)."""
+        where = _where(path)
+        if self.memo.get(where) is value:
+            return {"__r": 1}
+        items = self._items(value, path, depth)
+        if all(_flat(v) if type(v) is tuple else _flat((v,)) for v in value):
+            self.remembered[where] = value
+        return {"__t": items}
+
+    def _encode_dict(self, value: Dict[Any, Any], path: Any, depth: int) -> Dict[str, Any]:
         out = {}
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise ProtocolError(f"{path}: dict keys must be str, got {type(key).__name__} {key!r:.40}")
+            if type(key) is not str:
+                raise ProtocolError(
+                    f"{_where(path)}: dict keys must be str, got {type(key).__name__} {key!r:.40}"
+                )
             if key in _TAGS:
-                raise ProtocolError(f"{path}: key {key!r} is reserved by the protocol")
-            out[key] = self.encode(item, f"{path}.{key}", depth + 1)
+                raise ProtocolError(f"{_where(path)}: key {key!r} is reserved by the protocol")
+            out[key] = self.encode(item, (path, key), depth + 1)
         return out
 
-    def _blob(self, array: np.ndarray, path: str) -> int:
+    def _blob(self, array: np.ndarray, path: Any) -> int:
         name = _dtype_name(array.dtype, path)
         if len(self.blobs) >= MAX_BLOBS:
-            raise ProtocolError(f"{path}: more than {MAX_BLOBS} arrays in one message")
+            raise ProtocolError(f"{_where(path)}: more than {MAX_BLOBS} arrays in one message")
         codec = "raw"
-        if self.jpeg_quality is not None and path == JPEG_PATH and _is_frame_stack(array):
+        if self.jpeg_quality is not None and _is_frame_stack(array) and _where(path) == JPEG_PATH:
             data = _jpeg_encode(array, self.jpeg_quality)
             codec = "jpeg:" + ",".join(str(len(part)) for part in data)
-            payload = b"".join(data)
+            payload = memoryview(b"".join(data))
         else:
-            payload = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-        self.blobs.append([name, list(array.shape), len(payload), codec])
+            little = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False)
+            payload = memoryview(little.reshape(-1).view(np.uint8))
+        self.blobs.append([name, list(array.shape), payload.nbytes, codec])
         self.chunks.append(payload)
         return len(self.blobs) - 1
 
 
-def _dtype_name(dtype: Any, path: str) -> str:
-    name = np.dtype(dtype).name
+_SCALARS = frozenset((str, int, bool, type(None)))
+
+
+def _flat(items: Any) -> bool:
+    """A list / tuple of plain scalars (finite floats included) that JSON carries as it is."""
+    for item in items:
+        kind = type(item)
+        if kind is float:
+            if item - item != 0:  # nan, inf
+                return False
+        elif kind not in _SCALARS:
+            return False
+    return True
+
+
+def _where(path: Any) -> str:
+    """A ``(parent, key)`` chain as ``$.info.reference_path[3]``."""
+    parts = []
+    while isinstance(path, tuple):
+        path, key = path
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return str(path) + "".join(reversed(parts))
+
+
+def _dtype_name(dtype: Any, path: Any) -> str:
+    name = _DTYPE_NAMES.get(dtype) or np.dtype(dtype).name
     if name not in DTYPES:
-        raise ProtocolError(f"{path}: dtype {name} is not sent (allowed: {', '.join(sorted(DTYPES))})")
+        raise ProtocolError(
+            f"{_where(path)}: dtype {name} is not sent (allowed: {', '.join(sorted(DTYPES))})"
+        )
     return name
 
 
@@ -161,32 +221,49 @@ def _jpeg_encode(array: np.ndarray, quality: int) -> List[bytes]:
     return out
 
 
-def pack(body: Any, jpeg_quality: Optional[int] = None) -> bytes:
-    """One framed message holding ``body`` (arrays as blobs; frame stacks as JPEG if a quality is given)."""
-    encoder = _Encoder(jpeg_quality)
+def pack(body: Any, jpeg_quality: Optional[int] = None, memo: Optional[Dict[str, Any]] = None) -> bytes:
+    """One framed message holding ``body`` (arrays as blobs; frame stacks as JPEG if a quality is given;
+    ``memo``: a channel's record of the long tuples it sent, see ``MEMO_MIN_LENGTH``)."""
+    return b"".join(pack_chunks(body, jpeg_quality, memo))
+
+
+def pack_chunks(
+    body: Any, jpeg_quality: Optional[int] = None, memo: Optional[Dict[str, Any]] = None
+) -> List[Any]:
+    """`pack` as buffers: prefix + header, then the arrays' own memory (no copy before the socket)."""
+    encoder = _Encoder(jpeg_quality, memo)
     tree = encoder.encode(body)
-    header = json.dumps({"body": tree, "blobs": encoder.blobs}, allow_nan=False).encode("utf-8")
+    header = _JSON_ENCODER.encode({"body": tree, "blobs": encoder.blobs}).encode("utf-8")
     if len(header) > MAX_HEADER_BYTES:
         raise ProtocolError(f"message header of {len(header)} bytes, over {MAX_HEADER_BYTES}")
-    payload_length = sum(len(chunk) for chunk in encoder.chunks)
-    return b"".join([_PREFIX.pack(MAGIC, len(header), payload_length), header, *encoder.chunks])
+    if memo is not None and encoder.remembered:
+        if len(memo) + len(encoder.remembered) > MEMO_MAX_ENTRIES:
+            memo.clear()
+        memo.update(encoder.remembered)
+    payload_length = sum(chunk.nbytes for chunk in encoder.chunks)
+    return [_PREFIX.pack(MAGIC, len(header), payload_length) + header, *encoder.chunks]
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-def unpack(header: bytes, payload: bytearray) -> Any:
+def unpack(header: bytes, payload: bytearray, memo: Optional[Dict[str, Any]] = None) -> Any:
     """The value of one message (``header`` JSON and its ``payload``); `ProtocolError` if malformed."""
     try:
-        message = json.loads(header.decode("utf-8"), parse_constant=_refuse_constant)
+        message = _JSON_DECODER.decode(header.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise ProtocolError(f"header is not valid JSON: {error}") from None
     if not isinstance(message, dict) or set(message) != {"body", "blobs"}:
         raise ProtocolError("header must be a JSON object with exactly 'body' and 'blobs'")
     arrays = _arrays(message["blobs"], payload)
-    return _decode(message["body"], arrays, "$", 0)
+    return _decode(message["body"], (arrays, memo), "$", 0)
 
 
 def _refuse_constant(name: str) -> Any:
     raise ProtocolError(f"bare {name} in JSON (non-finite floats are tagged)")
+
+
+_JSON_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_JSON_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_DTYPE_NAMES = {np.dtype(name): name for name in DTYPES}
 
 
 def _arrays(blobs: Any, payload: bytearray) -> List[np.ndarray]:
@@ -260,54 +337,91 @@ def _jpeg_decode(shape: List[int], data: memoryview, lengths_text: str, where: s
     return array.reshape(shape)
 
 
-def _decode(value: Any, arrays: List[np.ndarray], path: str, depth: int) -> Any:
-    if depth > MAX_DEPTH:
-        raise ProtocolError(f"{path}: nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, list):
-        return [_decode(v, arrays, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
-    if not isinstance(value, dict):
+def _decode(value: Any, context: Tuple[List[np.ndarray], Any], path: Any, depth: int) -> Any:
+    kind = type(value)
+    if kind is list:
+        if _flat(value):
+            return value
+        if depth > MAX_DEPTH:
+            raise ProtocolError(f"{_where(path)}: nested deeper than {MAX_DEPTH} levels")
+        return [_decode(v, context, (path, i), depth + 1) for i, v in enumerate(value)]
+    if kind is not dict:
         return value
+    if depth > MAX_DEPTH:
+        raise ProtocolError(f"{_where(path)}: nested deeper than {MAX_DEPTH} levels")
     if len(value) == 1:
         ((key, inner),) = value.items()
         if key in _TAGS:
-            return _decode_tag(key, inner, arrays, path, depth)
-    return {k: _decode(v, arrays, f"{path}.{k}", depth + 1) for k, v in value.items()}
+            return _decode_tag(key, inner, context, path, depth)
+    return {k: _decode(v, context, (path, k), depth + 1) for k, v in value.items()}
 
 
-def _decode_tag(tag: str, inner: Any, arrays: List[np.ndarray], path: str, depth: int) -> Any:
+def _decode_tag(tag: str, inner: Any, context: Tuple[List[np.ndarray], Any], path: Any, depth: int) -> Any:
+    arrays, memo = context
+    if tag == "__t":
+        if type(inner) is not list:
+            raise ProtocolError(f"{_where(path)}: a tuple tag holds a list")
+        result = tuple(_decode(inner, context, path, depth))
+        if memo is not None and len(result) >= MEMO_MIN_LENGTH:
+            if len(memo) >= MEMO_MAX_ENTRIES:
+                memo.clear()
+            memo[_where(path)] = result
+        return result
+    if tag == "__r":
+        where = _where(path)
+        if memo is None or where not in memo:
+            raise ProtocolError(f"{where}: a repeat of a value never sent here")
+        return memo[where]
     if tag == "__a":
         if not _count(inner) or inner >= len(arrays):
-            raise ProtocolError(f"{path}: array reference {inner!r} names no blob")
+            raise ProtocolError(f"{_where(path)}: array reference {inner!r:.40} names no blob")
         return arrays[inner]
-    if tag == "__t":
-        if not isinstance(inner, list):
-            raise ProtocolError(f"{path}: a tuple tag holds a list")
-        return tuple(_decode(v, arrays, f"{path}[{i}]", depth + 1) for i, v in enumerate(inner))
     if tag == "__f":
         if inner not in ("nan", "inf", "-inf"):
-            raise ProtocolError(f"{path}: float tag must be nan, inf or -inf, got {inner!r:.20}")
+            raise ProtocolError(f"{_where(path)}: float tag must be nan, inf or -inf, got {inner!r:.20}")
         return float(inner)
-    if not (isinstance(inner, list) and len(inner) == 2 and inner[0] in DTYPES):
-        raise ProtocolError(f"{path}: a numpy scalar tag holds [dtype, value]")
+    if not (type(inner) is list and len(inner) == 2 and inner[0] in DTYPES):
+        raise ProtocolError(f"{_where(path)}: a numpy scalar tag holds [dtype, value]")
     try:
-        return np.dtype(inner[0]).type(_decode(inner[1], arrays, path, depth + 1))
+        return np.dtype(inner[0]).type(_decode(inner[1], context, path, depth + 1))
     except (TypeError, ValueError, OverflowError) as error:
-        raise ProtocolError(f"{path}: {inner[1]!r:.40} is not a {inner[0]} ({error})") from None
+        raise ProtocolError(f"{_where(path)}: {inner[1]!r:.40} is not a {inner[0]} ({error})") from None
 
 
 # ---------------------------------------------------------------------------------------------- framing
+def _send_all(sock: socket.socket, chunks: List[Any]) -> int:
+    """Send every buffer in order (scatter-gather, no joining copy); returns the bytes sent."""
+    views = [memoryview(chunk).cast("B") for chunk in chunks if len(chunk)]
+    total = sum(view.nbytes for view in views)
+    if not hasattr(sock, "sendmsg"):  # Windows
+        sock.sendall(b"".join(views))
+        return total
+    while views:
+        sent = sock.sendmsg(views[:64])
+        while sent:
+            if sent >= views[0].nbytes:
+                sent -= views[0].nbytes
+                views.pop(0)
+            else:
+                views[0], sent = views[0][sent:], 0
+    return total
+
+
 class Channel:
     """Framed messages over a connected socket, with bounded sizes."""
 
     def __init__(self, sock: socket.socket, max_payload: int = MAX_PAYLOAD_BYTES) -> None:
         self.sock = sock
         self.max_payload = int(max_payload)
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):  # a step's frames in one go, not in pieces
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
         self._file = sock.makefile("rb")
+        self._sent: Dict[str, Any] = {}  # the long tuples each side already has (see MEMO_MIN_LENGTH)
+        self._received: Dict[str, Any] = {}
 
     def send(self, body: Any, jpeg_quality: Optional[int] = None) -> int:
-        data = pack(body, jpeg_quality)
-        self.sock.sendall(data)
-        return len(data)
+        chunks = pack_chunks(body, jpeg_quality, self._sent)
+        return _send_all(self.sock, chunks)
 
     def receive(self) -> Tuple[Any, int]:
         """``(value, bytes read)``; `EOFError` when the other end closed cleanly between messages."""
@@ -327,7 +441,7 @@ class Channel:
         payload = bytearray(payload_length)
         if payload_length and self._file.readinto(payload) != payload_length:
             raise FramingError("connection closed inside a message payload")
-        return unpack(header, payload), _PREFIX.size + header_length + payload_length
+        return unpack(header, payload, self._received), _PREFIX.size + header_length + payload_length
 
     def _read_exactly(self, n: int) -> bytes:
         data = self._file.read(n)
