@@ -35,9 +35,10 @@ drift of the shared machine hits every variant alike; a child waits idle while a
 iteration's wall time runs from the parent's go signal to the end of the optimizer step (trl: its
 ``on_step_end`` callback; ours: the per-iteration metrics row), so it includes data loading and
 bookkeeping; its CPU time is the child's ``time.process_time()`` over the same span (every thread of that
-process, nothing of the others). Figures: samples/s and generated tokens/s (medians over reps), CPU
-seconds per iteration, ratios a/c, b/c, a/d on wall time and on CPU time, peak RSS per child, and the time
-split of each iteration:
+process, nothing of the others), and its context switches tell what the rest of the wall time was: waits
+(voluntary: I/O, locks) or preemptions (the shared machine's other processes). Figures: samples/s and
+generated tokens/s (medians over reps), CPU seconds per iteration, ratios a/c, b/c, a/d on wall time and
+on CPU time, peak RSS per child, and the time split of each iteration:
 
 - ours (``ppo_train``'s own timers): generation (``VLMPolicy.generate`` incl. the processor), env
   (vector-env steps incl. autoreset), scoring (reference log-probs + bootstrap values), update (PPO epochs);
@@ -55,6 +56,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -102,6 +104,13 @@ def env_kwargs(data: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- child side: pacing protocol
+def context_switches() -> tuple[int, int]:
+    """This process's (voluntary, involuntary) context switches so far: it waited (I/O, a lock, a sleep) or
+    the scheduler took the core away (another process wanted it)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw, usage.ru_nivcsw
+
+
 class Pacer:
     """Child end of the protocol: wait for ``go`` on stdin, report one JSON line per iteration on the saved
     stdout (everything else the child prints goes to stderr)."""
@@ -111,6 +120,7 @@ class Pacer:
         self.done = 0
         self.started = 0.0
         self.cpu_started = 0.0
+        self.switches_started = (0, 0)
         self.out = os.fdopen(os.dup(1), "w", buffering=1)
         os.dup2(2, 1)  # stray prints (tqdm, trl, transformers) go to the child's log, not the protocol
 
@@ -124,13 +134,24 @@ class Pacer:
             raise SystemExit(f"bench child: expected 'go' from the parent, got {line!r}")
         self.started = time.perf_counter()
         self.cpu_started = time.process_time()
+        self.switches_started = context_switches()
 
     def report(self, figures: dict[str, Any]) -> None:
         wall = time.perf_counter() - self.started
         cpu = time.process_time() - self.cpu_started
+        (voluntary, involuntary), (voluntary_0, involuntary_0) = context_switches(), self.switches_started
+        waits, preempted = voluntary - voluntary_0, involuntary - involuntary_0
         self.done += 1
         self.send(
-            {"iteration": self.done, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak_rss_mb(), **figures}
+            {
+                "iteration": self.done,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "waits": waits,
+                "preemptions": preempted,
+                "peak_rss_mb": peak_rss_mb(),
+                **figures,
+            }
         )
         if self.done < self.iterations:
             self.wait()
@@ -416,6 +437,11 @@ def variant_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "samples_per_s_range": [min(samples_per_s), max(samples_per_s)],
         "cpu_s": cpu,
         "samples_per_cpu_s": None if cpu is None else reports[0]["samples"] / cpu["median"],
+        **{
+            f"{name}_per_iteration": summary([r[name] for r in reports])["median"]
+            for name in ("waits", "preemptions")
+            if all(name in r for r in reports)
+        },
         "generated_tokens_per_s": summary(tokens_per_s)["median"],
         "generated_tokens_per_iteration": summary([r["generated_tokens"] for r in reports])["median"],
         "split_s": split,
@@ -512,6 +538,8 @@ def parent_main(args: argparse.Namespace) -> int:
             f"{variant:>11}: {fig['samples_per_s']:.2f} samples/s, "
             f"{fig['generated_tokens_per_s']:.1f} tokens/s, "
             f"iteration {fig['iteration_s']['median']:.3f} s (CPU {fig['cpu_s']['median']:.3f} s), "
+            f"{fig.get('waits_per_iteration', 0):.0f} waits / "
+            f"{fig.get('preemptions_per_iteration', 0):.0f} preemptions per iteration, "
             f"peak RSS {fig['peak_rss_mb']:.0f} MiB, split "
             + ", ".join(f"{k} {100 * v:.0f}%" for k, v in fig["split_share"].items())
         )
