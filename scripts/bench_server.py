@@ -50,29 +50,55 @@ def start_server(env_kwargs: dict[str, Any]) -> tuple[subprocess.Popen, str]:
     return process, line.split()[-1]
 
 
-def single_steps_per_s(env: gym.Env, seconds: float) -> float:
+def cpu_seconds(sessions: tuple[int, ...]) -> float:
+    """CPU seconds (user + system) so far of this process, its descendants and the given sessions."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    fields = file.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            table[int(entry)] = (int(fields[1]), int(fields[3]), (int(fields[11]) + int(fields[12])) / tick)
+    mine = {os.getpid()}
+    for _ in range(4):  # descendants, a few levels deep
+        mine |= {pid for pid, (ppid, _, _) in table.items() if ppid in mine}
+    return sum(cpu for pid, (_, sid, cpu) in table.items() if pid in mine or sid in sessions)
+
+
+def single_steps(env: gym.Env, seconds: float, sessions: tuple[int, ...]) -> tuple[float, float]:
+    """``(steps/s, CPU us per step)`` of a random agent in one env."""
     rng = np.random.default_rng(0)
     env.reset(seed=0)
-    steps, start = 0, time.perf_counter()
+    for _ in range(20):
+        env.step(1)
+    steps, start, cpu = 0, time.perf_counter(), cpu_seconds(sessions)
     while time.perf_counter() - start < seconds:
         _, _, terminated, truncated, _ = env.step(int(rng.integers(1, 4)))
         steps += 1
         if terminated or truncated:
             env.reset()
-    return steps / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, cpu_seconds(sessions) - cpu
+    env.close()
+    return steps / wall, cpu / steps * 1e6
 
 
-def vector_steps_per_s(make_env, envs: int, seconds: float) -> float:
+def vector_steps(make_env, envs: int, seconds: float, sessions: tuple[int, ...]) -> tuple[float, float]:
+    """``(steps/s, CPU us per step)`` of ``envs`` envs in gymnasium's AsyncVectorEnv."""
     vector = gym.vector.AsyncVectorEnv([make_env] * envs)
     try:
         rng = np.random.default_rng(0)
         vector.reset(seed=list(range(envs)))
-        vector.step(rng.integers(1, 4, envs))  # warm: every worker has built its env and rendered
-        steps, start = 0, time.perf_counter()
+        for _ in range(5):  # warm: every worker has built its env and rendered
+            vector.step(rng.integers(1, 4, envs))
+        steps, start, cpu = 0, time.perf_counter(), cpu_seconds(sessions)
         while time.perf_counter() - start < seconds:
             vector.step(rng.integers(1, 4, envs))
             steps += envs
-        return steps / (time.perf_counter() - start)
+        wall, cpu = time.perf_counter() - start, cpu_seconds(sessions) - cpu
+        return steps / wall, cpu / steps * 1e6
     finally:
         vector.close()
 
@@ -99,6 +125,27 @@ def make_remote(address: str) -> gym.Env:
     return gym.make("VLN-v0", server=address)
 
 
+def measure(figures: dict[str, Any], envs: int, env_kwargs: dict[str, Any], address: str, args) -> None:
+    """In-process and remote side by side for ``envs`` envs; adds the figures."""
+    session = (os.getsid(figures["server_pid"]),)
+    if envs == 1:
+        local, local_cpu = single_steps(make_local(env_kwargs), args.seconds, ())
+        remote, remote_cpu = single_steps(make_remote(address), args.seconds, session)
+    else:
+        local, local_cpu = vector_steps(partial(make_local, env_kwargs), envs, args.seconds, ())
+        remote, remote_cpu = vector_steps(partial(make_remote, address), envs, args.seconds, session)
+    figures[f"in_process_{envs}_steps_per_s"] = round(local, 1)
+    figures[f"remote_{envs}_steps_per_s"] = round(remote, 1)
+    figures[f"ratio_{envs}"] = round(remote / local, 3)
+    figures[f"in_process_{envs}_cpu_us_per_step"] = round(local_cpu, 1)
+    figures[f"remote_{envs}_cpu_us_per_step"] = round(remote_cpu, 1)
+    print(
+        f"{envs} env(s): in-process {local:8.1f} steps/s ({local_cpu:6.1f} CPU us/step), "
+        f"remote {remote:8.1f} ({remote_cpu:6.1f}): ratio {remote / local:.3f}",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image-size", type=int, default=224)
@@ -109,21 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     env_kwargs = {"image_size": [args.image_size] * 2, "world_episodes": args.world_episodes}
     process, address = start_server(env_kwargs)
     figures: dict[str, Any] = {"benchmark": "bench_server", "image_size": args.image_size}
+    figures["server_pid"] = process.pid
     try:
         figures["load_before"] = os.getloadavg()[0]
         for envs in args.envs:
-            if envs == 1:
-                local = single_steps_per_s(make_local(env_kwargs), args.seconds)
-                remote = single_steps_per_s(make_remote(address), args.seconds)
-            else:
-                local = vector_steps_per_s(partial(make_local, env_kwargs), envs, args.seconds)
-                remote = vector_steps_per_s(partial(make_remote, address), envs, args.seconds)
-            figures[f"in_process_{envs}_steps_per_s"] = round(local, 1)
-            figures[f"remote_{envs}_steps_per_s"] = round(remote, 1)
-            figures[f"ratio_{envs}"] = round(remote / local, 3)
-            print(
-                f"{envs} env(s): in-process {local:8.1f} steps/s, remote {remote:8.1f} ({remote / local:.3f})"
-            )
+            measure(figures, envs, env_kwargs, address, args)
         figures["bytes_per_step_raw"] = round(bytes_per_step(address, "raw"))
         figures["bytes_per_step_jpeg"] = round(bytes_per_step(address, "jpeg"))
         print(f"bytes per step: raw {figures['bytes_per_step_raw']}, jpeg {figures['bytes_per_step_jpeg']}")
@@ -131,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+    del figures["server_pid"]
     print(json.dumps(figures), flush=True)
     return 0
 

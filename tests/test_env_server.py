@@ -105,6 +105,29 @@ def test_codec_round_trips_types_exactly():
     assert decoded["frames"].flags.writeable
 
 
+def split(data: bytes) -> tuple[bytes, bytearray]:
+    _, header_length, _ = struct.unpack("!4sIQ", data[:16])
+    return data[16 : 16 + header_length], bytearray(data[16 + header_length :])
+
+
+def test_long_unchanged_tuples_go_once_per_connection():
+    path = tuple((float(i), 0.0, -float(i)) for i in range(50))
+    sent, received = {}, {}
+    first = pack({"info": {"reference_path": path}}, memo=sent)
+    again = pack({"info": {"reference_path": path}}, memo=sent)
+    assert len(again) < len(first) / 5
+    assert envserver.unpack(*split(first), memo=received)["info"]["reference_path"] == path
+    assert envserver.unpack(*split(again), memo=received)["info"]["reference_path"] == path
+    with pytest.raises(ProtocolError, match="never sent here"):
+        envserver.unpack(*split(again))  # a fresh connection has no record
+    mutable = tuple([float(i)] for i in range(10))  # lists inside: never remembered
+    assert len(pack({"p": mutable}, memo=sent)) == len(pack({"p": mutable}, memo=sent))
+    other = tuple(float(i) for i in range(20))
+    with pytest.raises(ProtocolError):
+        pack({"p": other, "bad": {1, 2}}, memo=sent)  # not sent, so not remembered either
+    assert '"__t"' in split(pack({"p": other}, memo=sent))[0].decode()
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
