@@ -245,7 +245,7 @@ def pack_chunks(
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-def unpack(header: bytes, payload: bytearray, memo: Optional[Dict[str, Any]] = None) -> Any:
+def unpack(header: bytes, payload: Any, memo: Optional[Dict[str, Any]] = None) -> Any:
     """The value of one message (``header`` JSON and its ``payload``); `ProtocolError` if malformed."""
     try:
         message = _JSON_DECODER.decode(header.decode("utf-8"))
@@ -266,7 +266,7 @@ _JSON_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 _DTYPE_NAMES = {np.dtype(name): name for name in DTYPES}
 
 
-def _arrays(blobs: Any, payload: bytearray) -> List[np.ndarray]:
+def _arrays(blobs: Any, payload: Any) -> List[np.ndarray]:
     if not isinstance(blobs, list) or len(blobs) > MAX_BLOBS:
         raise ProtocolError(f"'blobs' must be a list of at most {MAX_BLOBS} entries")
     arrays, offset = [], 0
@@ -438,7 +438,7 @@ class Channel:
         if payload_length > self.max_payload:
             raise FramingError(f"payload of {payload_length} bytes, over the {self.max_payload} allowed")
         header = self._read_exactly(header_length)
-        payload = bytearray(payload_length)
+        payload = np.empty(payload_length, dtype=np.uint8)  # not zero-filled: every byte is read into
         if payload_length and self._file.readinto(payload) != payload_length:
             raise FramingError("connection closed inside a message payload")
         return unpack(header, payload, self._received), _PREFIX.size + header_length + payload_length
