@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vln_gym.data.context import ReadContext
-from vln_gym.data.fields import PRIVILEGED_FIELDS, as_text
+from vln_gym.data.fields import as_text
 from vln_gym.data.media import read_images
 from vln_gym.data.privileged import read_privileged
 from vln_gym.data.problems import DataError, FieldError, Location, RecordProblems
@@ -142,17 +142,20 @@ def _content_text(content: Any, name: str) -> str:
     raise FieldError(name, f"expected a string (or a list of content parts), got {type(content).__name__}")
 
 
-def _turn_text(turn: Any, where: str, roles: Roles = DEFAULT_ROLES) -> tuple[Any, str]:
-    """``(role, text)`` of one turn (from/value or role/content, or the dataset's tags)."""
+def _turn_text(turn: Any, name: str, index: int, roles: Roles = DEFAULT_ROLES) -> tuple[Any, str]:
+    """``(role, text)`` of turn ``index`` of list ``name`` (from/value or role/content, or the tags)."""
     if not isinstance(turn, dict):
         keys = " or ".join(f"{r}/{c}" for r, c in zip(roles.role_keys, roles.content_keys, strict=True))
-        raise FieldError(where, f"expected an object with {keys}, got {turn!r:.40}")
+        raise FieldError(f"{name}[{index}]", f"expected an object with {keys}, got {turn!r:.40}")
     role = next((turn[key] for key in roles.role_keys if key in turn), None)
     for key in roles.content_keys:
         if key in turn:
-            return role, _content_text(turn[key], f"{where}.{key}")
+            content = turn[key]
+            if isinstance(content, str):
+                return role, content
+            return role, _content_text(content, f"{name}[{index}].{key}")
     wanted = " or ".join(repr(key) for key in roles.content_keys)
-    raise FieldError(where, f"missing {wanted} (the turn's text)")
+    raise FieldError(f"{name}[{index}]", f"missing {wanted} (the turn's text)")
 
 
 def _has_role(role: Any, names: frozenset[str]) -> bool:
@@ -165,7 +168,7 @@ def parse_vlm_r1_dialogue(value: Any, name: str) -> Dialogue:
     (one extension: a leading turn whose role is ``system`` is the system prompt, not the problem)."""
     if not isinstance(value, list) or not value:
         raise FieldError(name, f"expected a non-empty list of turns, got {value!r:.40}")
-    turns = [_turn_text(turn, f"{name}[{index}]") for index, turn in enumerate(value[:3])]
+    turns = [_turn_text(turn, name, index) for index, turn in enumerate(value[:3])]
     system = None
     if _has_role(turns[0][0], SYSTEM_ROLES):
         system, turns = turns[0][1], turns[1:]
@@ -182,18 +185,18 @@ def parse_dialogue(value: Any, name: str, roles: Roles = DEFAULT_ROLES) -> Dialo
     system = prompt = response = None
     placeholders = 0
     for index, turn in enumerate(value):
-        where = f"{name}[{index}]"
-        role, text = _turn_text(turn, where, roles)
+        role, text = _turn_text(turn, name, index, roles)
         placeholders += text.count(IMAGE_TAG)
-        if _has_role(role, roles.skipped):
+        named = isinstance(role, str)  # a list or object as a role is no role: unknown, never a crash
+        if named and role in roles.skipped:
             continue
-        if _has_role(role, roles.user):
+        if named and role in roles.user:
             prompt = text if prompt is None else prompt
-        elif _has_role(role, roles.assistant):
+        elif named and role in roles.assistant:
             if prompt is None:
-                raise FieldError(where, "assistant turn before any user turn")
+                raise FieldError(f"{name}[{index}]", "assistant turn before any user turn")
             response = text if response is None else response
-        elif _has_role(role, roles.system):
+        elif named and role in roles.system:
             system = text if system is None else system
         else:
             hint = (
@@ -201,7 +204,7 @@ def parse_dialogue(value: Any, name: str, roles: Roles = DEFAULT_ROLES) -> Dialo
                 if roles is not DEFAULT_ROLES
                 else "; custom role names: pass dataset_info tags / chat_tags"
             )
-            raise FieldError(where, f"unknown role {role!r} (expected {roles.describe()}){hint}")
+            raise FieldError(f"{name}[{index}]", f"unknown role {role!r} (expected {roles.describe()}){hint}")
     if prompt is None:
         raise FieldError(name, "no user (human) turn: the prompt is missing")
     return Dialogue(system, prompt, response, placeholders)
@@ -220,82 +223,92 @@ def _generated_id(location: Location) -> str:
     return f"{stem}[{location.index}]" if location.index is not None else f"{stem}:{location.line}"
 
 
+def _dialogue(
+    record: dict, turns_column: str | None, fmt: str, ctx: ReadContext, report: RecordProblems
+) -> Dialogue | None:
+    names = ctx.options.names
+    if turns_column is None:
+        conversations, messages = names["conversations"], names["messages"]
+        report.add(conversations, f"missing (need '{conversations}' or '{messages}')")
+        return None
+    if fmt == "vlm-r1":
+        return report.check(parse_vlm_r1_dialogue, record[turns_column], turns_column)
+    # an alpaca record arrives converted: its turns use our default roles
+    roles = roles_for(ctx.options.chat_tags) if fmt == "sharegpt" else DEFAULT_ROLES
+    return report.check(parse_dialogue, record[turns_column], turns_column, roles)
+
+
+def _images(
+    record: dict,
+    images_column: str,
+    dialogue: Dialogue | None,
+    location: Location,
+    ctx: ReadContext,
+    report: RecordProblems,
+    fmt: str,
+) -> tuple[str, ...] | None:
+    if images_column not in record:
+        report.add(images_column, "missing (a VLN record needs at least the current view)")
+        return None
+    raw = record[images_column]
+    images = read_images(
+        raw, images_column, base_dir=ctx.base_dir(location.path), ctx=ctx, report=report,
+        allow_string=fmt == "vlm-r1",
+    )  # fmt: skip
+    count = 1 if isinstance(raw, str) else len(raw) if isinstance(raw, list) else None
+    # VLM-R1 drops the placeholders and puts one image part per image before the text: no count to match.
+    if fmt != "vlm-r1" and dialogue is not None and count is not None and dialogue.num_placeholders != count:
+        report.add(
+            images_column,
+            f"{dialogue.num_placeholders} {IMAGE_TAG} placeholder(s) in the dialogue, {count} image(s)",
+        )
+    return images
+
+
+def _instruction(record: dict, dialogue: Dialogue | None, column: str, report: RecordProblems) -> str | None:
+    if column in record:
+        return report.check(as_text, record[column], column)
+    if dialogue is None:
+        return None
+    instruction = instruction_from_prompt(dialogue.prompt)
+    if not instruction:
+        report.add(column, "missing: no instruction field and the prompt holds no text")
+    return instruction
+
+
+def _episode_id(record: dict, location: Location, column: str, report: RecordProblems) -> str:
+    if column not in record:
+        return _generated_id(location)
+    raw_id = record[column]
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or raw_id == "":
+        report.add(column, f"expected a non-empty string or an integer, got {raw_id!r:.40}")
+        return _generated_id(location)
+    return raw_id if isinstance(raw_id, str) else str(raw_id)
+
+
 def chat_episode(record: Any, location: Location, ctx: ReadContext, fmt: str) -> Episode:
     """Episode of one VLM-R1 (``fmt="vlm-r1"``) or ShareGPT record; `DataError` lists every problem."""
     if not isinstance(record, dict):
         raise DataError([location.problem("record", f"expected a JSON object, got {type(record).__name__}")])
-    column = ctx.options.column
+    names = ctx.options.names
     report = RecordProblems(location)
-    used = set()
-
-    dialogue = None
-    turns_column = next((c for c in (column("conversations"), column("messages")) if c in record), None)
-    if turns_column is None:
-        report.add(
-            column("conversations"), f"missing (need '{column('conversations')}' or '{column('messages')}')"
-        )
-    else:
-        used.add(turns_column)
-        if fmt == "vlm-r1":
-            dialogue = report.check(parse_vlm_r1_dialogue, record[turns_column], turns_column)
-        else:  # an alpaca record arrives converted: its turns use our default roles
-            roles = roles_for(ctx.options.chat_tags) if fmt == "sharegpt" else DEFAULT_ROLES
-            dialogue = report.check(parse_dialogue, record[turns_column], turns_column, roles)
-
-    images_column = column("images", "image" if fmt == "vlm-r1" else "images")
-    images = None
-    used.add(images_column)
-    if images_column not in record:
-        report.add(images_column, "missing (a VLN record needs at least the current view)")
-    else:
-        base_dir = str(Path(location.path).parent.absolute())
-        images = read_images(
-            record[images_column], images_column, base_dir=base_dir, ctx=ctx, report=report,
-            allow_string=fmt == "vlm-r1",
-        )  # fmt: skip
-        raw = record[images_column]
-        count = 1 if isinstance(raw, str) else len(raw) if isinstance(raw, list) else None
-        # VLM-R1 drops the placeholders and puts one image part per image before the text: no count to match.
-        if (
-            fmt != "vlm-r1"
-            and dialogue is not None
-            and count is not None
-            and dialogue.num_placeholders != count
-        ):
-            report.add(
-                images_column,
-                f"{dialogue.num_placeholders} {IMAGE_TAG} placeholder(s) in the dialogue, {count} image(s)",
-            )
-
-    instruction = None
-    used.add(column("instruction"))
-    if column("instruction") in record:
-        instruction = report.check(as_text, record[column("instruction")], column("instruction"))
-    elif dialogue is not None:
-        instruction = instruction_from_prompt(dialogue.prompt)
-        if not instruction:
-            report.add(column("instruction"), "missing: no instruction field and the prompt holds no text")
-
-    episode_id = _generated_id(location)
-    used.add(column("id"))
-    if column("id") in record:
-        raw_id = record[column("id")]
-        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or raw_id == "":
-            report.add(column("id"), f"expected a non-empty string or an integer, got {raw_id!r:.40}")
-        else:
-            episode_id = str(raw_id)
-
+    turns_column = next((c for c in (names["conversations"], names["messages"]) if c in record), None)
+    dialogue = _dialogue(record, turns_column, fmt, ctx, report)
+    images_column = ctx.options.column("images", "image" if fmt == "vlm-r1" else "images")
+    images = _images(record, images_column, dialogue, location, ctx, report, fmt)
+    instruction_column, id_column, system_column = names["instruction"], names["id"], names["system"]
+    instruction = _instruction(record, dialogue, instruction_column, report)
+    episode_id = _episode_id(record, location, id_column, report)
     system = dialogue.system if dialogue is not None else None
-    used.add(column("system"))
-    if column("system") in record:
-        system = report.check(as_text, record[column("system")], column("system"), allow_empty=True)
-
+    if system_column in record:
+        system = report.check(as_text, record[system_column], system_column, allow_empty=True)
     privileged = read_privileged(record, images, ctx, report)
-    used.update(column(name) for name in PRIVILEGED_FIELDS)
     if report:
         raise DataError(report.problems)
     pose_source = privileged.pop("pose_source")
-    extra = {key: value for key, value in record.items() if key not in used}
+    own = (turns_column, images_column, instruction_column, id_column, system_column)
+    privileged_columns = ctx.options.privileged_columns
+    extra = {key: value for key, value in record.items() if key not in own and key not in privileged_columns}
     extra["pose_source"] = pose_source
     return Episode(
         episode_id=episode_id,

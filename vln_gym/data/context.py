@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vln_gym.data.fields import LoadOptions
 from vln_gym.data.habitat import HabitatEpisodes
@@ -18,7 +19,15 @@ class ReadContext:
     trajectories: TrajectoryCache = field(init=False)
     images: ImageChecker = field(default_factory=ImageChecker)
     habitat: HabitatEpisodes | None = field(init=False)
+    _base_dirs: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.habitat = HabitatEpisodes(self.options.pose_source) if self.options.pose_source else None
         self.trajectories = TrajectoryCache(self.options, self.habitat)
+
+    def base_dir(self, path: str) -> str:
+        """The absolute folder of data file ``path`` (relative image paths resolve against it)."""
+        folder = self._base_dirs.get(path)
+        if folder is None:
+            folder = self._base_dirs[path] = str(Path(path).parent.absolute())
+        return folder

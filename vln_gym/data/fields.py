@@ -128,9 +128,25 @@ class LoadOptions:
     def columns(self) -> dict[str, str]:
         return dict(self.field_map)
 
+    @cached_property
+    def names(self) -> dict[str, str]:
+        """The file's column name of every mappable field (``column`` as one dict, for the readers' loops)."""
+        return {name: self.column(name) for name in MAPPABLE_FIELDS}
+
+    @cached_property
+    def privileged_columns(self) -> frozenset[str]:
+        """The file's column names of the privileged fields."""
+        return frozenset(self.column(name) for name in PRIVILEGED_FIELDS)
+
     def column(self, name: str, default: str | None = None) -> str:
         """The file's column name for our field ``name``."""
         return self.columns.get(name, default if default is not None else name)
+
+
+INF = math.inf
+MAX_RADIANS = 2.0 * math.pi + 1e-9
+ONLY_INT = frozenset({int})  # exactly int: not bool, not 1.0 (both compare equal to an action id)
+ACTION_IDS = frozenset(range(len(ACTION_NAMES)))
 
 
 def _paths(value: str | Path | Sequence[str | Path] | None) -> tuple[str, ...]:
@@ -162,6 +178,8 @@ def as_text(value: Any, name: str, *, allow_empty: bool = False) -> str:
 
 def as_number(value: Any, name: str) -> float:
     """A finite number (not a boolean, not a string)."""
+    if type(value) is float and -math.inf < value < math.inf:
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FieldError(name, f"expected a number, got {_type_name(value)} {_describe(value)}")
     number = float(value)
@@ -185,6 +203,10 @@ def as_int(value: Any, name: str) -> int:
 
 def as_position(value: Any, name: str) -> Vec3:
     """``[x, z]`` or ``[x, y, z]`` finite numbers in metres -> ``(x, y, z)`` (2-D lifted at y = 0)."""
+    if type(value) is list and len(value) == 3:  # the common case, checked in one go
+        x, y, z = value
+        if type(x) is float and type(y) is float and type(z) is float and -INF < x + y + z < INF:
+            return (x, y, z)
     if not isinstance(value, list | tuple):
         raise FieldError(
             name,
@@ -206,12 +228,14 @@ def as_position(value: Any, name: str) -> Vec3:
 
 def as_heading(value: Any, name: str, unit: str) -> float:
     """Heading in ``unit`` ('rad': |h| <= 2 pi, 'deg': |h| <= 360) -> radians."""
+    if unit == "rad" and type(value) is float and -MAX_RADIANS <= value <= MAX_RADIANS:
+        return value
     number = as_number(value, name)
     if unit == "deg":
         if abs(number) > 360.0:
             raise FieldError(name, f"is {number!r} degrees; must be within [-360, 360]")
         return math.radians(number)
-    if abs(number) > 2.0 * math.pi + 1e-9:
+    if abs(number) > MAX_RADIANS:
         hint = " (degrees? pass heading_unit='deg')" if abs(number) <= 360.0 else ""
         raise FieldError(name, f"is {number!r} radians; must be within [-2*pi, 2*pi]{hint}")
     return number
@@ -226,6 +250,8 @@ def as_path(value: Any, name: str) -> tuple[Vec3, ...]:
 
 def as_actions(value: Any, name: str) -> tuple[int, ...]:
     """A list of Habitat action ids 0..3."""
+    if type(value) is list and ONLY_INT.issuperset(map(type, value)) and ACTION_IDS.issuperset(value):
+        return tuple(value)
     if not isinstance(value, list | tuple):
         raise FieldError(
             name, f"expected a list of action ids 0-3, got {_type_name(value)} {_describe(value)}"

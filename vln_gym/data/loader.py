@@ -81,8 +81,9 @@ def checked_items(items: Iterable[Item], options: LoadOptions) -> Iterator[Item]
         if bad_text:
             yield DataError(bad_text)
             continue
-        first = first_seen.setdefault(episode.episode_id, str(location))
-        if first != str(location):
+        where = str(location)
+        first = first_seen.setdefault(episode.episode_id, where)
+        if first != where:
             yield DataError(
                 [location.problem(id_column, f"duplicate id {episode.episode_id!r} (first at {first})")]
             )
@@ -95,6 +96,12 @@ TEXT_FIELDS = ("episode_id", "instruction", "system_prompt", "prompt", "expert_r
 
 def _lone_surrogate_problems(location, episode: Episode, options: LoadOptions) -> list:
     """Text that JSON escapes can hold but no tokenizer can encode (``"\\ud800"``) is a problem here."""
+    texts = [value for name in TEXT_FIELDS if isinstance(value := getattr(episode, name), str)]
+    try:
+        "".join(texts).encode("utf-8")  # a surrogate stays one even next to another: one check for all
+        return []
+    except UnicodeEncodeError:
+        pass
     problems = []
     for name in TEXT_FIELDS:
         value = getattr(episode, name)

@@ -14,7 +14,9 @@ not exist here, with the ``path_remap`` that would fix it. ``check_images=True``
 
 from __future__ import annotations
 
+import functools
 import os
+from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from vln_gym.data.fields import LoadOptions
@@ -23,6 +25,25 @@ from vln_gym.images import ImageLoadError, decode_image
 
 if TYPE_CHECKING:
     from vln_gym.data.context import ReadContext
+
+
+@functools.lru_cache(maxsize=64)
+def _is_normal_folder(root: str) -> bool:
+    return os.sep == "/" and root != "/" and os.path.isabs(root) and os.path.normpath(root) == root
+
+
+def _joined(root: str, raw: str) -> str:
+    """``os.path.normpath(os.path.join(root, raw))`` of a relative ``raw``; a plain concatenation when
+    nothing needs normalising (no '.', '..' or empty parts: most references)."""
+    if (
+        "//" not in raw
+        and "/." not in raw
+        and not raw.startswith(".")
+        and not raw.endswith("/")
+        and _is_normal_folder(root)
+    ):
+        return f"{root}/{raw}"
+    return os.path.normpath(os.path.join(root, raw))
 
 
 def is_inside(path: str, root: str) -> bool:
@@ -39,12 +60,59 @@ def _remap(raw: str, options: LoadOptions) -> tuple[str, str] | None:
     return None
 
 
+def _split(path: str) -> tuple[str, str]:
+    """``os.path.split`` of an absolute normalised path (one string search on POSIX)."""
+    if os.sep != "/":
+        return os.path.split(path)
+    head, _, tail = path.rpartition("/")
+    return head or "/", tail
+
+
+class FolderEntries:
+    """Which names of a folder are files and which are symbolic links: one ``os.scandir`` per folder and
+    load (frames share folders), instead of a ``stat`` per image. A name the listing does not hold (a
+    folder that cannot be listed, a case-insensitive file system) is asked of the file system itself."""
+
+    def __init__(self) -> None:
+        self._folders: dict[str, tuple[frozenset[str], frozenset[str]] | None] = {}
+
+    def _listing(self, folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
+        if folder not in self._folders:
+            try:
+                with os.scandir(folder) as entries:
+                    kinds = [(entry.name, entry.is_symlink(), entry.is_file()) for entry in entries]
+            except OSError:
+                self._folders[folder] = None
+            else:
+                files = frozenset(name for name, link, file in kinds if file and not link)
+                links = frozenset(name for name, link, _ in kinds if link)
+                self._folders[folder] = files, links
+        return self._folders[folder]
+
+    def is_file(self, path: str) -> bool:
+        """``os.path.isfile(path)`` (``path`` absolute and normalised, like every resolved image)."""
+        folder, name = _split(path)
+        listing = self._listing(folder)
+        if listing is not None and name in listing[0]:
+            return True
+        return os.path.isfile(path)
+
+    def is_link(self, path: str) -> bool:
+        """``os.path.islink(path)`` (``path`` absolute and normalised)."""
+        folder, name = _split(path)
+        listing = self._listing(folder)
+        if listing is not None and (name in listing[0] or name in listing[1]):
+            return name in listing[1]
+        return os.path.islink(path)
+
+
 class RealPaths:
     """``os.path.realpath`` with the folders' answers kept for one load (records share frame folders);
     a file that is itself a symbolic link is always resolved in full."""
 
-    def __init__(self) -> None:
+    def __init__(self, entries: FolderEntries | None = None) -> None:
         self._folders: dict[str, str] = {}
+        self._entries = entries
 
     def folder(self, path: str) -> str:
         if path not in self._folders:
@@ -52,9 +120,9 @@ class RealPaths:
         return self._folders[path]
 
     def __call__(self, path: str) -> str:
-        if os.path.islink(path):
+        if self._entries.is_link(path) if self._entries is not None else os.path.islink(path):
             return os.path.realpath(path)
-        head, tail = os.path.split(path)
+        head, tail = _split(path)
         return os.path.join(self.folder(head), tail)
 
 
@@ -71,7 +139,7 @@ def resolve_image(
         path, root = os.path.normpath(raw), options.media_dir
     else:
         root = options.media_dir or base_dir
-        path = os.path.normpath(os.path.join(root, raw))
+        path = _joined(root, raw)
     if root is None or options.allow_outside_media:
         return path
     real = realpath or RealPaths()
@@ -116,13 +184,18 @@ def missing_images_problem(
 
 
 class ImageChecker:
-    """Checks each distinct image once: that it exists, and (``check_images=True``) that it decodes."""
+    """Checks each distinct image once: that it exists, and (``check_images=True``) that it decodes.
+
+    ``good[base_dir]`` maps each reference already read without a problem to its path, so a record whose
+    references were all seen before costs one lookup per image."""
 
     def __init__(self) -> None:
         self._verdicts: dict[str, str | None] = {}
         self._exists: dict[str, bool] = {}
-        self.realpath = RealPaths()
+        self.entries = FolderEntries()
+        self.realpath = RealPaths(self.entries)
         self._resolved: dict[tuple[str, str], str | FieldError] = {}
+        self.good: defaultdict[str, dict[str, str]] = defaultdict(dict)
 
     def resolve(self, raw: str, base_dir: str, options: LoadOptions) -> str | FieldError:
         """`resolve_image` of ``raw`` (its answer or its error), once per reference and base folder."""
@@ -138,7 +211,7 @@ class ImageChecker:
 
     def exists(self, path: str) -> bool:
         if path not in self._exists:
-            self._exists[path] = os.path.isfile(path)
+            self._exists[path] = self.entries.is_file(path)
         return self._exists[path]
 
     def problem(self, path: str) -> str | None:
@@ -174,8 +247,31 @@ def read_images(
     if not value:
         report.add(name, "no images (a VLN record needs at least the current view)")
         return None
-    paths, missing = [], []
-    for index, raw in enumerate(value):
+    good = ctx.images.good[base_dir]
+    try:
+        paths = list(map(good.get, value))  # the references seen before (and fine); None for the others
+    except TypeError:  # an unhashable reference (a list, an object): no path, its problem comes below
+        paths = [good.get(raw) if isinstance(raw, str) else None for raw in value]
+    if None in paths:
+        _check_new_images(value, paths, name, base_dir, ctx, report, good)
+    return tuple(paths) if None not in paths else None
+
+
+def _check_new_images(
+    value: list,
+    paths: list[str | None],
+    name: str,
+    base_dir: str,
+    ctx: ReadContext,
+    report: RecordProblems,
+    good: dict[str, str],
+) -> None:
+    """Check the references of ``value`` not seen before (``None`` in ``paths``), in order: fill in their
+    paths (kept ``None`` where unusable) and report their problems."""
+    missing = []
+    index = -1
+    while (index := _next_none(paths, index + 1)) is not None:
+        raw = value[index]
         if not isinstance(raw, str) or not raw.strip():
             report.add(f"{name}[{index}]", f"expected a non-empty path string, got {raw!r:.40}")
             continue
@@ -186,11 +282,18 @@ def read_images(
         if not ctx.images.exists(path):
             missing.append((index, raw, path))
             continue
-        if ctx.options.check_images:
-            reason = ctx.images.problem(path)
-            if reason is not None:
-                report.add(f"{name}[{index}]", f"{path}: {reason}")
-        paths.append(path)
+        reason = ctx.images.problem(path) if ctx.options.check_images else None
+        if reason is None:
+            good[raw] = path
+        else:
+            report.add(f"{name}[{index}]", f"{path}: {reason}")
+        paths[index] = path
     if missing:
         report.add(*missing_images_problem(missing, ctx.options.media_dir or base_dir, name))
-    return tuple(paths) if len(paths) == len(value) else None
+
+
+def _next_none(paths: list[str | None], start: int) -> int | None:
+    try:
+        return paths.index(None, start)
+    except ValueError:
+        return None

@@ -19,7 +19,6 @@ import dataclasses
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from vln_gym.data.context import ReadContext
@@ -91,7 +90,7 @@ def _read_step(record: Any, location: Location, ctx: ReadContext) -> _Step:
     actions = (
         report.check(answer_actions, answer, options.forward_step, options.turn_angle) if answer else None
     )
-    base_dir = str(Path(location.path).parent.absolute())
+    base_dir = ctx.base_dir(location.path)
     frames = read_images(record["frames"], "frames", base_dir=base_dir, ctx=ctx, report=report)
     if report:
         raise DataError(report.problems)

@@ -24,6 +24,7 @@ from vln_gym.safe_files import atomic_writer
 
 FORMAT_TAG = "vln-gym/1"
 TEXT_FIELDS = ("system_prompt", "prompt", "expert_response")
+OWN_TEXT_KEYS = (*TEXT_FIELDS, "source")
 RESERVED_KEYS = frozenset(
     {"format", "id", "instruction", "images", "source", *TEXT_FIELDS, *PRIVILEGED_FIELDS}
 )
@@ -33,34 +34,44 @@ def own_episode(record: Any, location: Location, ctx: ReadContext) -> Episode:
     """Episode of one own-format record; raises `DataError` listing every problem."""
     if not isinstance(record, dict):
         raise DataError([location.problem("record", f"expected a JSON object, got {type(record).__name__}")])
-    column = ctx.options.column
+    names = ctx.options.names
     report = RecordProblems(location)
     tag = record.get("format", FORMAT_TAG)
     if tag != FORMAT_TAG:
         report.add("format", f"unsupported format {tag!r}; this reader knows {FORMAT_TAG!r}")
     values: dict[str, Any] = {}
-    for name, key in (("episode_id", column("id")), ("instruction", column("instruction"))):
+    for name, key in (("episode_id", names["id"]), ("instruction", names["instruction"])):
         if key not in record:
             report.add(key, "missing (required field)")
         else:
             values[name] = report.check(as_text, record[key], key)
     images = None
-    if column("images") not in record:
-        report.add(column("images"), "missing (a VLN record needs at least the current view)")
+    images_column = names["images"]
+    if images_column not in record:
+        report.add(images_column, "missing (a VLN record needs at least the current view)")
     else:
-        base_dir = str(Path(location.path).parent.absolute())
         images = read_images(
-            record[column("images")], column("images"), base_dir=base_dir, ctx=ctx, report=report
+            record[images_column],
+            images_column,
+            base_dir=ctx.base_dir(location.path),
+            ctx=ctx,
+            report=report,
         )
-    for key in (*TEXT_FIELDS, "source"):
-        if record.get(key) is not None:
-            values[key] = report.check(as_text, record[key], key, allow_empty=True)
+    for key in OWN_TEXT_KEYS:
+        value = record.get(key)
+        if value is not None:
+            values[key] = value if type(value) is str else report.check(as_text, value, key, allow_empty=True)
     privileged = read_privileged(record, images, ctx, report)
     if report:
         raise DataError(report.problems)
     pose_source = privileged.pop("pose_source")
-    used = {column(name) for name in ("id", "instruction", "images", *PRIVILEGED_FIELDS)}
-    extra = {key: value for key, value in record.items() if key not in used and key not in RESERVED_KEYS}
+    used = (names["id"], names["instruction"], images_column)
+    privileged_columns = ctx.options.privileged_columns
+    extra = {
+        key: value
+        for key, value in record.items()
+        if key not in RESERVED_KEYS and key not in used and key not in privileged_columns
+    }
     packed = extra.pop("extra", None)  # episodes_dataset rows (and their Parquet files) pack extra as JSON
     if isinstance(packed, str) and packed:
         try:

@@ -53,23 +53,18 @@ CONVERTERS = {
 
 
 def _pose_from_record(record: Mapping, ctx: ReadContext, report: RecordProblems) -> dict:
-    column = ctx.options.column
+    names = ctx.options.names
+    position, heading, goal = (names[name] for name in POSE_FIELDS)
+    for column in (position, heading, goal):
+        if column not in record:
+            report.add(column, "missing (required privileged field)")
     values = {}
-    for name in POSE_FIELDS:
-        if column(name) not in record:
-            report.add(column(name), "missing (required privileged field)")
-    if column("agent_position") in record:
-        values["agent_position"] = report.check(
-            as_position, record[column("agent_position")], column("agent_position")
-        )
-    if column("agent_heading") in record:
-        values["agent_heading"] = report.check(
-            as_heading, record[column("agent_heading")], column("agent_heading"), ctx.options.heading_unit
-        )
-    if column("goal_position") in record:
-        values["goal_position"] = report.check(
-            as_position, record[column("goal_position")], column("goal_position")
-        )
+    if position in record:
+        values["agent_position"] = report.check(as_position, record[position], position)
+    if heading in record:
+        values["agent_heading"] = report.check(as_heading, record[heading], heading, ctx.options.heading_unit)
+    if goal in record:
+        values["goal_position"] = report.check(as_position, record[goal], goal)
     return values
 
 
@@ -111,14 +106,17 @@ def read_privileged(
     record: Mapping, images: tuple[str, ...] | None, ctx: ReadContext, report: RecordProblems
 ) -> dict:
     """Episode keyword arguments of the privileged fields, plus ``pose_source``; problems go to ``report``."""
-    column = ctx.options.column
-    if any(column(name) in record for name in POSE_FIELDS):
-        values = {**_pose_from_record(record, ctx, report), "pose_source": "record"}
+    names = ctx.options.names
+    if any(names[name] in record for name in POSE_FIELDS):
+        values = _pose_from_record(record, ctx, report)
+        values["pose_source"] = "record"
     else:
         values = _pose_without_fields(images, ctx, report) or {}
     for name in OPTIONAL_FIELDS:
-        if column(name) in record and record[column(name)] is not None:
-            values[name] = report.check(CONVERTERS[name], record[column(name)], column(name))
+        column = names[name]
+        value = record.get(column)
+        if value is not None:
+            values[name] = report.check(CONVERTERS[name], value, column)
     if (
         values.get("distance_to_goal") is None
         and values.get("agent_position")

@@ -56,7 +56,7 @@ def _actions(value: Any) -> tuple[int, ...]:
 
 def _frames(video: str, location: Location, ctx: ReadContext, count: int) -> tuple[str, ...]:
     """The ``count`` frames of ``<video>/rgb``, in numeric order; `FieldError` on ``video`` otherwise."""
-    base_dir = str(Path(location.path).parent.absolute())
+    base_dir = ctx.base_dir(location.path)
     folder = resolve_image(os.path.join(video, "rgb"), "video", base_dir=base_dir, options=ctx.options)
     try:
         names = os.listdir(folder)

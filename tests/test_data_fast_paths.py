@@ -1,0 +1,215 @@
+"""The data layer's fast paths (msgspec parsing, the per-load image and folder caches, the converters' common
+case) give exactly what the slow paths give: the same episodes, the same problems, in the same order."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_data_helpers import make_png, own_record, sharegpt_record, write_lines
+
+from vln_gym.data import jsonio, media
+from vln_gym.data.fields import as_actions, as_heading, as_number, as_position
+from vln_gym.data.loader import collect_episodes, inputs_and_options
+from vln_gym.data.problems import FieldError
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats()  # NaN and infinities too: msgspec refuses them, json reads them
+    | st.text(st.characters(codec=None, exclude_categories=()), max_size=8),  # lone surrogates too
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _same(a, b) -> bool:
+    return repr(a) == repr(b)  # tells 1 from 1.0 and True, keeps key order, and nan equals nan
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES, st.booleans())
+def test_fast_loads_gives_the_value_of_json_loads_or_refuses(value, ensure_ascii):
+    data = json.dumps(value, ensure_ascii=ensure_ascii).encode("utf-8", "surrogatepass")
+    fast = jsonio.fast_loads(data)
+    if fast is not jsonio.REFUSED:
+        assert _same(fast, json.loads(data.decode("utf-8")))
+
+
+SPACE = st.text(" \t\r\n", max_size=3)
+
+
+LAYOUTS = st.tuples(JSON_VALUES, st.sampled_from([None, 1, "\t"]), SPACE, SPACE)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(LAYOUTS, min_size=1, max_size=6))
+def test_fast_json_array_gives_the_elements_and_lines_of_the_stdlib_reader(elements):
+    """Any layout: each element pretty-printed or not, any white space (new lines too) around the commas."""
+    parts = [before + json.dumps(value, indent=indent) + after for value, indent, before, after in elements]
+    data = ("[" + ",".join(parts) + "]\n").encode("utf-8", "surrogatepass")
+    fast = jsonio._fast_array(data)
+    slow = list(jsonio._stdlib_array("a.json", data))
+    if fast is not None:
+        values, lines = fast
+        assert _same([(jsonio.Location("a.json", lines[i], i), v) for i, v in enumerate(values)], slow)
+
+
+PATH_PARTS = st.lists(st.sampled_from(["a", "b.png", ".", "..", "", ".c", "d.", "é", " "]), max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["/", "/data", "/data/media", "/data/../x", "/data/./y", "/a//b"]), PATH_PARTS)
+def test_joining_and_splitting_image_paths_equal_os_path(root, parts):
+    raw = "/".join(parts)
+    if raw.startswith("/") or not raw.strip():
+        return
+    joined = media._joined(root, raw)
+    assert joined == os.path.normpath(os.path.join(root, raw))
+    assert media._split(joined) == os.path.split(joined)
+
+
+def test_converters_common_case_equals_the_general_rules():
+    for value in ([1.5, 0.0, -2.0], [1e308, 1e308, 0.0], [1.0, math.nan, 0.0], [math.inf, 1.0, 2.0]):
+        _same_outcome(as_position, value, tuple(value))  # a tuple takes the general path
+    for value in ([1, 0, 2], [True, 0.0, 1.0], [1.0, 2.0], [1.0, 2.0, 3.0, 4.0]):
+        _same_outcome(as_position, value, tuple(value))
+    for value in ([0, 1, 2, 3], [], [1, True], [1, 1.0], [4], [-1], [0, "1"]):
+        _same_outcome(as_actions, value, tuple(value))
+    assert as_heading(2.0 * math.pi + 1e-9, "h", "rad") == 2.0 * math.pi + 1e-9
+    for bad in (2.0 * math.pi + 2e-9, math.nan, -math.inf, True):
+        with pytest.raises(FieldError):
+            as_heading(bad, "h", "rad")
+    assert as_number(-0.0, "x") == 0.0 and as_number(3, "x") == 3.0
+    for bad in (math.nan, math.inf, True, "1"):
+        with pytest.raises(FieldError):
+            as_number(bad, "x")
+
+
+def _same_outcome(convert, fast_input, general_input):
+    outcomes = []
+    for value in (fast_input, general_input):
+        try:
+            outcomes.append(("ok", convert(value, "f")))
+        except FieldError as error:
+            outcomes.append(("error", error.field, error.message))
+    assert _same(outcomes[0], outcomes[1]), outcomes
+
+
+class _Forgetful(dict):
+    """An image cache that keeps nothing: every record gets every check."""
+
+    def __missing__(self, key):
+        return {}
+
+
+@pytest.fixture
+def slow_paths(monkeypatch):
+    """Turn the fast paths off: `json` parses everything, no image is remembered, no folder is listed."""
+
+    def enable():
+        monkeypatch.setattr(jsonio, "fast_loads", lambda data: jsonio.REFUSED)
+        monkeypatch.setattr(media.FolderEntries, "_listing", lambda self, folder: None)
+        monkeypatch.setattr(media, "_joined", lambda root, raw: os.path.normpath(os.path.join(root, raw)))
+        monkeypatch.setattr(media, "_split", os.path.split)
+        original = media.ImageChecker.__init__
+
+        def forgetful_init(self):
+            original(self)
+            self.good = _Forgetful()
+
+        monkeypatch.setattr(media.ImageChecker, "__init__", forgetful_init)
+
+    return enable
+
+
+PALETTE = [
+    *(None, 1, -1, True, "", " ", "x", [], [1, 2], [1, 2, 3], ["a"], {}, math.nan, math.inf, 10**30, 7.5),
+    *("\ud800", "f/nope.png", "/etc/hostname", "../x.png", "a\x00b", "f/0.png", "<image>", "f/link.png"),
+    *("f/bad.png", ["f/bad.png", "f/0.png"]),
+    *("f/dir.png", ["f/1.png"], ["f/1.png", 3], ["f/outside.png"], [[1, 2, 3], [4, 5]], [0, 1, 5]),
+    *([{"from": "bob", "value": "x"}], [{"from": ["human"], "value": "<image>"}]),
+]
+
+
+SEEN_TWICE = [
+    ["f/bad.png", "f/0.png"],
+    ["f/link.png"],
+    ["f/outside.png", "f/1.png"],
+    *(["f/dir.png"], ["f/dangling.png"], ["f/dirlink.png"]),
+    ["f/0.png", "f/nope.png", "f/2.png", "nowhere/f.png"],
+    *(["./f/0.png"], ["f//1.png"], ["f/../f/2.png"], ["f/3.png/"], ["../data/f/4.png"], ["f/.5.png"]),
+    [],
+    ["f/1.png", 5, ["f/1.png"]],
+]
+
+
+def _mutated(record: dict, rng: random.Random) -> dict:
+    record = json.loads(json.dumps(record))
+    for _ in range(rng.choice([1, 1, 2])):
+        target, key = record, rng.choice(list(record))
+        while isinstance(target[key], list | dict) and target[key] and rng.random() < 0.5:
+            target = target[key]
+            key = rng.randrange(len(target)) if isinstance(target, list) else rng.choice(list(target))
+        if isinstance(target, dict) and rng.random() < 0.2:
+            del target[key]
+        else:
+            target[key] = rng.choice(PALETTE)
+    return record
+
+
+def _corpus(root: Path) -> list[tuple[Path, dict]]:
+    rng = random.Random(0)
+    for index in range(6):
+        make_png(root / "f" / f"{index}.png")
+    make_png(root.parent / "outside.png")
+    (root / "f" / "link.png").symlink_to(root / "f" / "0.png")
+    (root / "f" / "outside.png").symlink_to(root.parent / "outside.png")
+    (root / "f" / "dir.png").mkdir()
+    (root / "f" / "dangling.png").symlink_to(root / "f" / "gone.png")
+    (root / "f" / "dirlink.png").symlink_to(root / "f" / "dir.png")
+    (root / "f" / "bad.png").write_text("not an image")
+    frames = [f"f/{index}.png" for index in range(6)]
+    chats = [sharegpt_record(frames[: 1 + i % 5], id=f"c{i}") for i in range(60)]
+    chats = [_mutated(r, rng) if rng.random() < 0.6 else r for r in chats]
+    for number, images in enumerate(SEEN_TWICE):  # the second record meets these references in the caches
+        chats += [sharegpt_record(images, id=f"first{number}"), sharegpt_record(images, id=f"again{number}")]
+    lines = [json.dumps(r) for r in chats]
+    lines[5], lines[9], lines[12] = lines[5][:-9], lines[9].replace("0.5", "NaN"), "   "
+    sharegpt = write_lines(root / "chat.jsonl", lines, newline="\r\n", bom=True)
+    own = [own_record(f"o{i}", frames[i % 6 :]) for i in range(40)]
+    own = [json.dumps(_mutated(r, rng) if rng.random() < 0.6 else r) for r in own]
+    own_file = write_lines(root / "own.jsonl", own)
+    array = root / "chat.json"
+    array.write_text(json.dumps([r for r in chats if math.nan not in r.values()][:30], indent=1))
+    return [
+        (sharegpt, {}),
+        (sharegpt, {"check_images": True, "require_pose": False}),
+        (sharegpt, {"allow_outside_media": True}),
+        (own_file, {}),
+        (array, {}),
+        ([sharegpt, own_file], {}),
+    ]
+
+
+def _outcome(path, options):
+    episodes, report = collect_episodes(*inputs_and_options(path, **options))
+    return [repr(sorted(vars(e).items())) for e in episodes], [str(p) for p in report.problems]
+
+
+def test_loads_equal_the_slow_paths_on_good_and_bad_records(tmp_path, slow_paths):
+    root = tmp_path / "data"
+    inputs = _corpus(root)
+    fast = [_outcome(path, options) for path, options in inputs]
+    assert sum(len(problems) for _, problems in fast) > 50  # the corpus has many bad records ...
+    assert sum(len(episodes) for episodes, _ in fast) > 50  # ... and many good ones
+    slow_paths()
+    assert fast == [_outcome(path, options) for path, options in inputs]
