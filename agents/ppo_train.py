@@ -56,6 +56,8 @@ from agents.train.sharding import (
     FullOptimizerState,
     ShardedPolicy,
     broadcast_from_main,
+    configure_deepspeed,
+    is_deepspeed,
     is_fsdp,
     make_accelerator,
 )
@@ -155,9 +157,10 @@ def prepare_training(accelerator, policy, config: PPOConfig):
 
     Returns ``(scorer, optimizer, scheduler, trainable, policy_view, checkpointed)``: ``trainable`` = the
     parameter groups clipped separately (FSDP swaps in sharded parameters), ``policy_view`` = the policy
-    as rollouts read it and ``checkpointed`` = the optimizer as checkpoints save it (under FSDP: through
+    as checkpoints read it and ``checkpointed`` = the optimizer as checkpoints save it (under FSDP: through
     the sharded scorer, as full states; else the policy and optimizer themselves)."""
     optimizer, scheduler, _ = build_optimizer(policy, config)
+    configure_deepspeed(accelerator, config.minibatch_size // config.grad_accum, config.max_grad_norm)
     if is_fsdp(accelerator):
         broadcast_from_main(policy)  # as DDP does: the value head was initialised per process
     scorer, optimizer = accelerator.prepare(PolicyScorer(policy, config.temperature), optimizer)
@@ -265,6 +268,11 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
     output_dir = Path(config.output_dir)
     seed_everything(config.seed + rank)
     resume, saved = resume_point(config, world)
+    if resume is not None and is_deepspeed(accelerator):
+        raise ValueError(
+            f"{resume}: resuming a DeepSpeed run is not supported (its optimizer state is partitioned per "
+            "process and checkpoints hold process 0's part); resume with DDP or FSDP, or start a new run"
+        )
     start_iteration = int(saved["iteration"])
 
     # --- policy (sampling draws from the global torch RNG, which checkpoints save), optimizer, schedule
@@ -282,6 +290,8 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
     scorer, optimizer, scheduler, trainable, policy_view, checkpointed = prepare_training(
         accelerator, policy, config
     )
+    # FSDP: phases that read weights outside the loss run with the shards gathered (see agents.train.sharding)
+    gathered = policy_view.gathered if isinstance(policy_view, ShardedPolicy) else lambda phase: phase()
     trainable_shapes = {n: list(p.shape) for n, p in policy.named_parameters() if p.requires_grad}
     pool = make_env_pool(config.env_id, config.env_kwargs, config.num_envs, config.vector_mode)
     runner = EpisodeRunner(pool)
@@ -296,7 +306,7 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
         if in_flight is not None and config.algo == "ppo":
             runner.load_state(in_flight)
     elif config.sft_steps > 0:
-        sft = sft_warm_start(policy_view, scorer, pool, config, accelerator)
+        sft = sft_warm_start(policy, scorer, pool, config, accelerator)
         accelerator.print(
             f"SFT warm start: {sft.steps} steps on {sft.samples} expert pairs, "
             f"loss {sft.losses[0]:.3f} -> {sft.losses[-1]:.3f} ({sft.seconds:.0f} s)"
@@ -334,7 +344,7 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
         policy.eval()
 
         # --- 1. rollout through env.step (PPO: the episodes in flight continue)
-        streams, stats = collect(config, policy_view, runner, iteration, rank, generate_kwargs)
+        streams, stats = gathered(partial(collect, config, policy, runner, iteration, rank, generate_kwargs))
         decisions = [d for stream in streams for d in stream]
         metrics = {"iteration": iteration, "rollout/decisions": global_sum(accelerator, [len(decisions)])[0]}
         metrics.update(rollout_metrics(accelerator, decisions, stats))
@@ -342,7 +352,8 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
         # --- 2. reference log-probs (one batched no-grad pass, adapter disabled) and per-token KL
         start = time.perf_counter()
         if config.kl_coef > 0:
-            refs = reference_logprobs(policy_view, decisions, config.minibatch_size, config.temperature)
+            score = partial(reference_logprobs, policy, decisions, config.minibatch_size, config.temperature)
+            refs = gathered(score)
         else:
             refs = [None] * len(decisions)
         reference_s = time.perf_counter() - start

@@ -76,15 +76,19 @@ def flags(output_dir: Path, trajectory: Path, iterations: int, *extra: str) -> l
     ]  # fmt: skip
 
 
-def run(command: list[str]) -> None:
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+def run(command: list[str], cpu: bool = True) -> None:
+    """Run ``command`` in the repo; ``cpu``: ACCELERATE_USE_CPU=1 (gloo DDP / FSDP; not for DeepSpeed)."""
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    if cpu:
+        env["ACCELERATE_USE_CPU"] = "1"
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def launch(config_file: Path, target: list[str], run_flags: list[str]) -> None:
+def launch(config_file: Path, target: list[str], run_flags: list[str], cpu: bool = True) -> None:
     accelerate = str(Path(sys.executable).with_name("accelerate"))
-    run([accelerate, "launch", "--config_file", str(config_file), *target, *run_flags])
+    run([accelerate, "launch", "--config_file", str(config_file), *target, *run_flags], cpu=cpu)
 
 
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:

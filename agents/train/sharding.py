@@ -1,15 +1,17 @@
-"""Fully sharded training (torch FSDP2 ``fully_shard`` through accelerate's FSDP plugin) for the trainer.
+"""Sharded training for the trainer: torch FSDP2 (``fully_shard``) through accelerate's FSDP plugin, and what
+DeepSpeed ZeRO-2 needs from a trainer without a dataloader.
 
 Under FSDP the policy's parameters are shards (DTensors): only the wrapped scorer's forward gathers them.
 Everything else that reads weights goes through here:
 
 - `make_accelerator`: accelerate turns FSDP on only for GPU-like devices; this also turns it on for CPU
   processes (gloo), so the CPU test runs the code path users run on GPUs. FSDP1 is refused (its gradient
-  clipping cannot clip the policy and the value head separately).
-- `ShardedPolicy`: the policy for rollouts: ``generate`` / ``prompt_values`` / ``reference_logprobs`` run
-  inside the scorer's forward, each shard group gathered once per call (not once per decoded token).
+  clipping cannot clip the policy and the value head separately). DeepSpeed on CPU gets its gloo backend.
+- `ShardedPolicy.gathered`: a rollout or the reference log-probs run inside the scorer's forward with every
+  shard group gathered once for the phase (not once per decoded token, and no collectives within it).
 - `ShardedPolicy.full_state`: the full state dict on the main process (accelerate's ``get_state_dict``), which
   checkpoints write and hash; `FullOptimizerState`: the optimizer state as full, name-keyed tensors.
+- `configure_deepspeed`: the micro-batch and clip norm DeepSpeed would read from a dataloader; ZeRO-3 refused.
 """
 
 from __future__ import annotations
@@ -18,20 +20,32 @@ import os
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 def make_accelerator(gradient_accumulation_steps: int):
     """``Accelerator(gradient_accumulation_steps=...)``, with FSDP also on CPU processes when launched with
     an FSDP config (accelerate would silently fall back to DDP there)."""
     from accelerate import Accelerator, PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, InitProcessGroupKwargs
 
-    accelerator = Accelerator(gradient_accumulation_steps=gradient_accumulation_steps)
-    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    if wanted and accelerator.distributed_type == DistributedType.MULTI_CPU:
+    handlers = []
+    if _flag("ACCELERATE_USE_DEEPSPEED") and not torch.cuda.is_available():
+        # DeepSpeed's CPU accelerator talks gloo; without a backend named, accelerate sees one process
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    accelerator = Accelerator(
+        gradient_accumulation_steps=gradient_accumulation_steps, kwargs_handlers=handlers
+    )
+    if _flag("ACCELERATE_USE_DEEPSPEED") and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        raise ValueError(
+            "ACCELERATE_USE_CPU=1 with a DeepSpeed config makes accelerate run DDP instead: unset it "
+            "(DeepSpeed finds the CPU itself where there is no GPU)"
+        )
+    if _flag("ACCELERATE_USE_FSDP") and accelerator.distributed_type == DistributedType.MULTI_CPU:
         accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
         # both shared states: AcceleratorState() re-reads the process state's type whenever it is built
         PartialState().distributed_type = accelerator.state.distributed_type = DistributedType.FSDP
@@ -40,10 +54,40 @@ def make_accelerator(gradient_accumulation_steps: int):
     return accelerator
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() == "true"
+
+
+def is_deepspeed(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
 def is_fsdp(accelerator) -> bool:
     from accelerate.utils import DistributedType
 
     return accelerator.distributed_type == DistributedType.FSDP
+
+
+def configure_deepspeed(accelerator, micro_batch_size: int, max_grad_norm: float) -> None:
+    """Fill what DeepSpeed's config leaves ``auto`` (the trainer has no dataloader to infer it from): one
+    process's micro-batch and the clipping norm (DeepSpeed clips all gradients together, not the policy and
+    the value head apart). Refuses ZeRO-3 (see configs/deepspeed_zero3.yaml). No-op without DeepSpeed."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    ds_config = plugin.deepspeed_config
+    if ds_config.get("zero_optimization", {}).get("stage") == 3:
+        raise ValueError(
+            "DeepSpeed ZeRO-3 is not supported: generation gathers its sharded weights module by module, so "
+            "processes whose answers differ in length issue different collectives (abort or hang); shard "
+            "weights with FSDP instead (configs/accelerate_fsdp.yaml)"
+        )
+    if ds_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        ds_config["train_micro_batch_size_per_gpu"] = max(1, micro_batch_size)
+    if ds_config.get("gradient_clipping", "auto") == "auto":
+        ds_config["gradient_clipping"] = max_grad_norm
 
 
 def broadcast_from_main(module: torch.nn.Module) -> None:
@@ -56,9 +100,10 @@ def broadcast_from_main(module: torch.nn.Module) -> None:
 class ShardedPolicy:
     """A `VLMPolicy` whose weights are FSDP shards, seen through its prepared scorer (the FSDP root).
 
-    Calls that read weights run as ``scorer(call=...)``, so FSDP gathers the root's shards, and every inner
-    shard group stays gathered until the call returns. Everything else (``prepare``, ``grammar``, ...) is
-    the policy's own."""
+    `gathered` runs a phase that reads weights outside the loss (a rollout, reference log-probs) inside the
+    scorer's forward with every shard group gathered up front, in module order on every process: the calls
+    within then issue no collectives, so processes may make different numbers of them (generation lengths,
+    bootstrap batches, GRPO episodes). Everything else is the policy's own (``named_parameters``, ...)."""
 
     def __init__(self, policy: torch.nn.Module, scorer: torch.nn.Module, reshard_after_forward: Any = True):
         self.policy = policy
@@ -68,28 +113,20 @@ class ShardedPolicy:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.policy, name)
 
-    def generate(self, *args, **kwargs):
-        return self._gathered(self.policy.generate, *args, **kwargs)
-
-    def prompt_values(self, *args, **kwargs):
-        return self._gathered(self.policy.prompt_values, *args, **kwargs)
-
-    def reference_logprobs(self, *args, **kwargs):
-        return self._gathered(self.policy.reference_logprobs, *args, **kwargs)
-
-    def _gathered(self, method: Callable, *args, **kwargs):
+    def gathered(self, phase: Callable[[], T]) -> T:
+        """``phase()`` with the full weights (each process holds all of them until it returns)."""
         from torch.distributed.fsdp import FSDPModule
 
-        inner = [m for m in self.scorer.modules() if isinstance(m, FSDPModule) and m is not self.scorer]
-        for module in inner:
-            module.set_reshard_after_forward(False, recurse=False)
+        units = [m for m in self.scorer.modules() if isinstance(m, FSDPModule)]  # the root first
+        for unit in units[1:]:
+            unit.set_reshard_after_forward(False, recurse=False)
         try:
-            return self.scorer(call=partial(method, *args, **kwargs))
+            return self.scorer(call=partial(_unshard_then, units, phase))
         finally:
-            for module in inner:
-                module.set_reshard_after_forward(self.reshard_after_forward, recurse=False)
-                module.reshard()
-            self.scorer.reshard()
+            for unit in units[1:]:
+                unit.set_reshard_after_forward(self.reshard_after_forward, recurse=False)
+            for unit in units:
+                unit.reshard()
 
     def full_state(self, accelerator) -> dict[str, torch.Tensor]:
         """The policy's full state dict (keys of ``policy.state_dict()``, CPU) on the main process, ``{}`` on
@@ -101,6 +138,12 @@ class ShardedPolicy:
     def save_pretrained(self, path: str | Path, state_dict: Mapping[str, torch.Tensor]) -> None:
         """``VLMPolicy.save_pretrained`` with the weights of a `full_state`."""
         self.policy.save_pretrained(path, state_dict=state_dict)
+
+
+def _unshard_then(units: list, phase: Callable[[], T]) -> T:
+    for unit in units:
+        unit.unshard()
+    return phase()
 
 
 class FullOptimizerState:
