@@ -144,7 +144,7 @@ SEEN_TWICE = [
     ["f/bad.png", "f/0.png"],
     ["f/link.png"],
     ["f/outside.png", "f/1.png"],
-    *(["f/dir.png"], ["f/dangling.png"], ["f/dirlink.png"]),
+    *(["f/dir.png"], ["f/dangling.png"], ["f/dirlink.png"], ["g/0.png"]),
     ["f/0.png", "f/nope.png", "f/2.png", "nowhere/f.png"],
     *(["./f/0.png"], ["f//1.png"], ["f/../f/2.png"], ["f/3.png/"], ["../data/f/4.png"], ["f/.5.png"]),
     [],
@@ -171,6 +171,8 @@ def _corpus(root: Path) -> list[tuple[Path, dict]]:
     for index in range(6):
         make_png(root / "f" / f"{index}.png")
     make_png(root.parent / "outside.png")
+    make_png(root.parent / "elsewhere" / "0.png")
+    (root / "g").symlink_to(root.parent / "elsewhere")  # a frame folder linked from outside the media folder
     (root / "f" / "link.png").symlink_to(root / "f" / "0.png")
     (root / "f" / "outside.png").symlink_to(root.parent / "outside.png")
     (root / "f" / "dir.png").mkdir()

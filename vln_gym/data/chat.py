@@ -147,7 +147,11 @@ def _turn_text(turn: Any, name: str, index: int, roles: Roles = DEFAULT_ROLES) -
     if not isinstance(turn, dict):
         keys = " or ".join(f"{r}/{c}" for r, c in zip(roles.role_keys, roles.content_keys, strict=True))
         raise FieldError(f"{name}[{index}]", f"expected an object with {keys}, got {turn!r:.40}")
-    role = next((turn[key] for key in roles.role_keys if key in turn), None)
+    role = None
+    for key in roles.role_keys:
+        if key in turn:
+            role = turn[key]
+            break
     for key in roles.content_keys:
         if key in turn:
             content = turn[key]
@@ -292,7 +296,9 @@ def chat_episode(record: Any, location: Location, ctx: ReadContext, fmt: str) ->
         raise DataError([location.problem("record", f"expected a JSON object, got {type(record).__name__}")])
     names = ctx.options.names
     report = RecordProblems(location)
-    turns_column = next((c for c in (names["conversations"], names["messages"]) if c in record), None)
+    turns_column = names["conversations"] if names["conversations"] in record else None
+    if turns_column is None and names["messages"] in record:
+        turns_column = names["messages"]
     dialogue = _dialogue(record, turns_column, fmt, ctx, report)
     images_column = ctx.options.column("images", "image" if fmt == "vlm-r1" else "images")
     images = _images(record, images_column, dialogue, location, ctx, report, fmt)

@@ -89,6 +89,11 @@ class FolderEntries:
                 self._folders[folder] = files, links
         return self._folders[folder]
 
+    def regular_files(self, folder: str) -> frozenset[str]:
+        """The names of the regular files (not links) in ``folder``; empty if it cannot be listed."""
+        listing = self._listing(folder)
+        return listing[0] if listing is not None else frozenset()
+
     def is_file(self, path: str) -> bool:
         """``os.path.isfile(path)`` (``path`` absolute and normalised, like every resolved image)."""
         folder, name = _split(path)
@@ -123,7 +128,7 @@ class RealPaths:
         if self._entries.is_link(path) if self._entries is not None else os.path.islink(path):
             return os.path.realpath(path)
         head, tail = _split(path)
-        return os.path.join(self.folder(head), tail)
+        return _joined(self.folder(head), tail)
 
 
 def resolve_image(
@@ -196,6 +201,7 @@ class ImageChecker:
         self.realpath = RealPaths(self.entries)
         self._resolved: dict[tuple[str, str], str | FieldError] = {}
         self.good: defaultdict[str, dict[str, str]] = defaultdict(dict)
+        self._folders_inside: dict[tuple[str, str], bool] = {}
 
     def resolve(self, raw: str, base_dir: str, options: LoadOptions) -> str | FieldError:
         """`resolve_image` of ``raw`` (its answer or its error), once per reference and base folder."""
@@ -208,6 +214,23 @@ class ImageChecker:
             except FieldError as error:
                 self._resolved[key] = error
         return self._resolved[key]
+
+    def plain_file(self, raw: str, base_dir: str, options: LoadOptions) -> str | None:
+        """The path of ``raw`` when it is the common case: relative, no ``path_remap``, naming a regular file
+        (not a link) in a folder inside the media folder; ``None`` for anything else (`resolve` then)."""
+        if options.path_remap or options.allow_outside_media or os.path.isabs(raw) or "\x00" in raw:
+            return None
+        root = options.media_dir or base_dir
+        path = _joined(root, raw)
+        folder, name = _split(path)
+        if name not in self.entries.regular_files(folder) or not is_inside(path, root):
+            return None
+        key = (folder, root)
+        inside = self._folders_inside.get(key)
+        if inside is None:  # the real folder inside the real media folder: so is each plain file in it
+            real_folder, real_root = self.realpath.folder(folder), self.realpath.folder(root)
+            inside = self._folders_inside[key] = is_inside(real_folder, real_root)
+        return path if inside else None
 
     def exists(self, path: str) -> bool:
         if path not in self._exists:
@@ -275,13 +298,15 @@ def _check_new_images(
         if not isinstance(raw, str) or not raw.strip():
             report.add(f"{name}[{index}]", f"expected a non-empty path string, got {raw!r:.40}")
             continue
-        path = ctx.images.resolve(raw, base_dir, ctx.options)
-        if isinstance(path, FieldError):
-            report.add(f"{name}[{index}]", path.message)
-            continue
-        if not ctx.images.exists(path):
-            missing.append((index, raw, path))
-            continue
+        path = ctx.images.plain_file(raw, base_dir, ctx.options)
+        if path is None:  # not the common case: every rule, in order
+            path = ctx.images.resolve(raw, base_dir, ctx.options)
+            if isinstance(path, FieldError):
+                report.add(f"{name}[{index}]", path.message)
+                continue
+            if not ctx.images.exists(path):
+                missing.append((index, raw, path))
+                continue
         reason = ctx.images.problem(path) if ctx.options.check_images else None
         if reason is None:
             good[raw] = path

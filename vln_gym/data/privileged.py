@@ -54,11 +54,19 @@ CONVERTERS = {
 
 def _pose_from_record(record: Mapping, ctx: ReadContext, report: RecordProblems) -> dict:
     names = ctx.options.names
-    position, heading, goal = (names[name] for name in POSE_FIELDS)
+    position, heading, goal = names["agent_position"], names["agent_heading"], names["goal_position"]
+    values: dict[str, Any] = {"pose_source": "record"}
+    if position in record and heading in record and goal in record:  # the common case, checked in one go
+        try:
+            values["agent_position"] = as_position(record[position], position)
+            values["agent_heading"] = as_heading(record[heading], heading, ctx.options.heading_unit)
+            values["goal_position"] = as_position(record[goal], goal)
+            return values
+        except FieldError:
+            pass  # each field again, every problem reported
     for column in (position, heading, goal):
         if column not in record:
             report.add(column, "missing (required privileged field)")
-    values = {}
     if position in record:
         values["agent_position"] = report.check(as_position, record[position], position)
     if heading in record:
@@ -107,16 +115,20 @@ def read_privileged(
 ) -> dict:
     """Episode keyword arguments of the privileged fields, plus ``pose_source``; problems go to ``report``."""
     names = ctx.options.names
-    if any(names[name] in record for name in POSE_FIELDS):
+    position, heading, goal = names["agent_position"], names["agent_heading"], names["goal_position"]
+    if position in record or heading in record or goal in record:
         values = _pose_from_record(record, ctx, report)
-        values["pose_source"] = "record"
     else:
         values = _pose_without_fields(images, ctx, report) or {}
     for name in OPTIONAL_FIELDS:
         column = names[name]
         value = record.get(column)
         if value is not None:
-            values[name] = report.check(CONVERTERS[name], value, column)
+            try:
+                values[name] = CONVERTERS[name](value, column)
+            except FieldError as error:
+                report.add(error.field, error.message)
+                values[name] = None
     if (
         values.get("distance_to_goal") is None
         and values.get("agent_position")

@@ -53,7 +53,7 @@ class FieldError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     """Where a record is: file, 1-based line, and its index when the file is a JSON array."""
 

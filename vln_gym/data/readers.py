@@ -96,7 +96,7 @@ def iter_records(records: Iterable, ctx: ReadContext) -> Iterator[Item]:
             yield DataError([item])
             continue
         location, record = item
-        if isinstance(record, Mapping) and not isinstance(record, dict):
+        if not isinstance(record, dict) and isinstance(record, Mapping):
             record = dict(record)
         if detected is None:
             detected = detect_format(record, ctx)
