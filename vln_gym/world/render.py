@@ -65,6 +65,9 @@ class _SizeTables:
     ceiling: np.ndarray  # [horizon_row, W] palette index of the ceiling
 
 
+_WORD = np.dtype("<u4")  # R, G, B, and a spare byte, in memory order on any machine
+
+
 class _AxisBuffers:
     """Work arrays of one axis's grid-line crossings: ``rays x crossings`` at most, flat, reshaped per use."""
 
@@ -78,8 +81,8 @@ class _AxisBuffers:
         self.hit = np.empty(capacity, dtype=bool)
 
 
-class _Work:
-    """Buffers reused by every frame of one size; private to the renderer, never pickled, never returned."""
+class _NumpyWork:
+    """The numpy kernel's buffers for one frame size (about 1.6 MB at 224x224); private, never pickled."""
 
     def __init__(self, height: int, width: int, crossings: int) -> None:
         pixels = height * width
@@ -91,16 +94,18 @@ class _Work:
         self.second = np.empty(pixels, dtype=np.int32)  # floor z cell then flat cell, then palette index
         self.wall = np.empty(pixels, dtype=bool)
         self.packed = np.empty(pixels, dtype=_WORD)  # RGB of every pixel, one word each
-        # the compiled path's per-column values
+
+
+class _KernelWork:
+    """The numba kernel's per-column values for one frame width; private, never pickled."""
+
+    def __init__(self, width: int) -> None:
         self.top = np.empty(width, dtype=np.float32)
         self.scale = np.empty(width, dtype=np.float32)
         self.tex_base = np.empty(width, dtype=np.int64)
         self.index_base = np.empty(width, dtype=np.int32)
         self.dx32 = np.empty(width, dtype=np.float32)
         self.dz32 = np.empty(width, dtype=np.float32)
-
-
-_WORD = np.dtype("<u4")  # R, G, B, and a spare byte, in memory order on any machine
 
 
 def _pack(palette: np.ndarray) -> np.ndarray:
@@ -206,7 +211,7 @@ class Renderer:
             np.where(region >= 0, floor_material[np.maximum(region, 0)], 0) * _L - 2 * checker
         ).astype(np.int32)
         self._sizes: dict[tuple[int, int], _SizeTables] = {}
-        self._work: dict[tuple[int, int], _Work] = {}
+        self._work: dict[tuple[int, int], _NumpyWork | _KernelWork] = {}
         self._lock = threading.Lock()  # one frame at a time per renderer: the work buffers are shared
 
     def __getstate__(self) -> dict:
@@ -246,7 +251,9 @@ class Renderer:
             ceiling,
         )
         self._sizes[(height, width)] = tables
-        self._work[(height, width)] = _Work(height, width, len(self.crossings))
+        compiled = self.kernel == "numba"
+        work = _KernelWork(width) if compiled else _NumpyWork(height, width, len(self.crossings))
+        self._work[(height, width)] = work
         return tables
 
     def render(self, x: float, z: float, heading: float, size: tuple[int, int]) -> np.ndarray:
@@ -274,7 +281,7 @@ class Renderer:
     # ------------------------------------------------------------------ compiled path
 
     def _render_compiled(
-        self, frame: np.ndarray, work: _Work, tab: _SizeTables, x: float, z: float, heading: float
+        self, frame: np.ndarray, work: _KernelWork, tab: _SizeTables, x: float, z: float, heading: float
     ) -> None:
         frame_args = (
             x / self.cell,
@@ -344,7 +351,7 @@ class Renderer:
         cols = buffers.ray_numbers[:rays]
         return np.where(hit[cols, first], t[cols, first], np.inf), flat[cols, first], step, t[:, -1].copy()
 
-    def _cast(self, work: _Work, px: float, pz: float, dcx: np.ndarray, dcz: np.ndarray):
+    def _cast(self, work: _NumpyWork, px: float, pz: float, dcx: np.ndarray, dcz: np.ndarray):
         """Per column: depth (metres), hit cell, previous cell, wall coordinate u in [0, 1), x-face flag.
 
         Looks at the first ``SHORT_CROSSINGS`` grid lines of each axis first; only rays whose nearest hit
@@ -372,7 +379,7 @@ class Renderer:
         return t * self.cell, flat, previous, u - np.floor(u), use_x
 
     def _render_numpy(
-        self, words: np.ndarray, work: _Work, tab: _SizeTables, x: float, z: float, heading: float
+        self, words: np.ndarray, work: _NumpyWork, tab: _SizeTables, x: float, z: float, heading: float
     ) -> None:
         """Fill a new frame through its pixel words (`_new_frame`)."""
         height, width = tab.height, tab.width
