@@ -3,8 +3,9 @@
 Every value is computed with the same operations, in the same order and the same precision (float64 for
 the rays, float32 for the wall rows and the floor) as the numpy path, so the two give identical pixels;
 `tests/test_world_render_reference.py` checks both against frames stored from the original renderer.
-Importing this module needs numba (the ``fast`` extra); `vln_gym.world.render` imports it only then.
-Compiled code is cached on disk (``cache=True``), so only the first process on a machine pays the compile.
+Importing this module needs numba (the ``fast`` extra); `vln_gym.world.render` imports it lazily, when a
+renderer picks its kernel, and falls back to numpy without it. Compiled code is cached on disk
+(``cache=True``, next to this file or in numba's user cache), so only the first process pays the compile.
 """
 
 from __future__ import annotations
