@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_data_helpers import make_png, own_record, sharegpt_record, write_lines
 
-from vln_gym.data import jsonio, media
+from vln_gym.data import jsonio, media, privileged
 from vln_gym.data.fields import as_actions, as_heading, as_number, as_position
 from vln_gym.data.loader import collect_episodes, inputs_and_options
 from vln_gym.data.problems import FieldError
+from vln_gym.geometry import distance
 
 JSON_VALUES = st.recursive(
     st.none()
@@ -92,6 +93,13 @@ def test_converters_common_case_equals_the_general_rules():
     for bad in (math.nan, math.inf, True, "1"):
         with pytest.raises(FieldError):
             as_number(bad, "x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(-1e9, 1e9), min_size=6, max_size=6))
+def test_distance_to_goal_is_the_geometry_distance_bit_for_bit(coordinates):
+    start, goal = tuple(coordinates[:3]), tuple(coordinates[3:])
+    assert repr(privileged._distance(start, goal)) == repr(distance(start, goal))
 
 
 def _same_outcome(convert, fast_input, general_input):

@@ -114,7 +114,7 @@ def alpaca_as_chat(record: Any, location: Location, ctx: ReadContext) -> Any:
     return converted
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dialogue:
     system: str | None
     prompt: str | None

@@ -59,7 +59,7 @@ def answer_actions(answer: str, forward_step: float, turn_angle: float) -> tuple
     return (action,) * round(count)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Step:
     location: Location
     video: str
