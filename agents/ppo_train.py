@@ -1,14 +1,14 @@
 """PPO and GRPO for `VLMPolicy`, with rewards from ``env.step`` (the loop reads top to bottom, CleanRL style).
 
     python -m agents.ppo_train [--config run.yaml] [--flag value ...]      # or: vln-gym train ...
-    accelerate launch --num_processes 2 -m agents.ppo_train ...           # data parallel (DDP / DeepSpeed)
+    accelerate launch --config_file configs/accelerate_fsdp.yaml -m agents.ppo_train ...  # see configs/
 
 One iteration = rollout on the episode runner (the policy generates for all live envs in one batch, texts
 go to ``env.step``), reference log-probs (same model, adapter disabled, one batched no-grad pass),
 advantages (PPO: token-level GAE across the decisions of an episode, bootstrapped at the rollout cut; GRPO:
 group-normalised returns), then ``ppo_epochs`` passes of clipped updates over shuffled minibatches. Old
 log-probs and values come from ``generate`` itself. Every process owns its own envs and seeds; gradients
-are averaged by DDP.
+are averaged by DDP, FSDP2 or DeepSpeed ZeRO-2 (`agents.train.sharding`).
 
 PPO envs persist across iterations: an episode of ``max_steps`` decisions spans several rollouts of
 ``rollout_steps``. GRPO groups start from a reset or from a state reached by replaying the expert
@@ -162,7 +162,7 @@ def prepare_training(accelerator, policy, config: PPOConfig):
     optimizer, scheduler, _ = build_optimizer(policy, config)
     configure_deepspeed(accelerator, config.minibatch_size // config.grad_accum, config.max_grad_norm)
     if is_fsdp(accelerator):
-        broadcast_from_main(policy)  # as DDP does: the value head was initialised per process
+        broadcast_from_main(policy)  # as DDP does: LoRA adapters, value head drawn per process
     scorer, optimizer = accelerator.prepare(PolicyScorer(policy, config.temperature), optimizer)
     trainable = [group["params"] for group in optimizer.param_groups]
     if not is_fsdp(accelerator):

@@ -1,7 +1,7 @@
 """Fully sharded training on CPU: two gloo processes under FSDP2 (configs/accelerate_fsdp_cpu.yaml) train the
 tiny model with full fine-tuning (vision tower included, a KL reference) to the weights one process reaches on
-the same samples, to the weights DDP reaches on per-process samples, and resume exactly from their
-checkpoints.
+the same samples and resume exactly from their checkpoints; with LoRA (adapters initialised per process, a
+frozen vision tower) they reach the weights DDP reaches on per-process samples.
 
 Run as a script (``accelerate launch ... tests/test_ppo_train_fsdp.py FLAGS``) it trains with every process
 collecting process 0's samples (`SameSamplesOnEveryProcess`): FSDP's averaged gradient is then exactly one
@@ -26,7 +26,7 @@ from agents.policy.tiny import ensure_tiny_model
 ROOT = Path(__file__).resolve().parents[1]
 FSDP_CPU = ROOT / "configs" / "accelerate_fsdp_cpu.yaml"
 DDP_CPU = ROOT / "configs" / "accelerate_ddp_cpu.yaml"
-WEIGHT_FILES = ("model.safetensors", "value_head.safetensors")
+LORA = ("--use_lora", "true", "--freeze_vision", "true")
 
 
 class SameSamplesOnEveryProcess:
@@ -92,9 +92,11 @@ def launch(config_file: Path, target: list[str], run_flags: list[str], cpu: bool
 
 
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint's policy (full model or adapter, and value head), keyed file:name."""
     found: dict[str, torch.Tensor] = {}
-    for name in WEIGHT_FILES:
-        found.update({f"{name}:{k}": v for k, v in load_file(checkpoint / "policy" / name).items()})
+    for path in sorted((checkpoint / "policy").glob("*.safetensors")):
+        found.update({f"{path.name}:{k}": v for k, v in load_file(path).items()})
+    assert found, f"no weights in {checkpoint / 'policy'}"
     return found
 
 
@@ -111,14 +113,6 @@ def metrics(run_dir: Path) -> list[dict]:
 
 def trainer_state(checkpoint: Path) -> dict:
     return json.loads((checkpoint / "trainer_state.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def fsdp_run(tmp_path_factory, vln_ego_trajectory) -> Path:
-    """Two FSDP iterations on per-process samples, a checkpoint after each."""
-    out = tmp_path_factory.mktemp("fsdp") / "run"
-    launch(FSDP_CPU, ["-m", "agents.ppo_train"], flags(out, vln_ego_trajectory, 2))
-    return out
 
 
 # ---------------------------------------------------------------- the tests
@@ -143,24 +137,29 @@ def test_fsdp_one_iteration_equals_one_process_on_the_same_samples(tmp_path, vln
 
 
 @pytest.mark.slow
-def test_fsdp_matches_ddp_on_per_process_samples(fsdp_run, tmp_path, vln_ego_trajectory):
-    ddp = tmp_path / "ddp"
-    launch(DDP_CPU, ["-m", "agents.ppo_train"], flags(ddp, vln_ego_trajectory, 1))
-    assert_same_weights(fsdp_run / "checkpoint-000001", ddp / "checkpoint-000001")
-    assert metrics(fsdp_run)[0]["rollout/decisions"] == 2 * 2 * 2
+def test_fsdp_lora_matches_ddp_on_per_process_samples(tmp_path, vln_ego_trajectory):
+    sharded, ddp = tmp_path / "fsdp", tmp_path / "ddp"
+    launch(FSDP_CPU, ["-m", "agents.ppo_train"], flags(sharded, vln_ego_trajectory, 1, *LORA))
+    launch(DDP_CPU, ["-m", "agents.ppo_train"], flags(ddp, vln_ego_trajectory, 1, *LORA))
+    assert (sharded / "checkpoint-000001" / "policy" / "adapter_model.safetensors").is_file()
+    assert_same_weights(sharded / "checkpoint-000001", ddp / "checkpoint-000001")
+    (sharded_row,), (ddp_row,) = metrics(sharded), metrics(ddp)
+    assert sharded_row["rollout/decisions"] == ddp_row["rollout/decisions"] == 2 * 2 * 2
+    assert sharded_row["reward/mean"] == ddp_row["reward/mean"]  # the same per-process samples
 
 
 @pytest.mark.slow
-def test_fsdp_resume_continues_exactly(fsdp_run, tmp_path, vln_ego_trajectory):
-    split = tmp_path / "split"
-    shutil.copytree(fsdp_run, split)
+def test_fsdp_resume_continues_exactly(tmp_path, vln_ego_trajectory):
+    full, split = tmp_path / "full", tmp_path / "split"  # 2 iterations straight; 1 + resume + 1
+    launch(FSDP_CPU, ["-m", "agents.ppo_train"], flags(full, vln_ego_trajectory, 2))
+    shutil.copytree(full, split)
     shutil.rmtree(split / "checkpoint-000002")
-    rows = metrics(fsdp_run)
+    rows = metrics(full)
     (split / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
     (split / "latest").write_text("checkpoint-000001\n")
     resume = ["--resume_from", str(split / "checkpoint-000001")]
     launch(FSDP_CPU, ["-m", "agents.ppo_train"], flags(split, vln_ego_trajectory, 2, *resume))
-    assert_same_weights(split / "checkpoint-000002", fsdp_run / "checkpoint-000002")
+    assert_same_weights(split / "checkpoint-000002", full / "checkpoint-000002")
     resumed = metrics(split)[1]
     for key in ("reward/mean", "loss/policy", "loss/value", "grad_norm"):
         assert resumed[key] == pytest.approx(rows[1][key], rel=1e-4, abs=1e-7), key
