@@ -36,10 +36,22 @@ def _fingerprint(obs: Any) -> Hashable | None:
     return tuple(key)
 
 
+_SAMPLE_STRIDE = 1021  # a prime, so the sample does not line up with rows or channels
+
+
+def _equal_arrays(a: np.ndarray, b: np.ndarray) -> bool:
+    """Elementwise equality; a strided sample first, so two different frames cost microseconds."""
+    if a.size > 16 * _SAMPLE_STRIDE and not np.array_equal(
+        a.ravel()[::_SAMPLE_STRIDE], b.ravel()[::_SAMPLE_STRIDE]
+    ):
+        return False
+    return np.array_equal(a, b)
+
+
 def _same(a: Mapping, b: Mapping) -> bool:
     """Field-by-field equality of two observations with the same fingerprint."""
     return all(
-        np.array_equal(a[name], b[name]) if isinstance(a[name], np.ndarray) else bool(a[name] == b[name])
+        _equal_arrays(a[name], b[name]) if isinstance(a[name], np.ndarray) else bool(a[name] == b[name])
         for name in a
     )
 
