@@ -11,7 +11,9 @@ flags.
 - GRPO (`collect_grpo`): ``num_envs / group_size`` groups. Each group starts from one state, either a fresh
   reset or (``start="expert_prefix"``, ActiveVLN's recipe) a reset followed by a random number of expert
   steps, snapshotted and restored into every member. Members run until their episode ends or they used
-  ``turn_budget`` decisions; only live envs are stepped.
+  ``turn_budget`` decisions; only live envs are stepped. Members whose observations are equal (every
+  member's first) get one prompt, processed once by ``generate`` and by the update's scoring
+  (`agents.policy.prompt_sharing`).
 """
 
 from __future__ import annotations
