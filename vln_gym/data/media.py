@@ -201,7 +201,7 @@ class ImageChecker:
         self.realpath = RealPaths(self.entries)
         self._resolved: dict[tuple[str, str], str | FieldError] = {}
         self.good: defaultdict[str, dict[str, str]] = defaultdict(dict)
-        self._folders_inside: dict[tuple[str, str], bool] = {}
+        self._plain_folders: dict[tuple[str, str], tuple] = {}
 
     def resolve(self, raw: str, base_dir: str, options: LoadOptions) -> str | FieldError:
         """`resolve_image` of ``raw`` (its answer or its error), once per reference and base folder."""
@@ -216,21 +216,35 @@ class ImageChecker:
         return self._resolved[key]
 
     def plain_file(self, raw: str, base_dir: str, options: LoadOptions) -> str | None:
-        """The path of ``raw`` when it is the common case: relative, no ``path_remap``, naming a regular file
-        (not a link) in a folder inside the media folder; ``None`` for anything else (`resolve` then)."""
-        if options.path_remap or options.allow_outside_media or os.path.isabs(raw) or "\x00" in raw:
+        """The path of ``raw`` when it is the common case: a relative ``folder/name`` with nothing to
+        normalise, no ``path_remap``, naming a regular file (not a link) in a folder whose real path is
+        inside the media folder; ``None`` for anything else (`resolve` then applies every rule)."""
+        if raw[:1] == "/" or os.sep != "/":
             return None
+        folder_part, _, name = raw.rpartition("/")
+        if not name or name[0] == "." or "\x00" in name:
+            return None
+        key = (folder_part, base_dir)
+        plain = self._plain_folders.get(key)
+        if plain is None:
+            plain = self._plain_folders[key] = self._plain_folder(folder_part, base_dir, options)
+        if plain and name in plain[1]:
+            return f"{plain[0]}/{name}"
+        return None
+
+    def _plain_folder(
+        self, part: str, base_dir: str, options: LoadOptions
+    ) -> tuple[str, frozenset[str]] | tuple:
+        """``(folder, its regular files)`` for the written folder ``part`` of plain references, or ``()``."""
         root = options.media_dir or base_dir
-        path = _joined(root, raw)
-        folder, name = _split(path)
-        if name not in self.entries.regular_files(folder) or not is_inside(path, root):
-            return None
-        key = (folder, root)
-        inside = self._folders_inside.get(key)
-        if inside is None:  # the real folder inside the real media folder: so is each plain file in it
-            real_folder, real_root = self.realpath.folder(folder), self.realpath.folder(root)
-            inside = self._folders_inside[key] = is_inside(real_folder, real_root)
-        return path if inside else None
+        if options.path_remap or options.allow_outside_media or not _is_normal_folder(root) or "\x00" in part:
+            return ()
+        if part and ("//" in part or "/." in part or part.startswith(".") or part.endswith("/")):
+            return ()
+        folder = f"{root}/{part}" if part else root
+        if not is_inside(self.realpath.folder(folder), self.realpath.folder(root)):
+            return ()
+        return folder, self.entries.regular_files(folder)
 
     def exists(self, path: str) -> bool:
         if path not in self._exists:
