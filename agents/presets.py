@@ -60,40 +60,75 @@ EASY_WORLD_ENV_KWARGS: dict[str, Any] = {
 }
 """gym.make("VLN-v0", **EASY_WORLD_ENV_KWARGS): the training episodes (world seed 0), text actions."""
 
+# Medium (`LEVELS["medium"]`): goals 3-8 m away, 0.25 m steps, 30-degree turns, 80 decisions; the expert's
+# path is 15-53 single actions. The prompt keeps the 8 most recent frames (a whole episode would not fit
+# 16 images), and GRPO branches from expert-prefix states anywhere along the path, for 16 decisions.
+MEDIUM = LEVELS["medium"]
+MEDIUM_HISTORY_FRAMES = 8
+MEDIUM_WORLD_ENV_KWARGS: dict[str, Any] = {
+    **EASY_WORLD_ENV_KWARGS,
+    "world_config": dict(MEDIUM.world),
+    "turn_angle": MEDIUM.turn_angle,
+    "forward_step": MEDIUM.forward_step,
+    "max_steps": MEDIUM.max_steps,
+    "history_frames": MEDIUM_HISTORY_FRAMES,
+}
+LEVEL_ENV_KWARGS: dict[str, dict[str, Any]] = {
+    "easy": EASY_WORLD_ENV_KWARGS,
+    "medium": MEDIUM_WORLD_ENV_KWARGS,
+}
+"""Training env kwargs of each benchmarked level (``scripts/bench_learning.py --level``)."""
+
+
+def level_env_kwargs(level: str = "easy") -> dict[str, Any]:
+    """A copy of the training env kwargs of ``level`` (easy or medium); ValueError naming the known ones."""
+    if level not in LEVEL_ENV_KWARGS:
+        raise ValueError(f"unknown benchmark level {level!r}; levels: {', '.join(LEVEL_ENV_KWARGS)}")
+    return dict(LEVEL_ENV_KWARGS[level])
+
+
 # SFT budget: (full, quick). Full: ~2-3 CPU minutes on one thread; quick: seconds (a smoke test).
 SFT_BUDGET = {False: {"steps": 500, "samples": 4000}, True: {"steps": 30, "samples": 256}}
 RL_ITERATIONS = {False: 40, True: 1}
 
 
-def heldout_env_kwargs(num_episodes: int = 100) -> dict[str, Any]:
+def heldout_env_kwargs(num_episodes: int = 100, level: str = "easy") -> dict[str, Any]:
     """Env kwargs of the held-out episodes (same setting, world seed `HELDOUT_WORLD_SEED`), with the episodes
     generated up front as a list (what ``agents.eval.evaluate.evaluate(env_kwargs=...)`` needs)."""
-    kwargs = {k: v for k, v in EASY_WORLD_ENV_KWARGS.items() if k not in ("world_seed", "world_episodes")}
+    kwargs = {k: v for k, v in level_env_kwargs(level).items() if k not in ("world_seed", "world_episodes")}
     kwargs.pop("world_config")
-    return {**kwargs, "episodes": heldout_episodes(num_episodes)}
+    return {**kwargs, "episodes": heldout_episodes(num_episodes, level=level)}
 
 
-def heldout_episodes(num_episodes: int = 100, seed: int = HELDOUT_WORLD_SEED) -> list:
-    """The first ``num_episodes`` episodes of the easy setting in world seed ``seed``."""
+def heldout_episodes(num_episodes: int = 100, seed: int = HELDOUT_WORLD_SEED, level: str = "easy") -> list:
+    """The first ``num_episodes`` episodes of ``level``'s setting in world seed ``seed``."""
     from vln_gym.world import WorldConfig, generate_episodes
 
+    kwargs = level_env_kwargs(level)
     return generate_episodes(
         seed,
         num_episodes,
-        WorldConfig(**EASY_WORLD_CONFIG),
-        forward_step=FORWARD_STEP,
-        turn_angle=TURN_ANGLE,
+        WorldConfig(**kwargs["world_config"]),
+        forward_step=kwargs["forward_step"],
+        turn_angle=kwargs["turn_angle"],
     )
 
 
-def heldout_world_env_kwargs() -> dict[str, Any]:
-    """`EASY_WORLD_ENV_KWARGS` on the held-out world seed (lazy episodes: for vector envs / SFT checks)."""
-    return {**EASY_WORLD_ENV_KWARGS, "world_seed": HELDOUT_WORLD_SEED}
+def heldout_world_env_kwargs(level: str = "easy") -> dict[str, Any]:
+    """``level``'s env kwargs on the held-out world seed (lazy episodes: vector envs, SFT checks)."""
+    return {**level_env_kwargs(level), "world_seed": HELDOUT_WORLD_SEED}
 
 
-def learning_config(output_dir: str, algo: Literal["ppo", "grpo"] = "ppo", quick: bool = False, **overrides):
-    """The `PPOConfig` of the learnable setting (SFT warm start + ``algo``); ``quick``: a smoke-test size
-    (about a minute on 2 cores). ``overrides`` replace any field (e.g. ``seed``, ``num_iterations``)."""
+def learning_config(
+    output_dir: str,
+    algo: Literal["ppo", "grpo"] = "ppo",
+    quick: bool = False,
+    level: str = "easy",
+    **overrides,
+):
+    """The `PPOConfig` of the learnable setting (SFT warm start + ``algo``) on ``level`` (easy: the preset;
+    medium: its env, PPO rollouts of 16 decisions, GRPO from expert-prefix states); ``quick``: a smoke-test
+    size (about a minute on 2 cores). ``overrides`` replace any field (e.g. ``seed``, ``num_iterations``)."""
     from agents.ppo_train import PPOConfig
 
     common: dict[str, Any] = {
@@ -101,7 +136,7 @@ def learning_config(output_dir: str, algo: Literal["ppo", "grpo"] = "ppo", quick
         "algo": algo,
         "num_iterations": RL_ITERATIONS[quick],
         "save_every": 0,
-        "env_kwargs": dict(EASY_WORLD_ENV_KWARGS),
+        "env_kwargs": level_env_kwargs(level),
         "use_lora": False,
         "freeze_vision": False,
         "constrained_actions": True,
@@ -130,6 +165,9 @@ def learning_config(output_dir: str, algo: Literal["ppo", "grpo"] = "ppo", quick
         # reset-start groups: a 12-decision episode is short enough for a group to see all of it
         # (both starts are measured side by side by scripts/bench_learning.py, docs/performance.md)
         common.update(num_envs=16, group_size=8, grpo_rounds=1, grpo_start="reset")
+    if level == "medium":
+        grpo = {"grpo_start": "expert_prefix", "grpo_turn_budget": 16}
+        common.update({"rollout_steps": 16} if algo == "ppo" else grpo, grpo_prefix_max=40)
     if quick:
         common.update(num_envs=4, rollout_steps=4, group_size=4, minibatch_size=8)
     config = PPOConfig(**common)

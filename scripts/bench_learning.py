@@ -1,59 +1,91 @@
 """Learning benchmark: does the tiny Qwen2-VL policy learn to navigate, and how much comes from SFT vs RL?
 
-Setting: ``agents.presets`` (easy built-in world: goals 1.5-3 m away, success within 1 m, 45-degree turns,
-0.5 m steps, 12 decisions, every frame of the episode in the prompt). Training episodes come from world
-seed 0; every figure below is measured on held-out episodes of world seed 1000 (other floor plans,
-starts and goals), greedy decoding, the same episodes for every agent.
+Setting: ``agents.presets`` on a built-in world level (``--level easy``: goals 1.5-3 m away, 45-degree turns,
+0.5 m steps, 12 decisions; ``--level medium``: goals 3-8 m away, 30-degree turns, 0.25 m steps, 80
+decisions). Training episodes come from world seed 0; every figure is measured on held-out episodes of
+world seed 1000 (other floor plans, starts and goals), greedy decoding, the same episodes for every agent.
+For each training seed (``--seeds 0 1 2``, ``--jobs`` of them at a time, one process and one thread each):
 
 1. random agent and oracle (shortest path from privileged data);
-2. the initial policy (the tiny model as built: random weights);
-3. PPO run of ``learning_config("ppo")``: a supervised warm start on the expert's next actions (SFT; the
-   policy right after it is saved as ``sft_policy`` and scored on its own), then PPO through ``env.step``;
-4. GRPO runs of ``learning_config("grpo")`` starting from the same SFT policy (no second warm start): groups
-   starting at reset (the preset) and, side by side, groups branching from expert-prefix states
-   (``grpo_start=expert_prefix``, the world-mode default);
-5. the SFT data check: expert-action NLL and greedy accuracy on held-out (observation, expert action)
-   pairs, before and after the warm start.
+2. the untrained policy (the tiny model as built: random weights);
+3. SFT: a supervised warm start on the expert's next actions (``learning_config("ppo")``'s first phase);
+4. SFT + PPO through ``env.step`` (the same run, continued);
+5. SFT + GRPO from the same SFT policy, groups branching from mid-episode (expert-prefix) states
+   (``--grpo-starts expert_prefix reset`` adds groups from reset, side by side);
+6. the SFT data check: greedy expert-action accuracy on held-out (observation, expert action) pairs.
 
-    python scripts/bench_learning.py [--iterations 40] [--seed 0] [--eval-episodes 100] [--quick]
+Success is pooled over seeds x episodes with a 95% Wilson interval; SPL with a 95% normal interval over
+the same episodes; CPU minutes are the training process's CPU time per run (SFT, PPO after SFT, GRPO).
 
-Prints one table row per agent (mean episode reward, success rate, SPL) and, last, one JSON object.
+    python scripts/bench_learning.py [--level easy|medium] [--seeds 0 1 2] [--jobs 2] [--iterations N]
+        [--eval-episodes 100] [--set lr=3e-4 ...] [--quick]
+
+Prints one table row per agent and, last, one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
-import torch
 
-from agents import presets
-from agents.eval.evaluate import evaluate
-from agents.ppo_train import SFT_POLICY_DIR, ppo_train, save_initial_policy
+AGENTS = ("random", "oracle", "untrained", "sft", "sft+ppo")
+SCRIPTED = ("random", "oracle")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``key=value`` PPOConfig overrides; values are read as JSON where they parse (numbers, booleans)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes key=value, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--level", choices=("easy", "medium"), default="easy", help="world level")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    parser.add_argument("--jobs", type=int, default=1, help="training seeds run at a time (processes)")
     parser.add_argument("--iterations", type=int, default=None, help="RL iterations per algorithm")
-    parser.add_argument("--seed", type=int, default=0, help="training and evaluation seed")
     parser.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes (world seed 1000)")
     parser.add_argument("--heldout-pairs", type=int, default=300, help="held-out SFT pairs")
+    parser.add_argument(
+        "--grpo-starts", nargs="+", default=["expert_prefix"], choices=("expert_prefix", "reset")
+    )
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="PPOConfig overrides")
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes (presets quick=True)")
     parser.add_argument("--out", default="runs/bench_learning", help="run directory (replaced)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest here)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error("--seeds must be distinct")
+    args.overrides = parse_overrides(args.set)
+    return args
 
 
 def score(agent: str, checkpoint: str | None, env_kwargs: dict, seed: int) -> dict:
+    """Greedy evaluation on the held-out episodes: per-episode success, SPL and reward."""
+    from agents.eval.evaluate import evaluate
+
     result = evaluate(
         agent,
         checkpoint=checkpoint,
@@ -63,27 +95,21 @@ def score(agent: str, checkpoint: str | None, env_kwargs: dict, seed: int) -> di
         seed=seed,
         plots=False,
     )
-    rewards = [record["reward"] for record in result.episodes]
     return {
-        "reward": float(np.mean(rewards)),
-        "success_rate": float(result.metrics["success_rate"]),
-        "spl": float(result.metrics["spl"]),
-        "episodes": len(rewards),
+        "success": [float(r["metrics"]["success"]) for r in result.episodes],
+        "spl": [float(r["metrics"]["spl"]) for r in result.episodes],
+        "reward": [float(r["reward"]) for r in result.episodes],
     }
 
 
-def initial_policy(out: Path, config) -> str:
-    """The policy as training starts it (full fine-tuning: exactly the tiny model's weights)."""
-    return str(save_initial_policy(config, out / "initial"))
-
-
-def sft_check(initial: str, sft: str, count: int, seed: int) -> dict:
-    """Expert-action NLL / greedy accuracy on held-out (observation, expert action) pairs."""
+def sft_check(level: str, initial: str, sft: str, count: int, seed: int) -> dict:
+    """Expert-action greedy accuracy on held-out (observation, expert action) pairs, before and after SFT."""
+    from agents import presets
     from agents.policy.model import VLMPolicy
     from agents.train.envpool import make_env_pool
-    from agents.train.sft import collect_expert_pairs, expert_accuracy, heldout_loss
+    from agents.train.sft import collect_expert_pairs, expert_accuracy
 
-    envs = make_env_pool("VLN-v0", presets.heldout_world_env_kwargs(), 4)
+    envs = make_env_pool("VLN-v0", presets.heldout_world_env_kwargs(level), 4)
     pairs = collect_expert_pairs(
         envs, count, seeds=[seed * 4 + k for k in range(4)], explore=0.1, rng=np.random.default_rng(seed)
     )
@@ -91,98 +117,141 @@ def sft_check(initial: str, sft: str, count: int, seed: int) -> dict:
     figures = {}
     for name, path in (("before", initial), ("after", sft)):
         policy = VLMPolicy.from_pretrained(path, constrained_actions=True)
-        figures[f"heldout_nll_{name}"] = heldout_loss(policy, pairs)
-        figures[f"heldout_accuracy_{name}"] = expert_accuracy(policy, pairs)
-    majority = max(sum(p.action == a for p in pairs) for a in range(4)) / len(pairs)
-    return {**figures, "heldout_pairs": len(pairs), "majority_action_share": majority}
+        figures[f"accuracy_{name}"] = expert_accuracy(policy, pairs)
+    figures["majority_action_share"] = max(sum(p.action == a for p in pairs) for a in range(4)) / len(pairs)
+    return figures
+
+
+def timed(function, *args) -> tuple[Any, float]:
+    """``function(*args)`` and the CPU seconds this process spent in it."""
+    start = time.process_time()
+    result = function(*args)
+    return result, time.process_time() - start
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> dict:
+    """Every agent of one training seed (in its own process, one torch thread)."""
+    import torch
+
+    from agents import presets
+    from agents.ppo_train import SFT_POLICY_DIR, ppo_train, save_initial_policy
+
+    torch.set_num_threads(1)
+    out = Path(args.out) / f"seed{seed}"
+    overrides = {"seed": seed, "progress": False, **args.overrides}
+    if args.iterations is not None:
+        overrides["num_iterations"] = args.iterations
+    config = presets.learning_config(out / "ppo", "ppo", quick=args.quick, level=args.level, **overrides)
+    heldout = presets.heldout_env_kwargs(args.eval_episodes, level=args.level)
+    rows = {agent: score(agent, None, heldout, seed) for agent in SCRIPTED}
+    initial = str(save_initial_policy(config, out / "initial"))
+    rows["untrained"] = score("policy", initial, heldout, seed)
+    ppo_result, ppo_cpu = timed(ppo_train, config)
+    sft_dir = str(out / "ppo" / SFT_POLICY_DIR)
+    sft_cpu = json.loads((out / "ppo" / "sft.json").read_text())["sft/seconds"]  # one thread: CPU ~ wall
+    cpu = {"sft": sft_cpu, "ppo": ppo_cpu - sft_cpu}
+    rows["sft"] = score("policy", sft_dir, heldout, seed)
+    rows["sft+ppo"] = score("policy", ppo_result["checkpoint"], heldout, seed)
+    for start_mode in args.grpo_starts:
+        name = "sft+grpo" if start_mode == "expert_prefix" else "sft+grpo(reset)"
+        grpo_config = presets.learning_config(
+            out / name.replace("+", "_").replace("(", "_").rstrip(")"),
+            "grpo",
+            quick=args.quick,
+            level=args.level,
+            **{**overrides, "model_name_or_path": sft_dir, "sft_steps": 0, "grpo_start": start_mode},
+        )
+        grpo_result, cpu[name.removeprefix("sft+")] = timed(ppo_train, grpo_config)
+        rows[name] = score("policy", grpo_result["checkpoint"], heldout, seed)
+    check = sft_check(args.level, initial, sft_dir, args.heldout_pairs, seed)
+    return {"seed": seed, "rows": rows, "cpu_seconds": cpu, "sft_check": check, "config": config}
+
+
+def pooled(rows_per_seed: list[dict], agent: str) -> dict:
+    """Success (Wilson) and SPL (normal) 95% intervals over every seed's episodes, and per-seed success."""
+    from agents.eval.intervals import mean_interval, wilson_interval
+
+    success = [s for rows in rows_per_seed for s in rows[agent]["success"]]
+    spl = [s for rows in rows_per_seed for s in rows[agent]["spl"]]
+    return {
+        "success": float(np.mean(success)),
+        "success_ci": wilson_interval(sum(success), len(success)),
+        "spl": float(np.mean(spl)),
+        "spl_ci": mean_interval(spl),
+        "reward": float(np.mean([r for rows in rows_per_seed for r in rows[agent]["reward"]])),
+        "per_seed_success": [float(np.mean(rows[agent]["success"])) for rows in rows_per_seed],
+        "episodes": len(success),
+    }
+
+
+def run_all(args: argparse.Namespace) -> list[dict]:
+    """`run_seed` for every seed, ``--jobs`` processes at a time (spawned: no torch state is forked)."""
+    if args.jobs == 1 or len(args.seeds) == 1:
+        return [run_seed(args, seed) for seed in args.seeds]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(args.jobs, len(args.seeds)), mp_context=context) as pool:
+        return list(pool.map(run_seed, [args] * len(args.seeds), args.seeds))
+
+
+def print_table(args: argparse.Namespace, table: dict[str, dict], cpu: dict[str, list[float]]) -> None:
+    cpu_of = {"sft": ["sft"], "sft+ppo": ["sft", "ppo"], "sft+grpo": ["sft", "grpo"]}
+    cpu_of["sft+grpo(reset)"] = ["sft", "grpo(reset)"]
+    seeds = " ".join(f"{f's{seed}':>6}" for seed in args.seeds)
+    print(f"{'agent':<17}{seeds} {'success [95% CI]':>22} {'SPL [95% CI]':>22} {'train CPU min':>14}")
+    for agent, row in table.items():
+        per_seed = " ".join(f"{s:>6.2f}" for s in row["per_seed_success"])
+        lo, hi = row["success_ci"]
+        spl_lo, spl_hi = row["spl_ci"]
+        minutes = (
+            f"{np.mean([sum(cpu[p][i] for p in cpu_of[agent]) for i in range(len(args.seeds))]) / 60:.1f}"
+            if agent in cpu_of
+            else "-"
+        )
+        print(
+            f"{agent:<17}{per_seed} {row['success']:>6.3f} [{lo:.3f}, {hi:.3f}] "
+            f"{row['spl']:>6.3f} [{spl_lo:.3f}, {spl_hi:.3f}] {minutes:>14}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    overrides = {"seed": args.seed, "progress": False}
-    if args.iterations is not None:
-        overrides["num_iterations"] = args.iterations
-    ppo_config = presets.learning_config(out / "ppo", "ppo", quick=args.quick, **overrides)
-    heldout = presets.heldout_env_kwargs(args.eval_episodes)
     started = time.perf_counter()
-    rows: dict[str, dict] = {}
-    rows["random"] = score("random", None, heldout, args.seed)
-    rows["oracle"] = score("oracle", None, heldout, args.seed)
-    initial = initial_policy(out, ppo_config)
-    rows["initial_policy"] = score("policy", initial, heldout, args.seed)
-
-    seconds: dict[str, float] = {}
-    start = time.perf_counter()
-    ppo_result = ppo_train(ppo_config)
-    seconds["sft+ppo"] = time.perf_counter() - start
-    sft_dir = str(out / "ppo" / SFT_POLICY_DIR)
-    sft_report = json.loads((out / "ppo" / "sft.json").read_text())
-    seconds["sft"] = sft_report["sft/seconds"]
-    rows["sft_policy"] = score("policy", sft_dir, heldout, args.seed)
-    rows["ppo_trained"] = score("policy", ppo_result["checkpoint"], heldout, args.seed)
-
-    # GRPO from the same SFT policy, twice, side by side (same seed and budget): groups starting at reset (the
-    # preset: 12-decision episodes, so a reset group already sees every state) and groups branching from
-    # expert-prefix states (the world-mode default, ActiveVLN's recipe for long episodes)
-    for start_mode, name in (("reset", "grpo"), ("expert_prefix", "grpo_prefix")):
-        grpo_config = presets.learning_config(
-            out / name,
-            "grpo",
-            quick=args.quick,
-            model_name_or_path=sft_dir,
-            sft_steps=0,
-            grpo_start=start_mode,
-            **overrides,
-        )
-        start = time.perf_counter()
-        grpo_result = ppo_train(grpo_config)
-        seconds[name] = time.perf_counter() - start
-        rows[f"{name}_trained"] = score("policy", grpo_result["checkpoint"], heldout, args.seed)
-    check = sft_check(initial, sft_dir, args.heldout_pairs, args.seed)
-
+    results = run_all(args)
+    agents = list(results[0]["rows"])
+    table = {agent: pooled([r["rows"] for r in results], agent) for agent in agents}
+    cpu = {phase: [r["cpu_seconds"][phase] for r in results] for phase in results[0]["cpu_seconds"]}
+    config = results[0]["config"]
     print(
-        f"held-out: {args.eval_episodes} episodes of world seed {presets.HELDOUT_WORLD_SEED} "
-        f"(training: world seed {presets.TRAIN_WORLD_SEED}); seed {args.seed}"
+        f"level {args.level}: {args.eval_episodes} held-out episodes of world seed 1000 per seed "
+        f"(training: world seed 0); seeds {' '.join(map(str, args.seeds))}; SFT {config.sft_steps} steps on "
+        f"{config.sft_samples} pairs, RL {config.num_iterations} iterations"
     )
-    print(f"{'agent':<16}{'reward':>10}{'success':>10}{'SPL':>8}")
-    for name, row in rows.items():
-        print(f"{name:<16}{row['reward']:>10.3f}{row['success_rate']:>10.3f}{row['spl']:>8.3f}")
+    print_table(args, table, cpu)
+    checks = {key: [r["sft_check"][key] for r in results] for key in results[0]["sft_check"]}
+    pairs = zip(checks["accuracy_before"], checks["accuracy_after"], strict=True)
     print(
-        f"SFT: {ppo_config.sft_steps} steps on {ppo_config.sft_samples} expert pairs "
-        f"in {seconds['sft']:.0f} s; "
-        f"held-out expert-action accuracy {check['heldout_accuracy_before']:.3f} -> "
-        f"{check['heldout_accuracy_after']:.3f} (majority action {check['majority_action_share']:.3f}), "
-        f"NLL {check['heldout_nll_before']:.3f} -> {check['heldout_nll_after']:.3f}"
+        "held-out expert-action accuracy before -> after SFT, per seed: "
+        + ", ".join(f"{before:.2f} -> {after:.2f}" for before, after in pairs)
+        + f" (majority action {np.mean(checks['majority_action_share']):.2f})"
     )
-    print(
-        f"RL: {ppo_config.num_iterations} iterations each; "
-        f"PPO (after SFT) {seconds['sft+ppo'] - seconds['sft']:.0f} s, GRPO {seconds['grpo']:.0f} s "
-        f"(from expert prefixes {seconds['grpo_prefix']:.0f} s); "
-        f"total {time.perf_counter() - started:.0f} s"
-    )
+    print(f"CPU seconds per run: {json.dumps({k: [round(v) for v in vs] for k, vs in cpu.items()})}")
     summary = {
-        "seed": args.seed,
+        "level": args.level,
+        "seeds": args.seeds,
         "quick": args.quick,
-        "rl_iterations": ppo_config.num_iterations,
-        "sft_steps": ppo_config.sft_steps,
-        "sft_samples": ppo_config.sft_samples,
-        "train_world_seed": presets.TRAIN_WORLD_SEED,
-        "heldout_world_seed": presets.HELDOUT_WORLD_SEED,
-        "heldout_episodes": args.eval_episodes,
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "total_seconds": round(time.perf_counter() - started, 1),
-        **{f"sft_check/{k}": v for k, v in check.items()},
-        **{
-            f"{name}/{key}": value
-            for name, row in rows.items()
-            for key, value in row.items()
-            if key != "episodes"
-        },
+        "overrides": args.overrides,
+        "rl_iterations": config.num_iterations,
+        "sft_steps": config.sft_steps,
+        "sft_samples": config.sft_samples,
+        "heldout_episodes_per_seed": args.eval_episodes,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "cpu_seconds": {k: [round(v, 1) for v in vs] for k, vs in cpu.items()},
+        "sft_check": checks,
+        **{f"{agent}/{key}": value for agent, row in table.items() for key, value in row.items()},
     }
     print(json.dumps(summary))
     return 0
