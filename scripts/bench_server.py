@@ -6,6 +6,8 @@ One run, side by side, a random agent on the built-in world (default level, ``hi
 - ``in_process_{n}``: ``n`` envs, ``n=1`` a plain loop, ``n>1`` gymnasium's AsyncVectorEnv (process per env);
 - ``remote_{n}``: the same, each env a `RemoteVLNEnv` to one server that forks a process per connection;
 - ``ratio_{n}`` = remote / in-process steps/s (goal: >= 0.8 with 4 envs in an async vector env);
+- ``remote_vector_{n}``: ``n`` clients in one `RemoteVectorEnv` (no worker processes: every request goes
+  out before any answer is read, so the servers step in parallel), against the in-process AsyncVectorEnv;
 - ``bytes_per_step``: protocol bytes (both directions) per step for one env, raw frames (and JPEG).
 The last output line is one JSON object with every figure.
 """
@@ -31,6 +33,9 @@ import numpy as np  # noqa: E402
 
 import vln_gym  # noqa: E402, F401  (registers VLN-v0)
 from vln_gym.remote.client import RemoteVLNEnv  # noqa: E402
+from vln_gym.remote.vector import RemoteVectorEnv  # noqa: E402
+
+AsyncVectorEnv = gym.vector.AsyncVectorEnv
 
 
 def start_server(env_kwargs: dict[str, Any]) -> tuple[subprocess.Popen, str]:
@@ -85,9 +90,9 @@ def single_steps(env: gym.Env, seconds: float, sessions: tuple[int, ...]) -> tup
     return steps / wall, cpu / steps * 1e6
 
 
-def vector_steps(make_env, envs: int, seconds: float, sessions: tuple[int, ...]) -> tuple[float, float]:
-    """``(steps/s, CPU us per step)`` of ``envs`` envs in gymnasium's AsyncVectorEnv."""
-    vector = gym.vector.AsyncVectorEnv([make_env] * envs)
+def vector_steps(make_vector, envs: int, seconds: float, sessions: tuple[int, ...]) -> tuple[float, float]:
+    """``(steps/s, CPU us per step)`` of ``envs`` envs in the vector env ``make_vector()`` builds."""
+    vector = make_vector()
     try:
         rng = np.random.default_rng(0)
         vector.reset(seed=list(range(envs)))
@@ -132,8 +137,22 @@ def measure(figures: dict[str, Any], envs: int, env_kwargs: dict[str, Any], addr
         local, local_cpu = single_steps(make_local(env_kwargs), args.seconds, ())
         remote, remote_cpu = single_steps(make_remote(address), args.seconds, session)
     else:
-        local, local_cpu = vector_steps(partial(make_local, env_kwargs), envs, args.seconds, ())
-        remote, remote_cpu = vector_steps(partial(make_remote, address), envs, args.seconds, session)
+        local_fns, remote_fns = (
+            [partial(make_local, env_kwargs)] * envs,
+            [partial(make_remote, address)] * envs,
+        )
+        local, local_cpu = vector_steps(partial(AsyncVectorEnv, local_fns), envs, args.seconds, ())
+        remote, remote_cpu = vector_steps(partial(AsyncVectorEnv, remote_fns), envs, args.seconds, session)
+        pipelined, pipelined_cpu = vector_steps(
+            partial(RemoteVectorEnv, address, envs), envs, args.seconds, session
+        )
+        figures[f"remote_vector_{envs}_steps_per_s"] = round(pipelined, 1)
+        figures[f"remote_vector_{envs}_cpu_us_per_step"] = round(pipelined_cpu, 1)
+        figures[f"ratio_vector_{envs}"] = round(pipelined / local, 3)
+        print(
+            f"   RemoteVectorEnv {pipelined:8.1f} steps/s ({pipelined_cpu:6.1f}): "
+            f"ratio {pipelined / local:.3f}"
+        )
     figures[f"in_process_{envs}_steps_per_s"] = round(local, 1)
     figures[f"remote_{envs}_steps_per_s"] = round(remote, 1)
     figures[f"ratio_{envs}"] = round(remote / local, 3)

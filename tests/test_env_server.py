@@ -310,6 +310,41 @@ def test_vector_envs_of_clients_match_in_process(served_world):
         remote.close(), local.close()
 
 
+def test_remote_vector_env_overlaps_requests_and_matches_in_process(served_world):
+    from vln_gym.remote.vector import RemoteVectorEnv
+
+    remote = RemoteVectorEnv(served_world, num_envs=3)
+    local = gym.vector.SyncVectorEnv([partial(gym.make, "VLN-v0", **WORLD)] * 3)
+    (obs_remote, info_remote), (obs_local, info_local) = remote.reset(seed=7), local.reset(seed=7)
+    assert np.array_equal(obs_remote["frames"], obs_local["frames"])
+    assert list(obs_remote["instruction"]) == list(obs_local["instruction"])
+    assert info_remote.keys() == info_local.keys()
+    assert all(list(info_remote[k]) == list(info_local[k]) for k in info_local)
+    rng = np.random.default_rng(0)
+    finished = 0
+    for _ in range(40):  # long enough for episodes to end: autoreset runs through reset_async
+        actions = rng.integers(0, 4, 3)
+        result_remote, result_local = remote.step(actions), local.step(actions)
+        assert all(np.array_equal(a, b) for a, b in zip(result_remote[1:4], result_local[1:4], strict=True))
+        assert np.array_equal(result_remote[0]["frames"], result_local[0]["frames"])
+        finished += int(np.sum(result_remote[2] | result_remote[3]))
+    assert finished > 0
+    remote.close(), local.close()
+
+
+def test_a_request_sent_ahead_must_be_the_one_collected(served_world):
+    env = RemoteVLNEnv(served_world)
+    env.reset(seed=0)
+    env.step_async(1)
+    with pytest.raises(RuntimeError, match="already in flight"):
+        env.step_async(2)
+    with pytest.raises(RuntimeError, match="other arguments was sent ahead"):
+        env.step(2)
+    env.step_async(3)
+    assert env.step(3)[4]["actions"] == (3,)  # the connection stayed in step
+    env.close()
+
+
 def test_jpeg_frames_are_close_and_smaller(served_world):
     raw, jpeg = RemoteVLNEnv(served_world), RemoteVLNEnv(served_world, frames="jpeg", jpeg_quality=95)
     obs_raw, info_raw = raw.reset(seed=2)

@@ -5,7 +5,8 @@ finished), so a runner that steps only live envs would have to send discarded pa
 ``{env index: action}`` for any subset instead. ``mode="sync"`` keeps the envs in this process;
 ``mode="async"`` runs one worker process per env (``spawn``, so no forked torch threads), each answering
 one command at a time over a pipe. Commands to several envs are all sent before any answer is read, so the
-workers run in parallel.
+workers run in parallel. In sync mode, served envs (``gym.make("VLN-v0", server=...)``) get the same
+overlap from their servers: every request goes out before the first answer is read.
 
 Snapshots are the envs' own ``get_state()`` / ``set_state()`` (``VLNEnv``: plain data, see its docstring).
 """
@@ -80,6 +81,19 @@ def _worker(env_fn: Callable[[], gym.Env], pipe: Any) -> None:
             pipe.send((False, traceback.format_exc()))
 
 
+def _send_ahead(envs: list[gym.Env], command: str, requests: Mapping[int, tuple]) -> None:
+    """Served envs (``RemoteVLNEnv``) get every step / reset request before any answer is read, so their
+    servers work in parallel while the sync loop collects the answers in order."""
+    if command not in ("step", "reset") or len(requests) < 2:
+        return
+    for i, args in requests.items():
+        client = envs[i].unwrapped
+        if command == "step" and hasattr(client, "step_async"):
+            client.step_async(args[0])
+        elif command == "reset" and hasattr(client, "reset_async"):
+            client.reset_async(seed=args[0], options=args[1])
+
+
 class EnvPoolError(RuntimeError):
     """An env failed inside a worker process; the message holds the worker's traceback."""
 
@@ -131,6 +145,7 @@ class EnvPool:
 
     def _call(self, command: str, requests: Mapping[int, tuple]) -> dict[int, Any]:
         if self.mode == "sync":
+            _send_ahead(self._envs, command, requests)
             return {i: _run_command(self._envs[i], command, args) for i, args in requests.items()}
         for i, args in requests.items():
             self._pipes[i].send((command, args))

@@ -81,6 +81,7 @@ class RemoteVLNEnv(gym.Env[dict[str, Any], Any]):
             self._hello["jpeg_quality"] = int(jpeg_quality)
         self.timeout, self.connect_timeout = float(timeout), float(connect_timeout)
         self._channel: Channel | None = None
+        self._pending: tuple[str, dict[str, Any]] | None = None  # a request sent ahead (step_async)
         self.bytes_sent = self.bytes_received = 0
         spec = self._spec = self._connect()
         self.observation_space = space_from_data(spec.get("observation_space"), "observation_space")
@@ -120,6 +121,15 @@ class RemoteVLNEnv(gym.Env[dict[str, Any], Any]):
             if terminated or truncated:
                 info["metrics"] = self._scoring.metrics()
         return obs, float(reward), bool(terminated), bool(truncated), info
+
+    def step_async(self, action: Any) -> None:
+        """Send ``step(action)`` now; the next ``step(action)`` only waits for its answer. Several envs'
+        requests sent before any answer is read step their servers in parallel (`RemoteVectorEnv`)."""
+        self._send_ahead("step", {"action": _plain(action)})
+
+    def reset_async(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> None:
+        """Send ``reset(seed=, options=)`` now; the next ``reset`` with the same arguments collects it."""
+        self._send_ahead("reset", {"seed": seed, "options": options})
 
     def get_state(self) -> dict[str, Any]:
         """The server env's snapshot (plus the trainer-side scorer's state, when rewards are scored here)."""
@@ -169,7 +179,8 @@ class RemoteVLNEnv(gym.Env[dict[str, Any], Any]):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._channel = Channel(sock)
         try:
-            return self._request("hello", self._hello)
+            self._send("hello", self._hello)
+            return self._answer("hello")
         except (OSError, EOFError, FramingError) as error:
             self._drop()
             raise ServerConnectionError(
@@ -186,15 +197,13 @@ class RemoteVLNEnv(gym.Env[dict[str, Any], Any]):
             )
 
     def _call(self, method: str, args: dict[str, Any], reconnect: bool = False) -> Any:
-        if self._channel is None and reconnect:
-            self._reconnect()
-        if self._channel is None:
-            raise ServerConnectionError(
-                f"{method}(): not connected to {self.server} (it went away); reset() or set_state() "
-                "reconnects"
-            )
+        sent = self._collect_pending(method, args)
+        if not sent:
+            self._ensure_connected(method, reconnect)
         try:
-            return self._request(method, args)
+            if not sent:
+                self._send(method, args)
+            return self._answer(method)
         except (OSError, EOFError, FramingError) as error:
             self._drop()
             if not reconnect:
@@ -203,10 +212,51 @@ class RemoteVLNEnv(gym.Env[dict[str, Any], Any]):
                     "is lost; reset() or set_state() reconnects"
                 ) from None
         self._reconnect()
-        return self._request(method, args)
+        self._send(method, args)
+        return self._answer(method)
 
-    def _request(self, method: str, args: dict[str, Any]) -> Any:
+    def _ensure_connected(self, method: str, reconnect: bool) -> None:
+        if self._channel is None and reconnect:
+            self._reconnect()
+        if self._channel is None:
+            raise ServerConnectionError(
+                f"{method}(): not connected to {self.server} (it went away); reset() or set_state() "
+                "reconnects"
+            )
+
+    def _send_ahead(self, method: str, args: dict[str, Any]) -> None:
+        """Send a request now and read its answer in the next call of the same method (same arguments)."""
+        if self._pending is not None:
+            raise RuntimeError(f"a {self._pending[0]}() request is already in flight: collect it first")
+        self._ensure_connected(method, reconnect=method == "reset")
+        try:
+            self._send(method, args)
+        except (OSError, FramingError):
+            self._drop()  # the blocking call reconnects (reset) or says the server went away
+            return
+        self._pending = (method, args)
+
+    def _collect_pending(self, method: str, args: dict[str, Any]) -> bool:
+        """Whether this call's request is already in flight; a different one in flight is an error."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return False
+        try:
+            if pending == (method, args):
+                return True
+        except ValueError:  # arrays in options: compared as different
+            pass
+        with contextlib.suppress(Exception):
+            self._answer(pending[0])  # keep the connection in step, then refuse
+        raise RuntimeError(
+            f"{method}(): a {pending[0]}() request with other arguments was sent ahead (step_async / "
+            "reset_async) and not collected"
+        )
+
+    def _send(self, method: str, args: dict[str, Any]) -> None:
         self.bytes_sent += self._channel.send({"method": method, "args": args})
+
+    def _answer(self, method: str) -> Any:
         answer, size = self._channel.receive()
         self.bytes_received += size
         if not isinstance(answer, dict) or "ok" not in answer:
