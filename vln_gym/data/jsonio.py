@@ -129,7 +129,9 @@ def iter_json_array(path: Path) -> Iterator[Item]:
     if fast is None:
         yield from _stdlib_array(name, data)
         return
-    for index, (value, line) in enumerate(zip(*fast, strict=True)):
+    values, lines = fast
+    for index, line in enumerate(lines):
+        value, values[index] = values[index], None  # let each record go once its reader is done with it
         yield Location(name, line, index), value
 
 
