@@ -311,3 +311,14 @@ def test_a_list_or_object_as_a_role_is_an_unknown_role(tmp_path, media):
     assert [e.prompt for e in load_episodes(path, media_dir=media, format="vlm-r1")] == [
         vlm["conversations"][0]["value"]
     ]
+
+
+def test_an_integer_too_large_for_a_float_is_a_problem_not_a_crash(tmp_path, media):
+    huge = "1" + "0" * 400
+    line = json.dumps(good()).replace('"agent_heading": 0.5', f'"agent_heading": {huge}')
+    line = line.replace('"agent_position": [1.0, 0.0, 2.0]', f'"agent_position": [{huge}, 0.0, 2.0]')
+    path = write_lines(tmp_path / "d.jsonl", [line])
+    assert problems_of(path, media_dir=media) == [
+        f"{path}:1: agent_position: coordinate 0 is an integer too large for a float",
+        f"{path}:1: agent_heading: is an integer too large for a float",
+    ]

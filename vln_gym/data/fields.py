@@ -182,7 +182,10 @@ def as_number(value: Any, name: str) -> float:
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FieldError(name, f"expected a number, got {_type_name(value)} {_describe(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise FieldError(name, "is an integer too large for a float") from None
     if not math.isfinite(number):
         raise FieldError(name, f"is {value!r}; must be a finite number")
     return number
@@ -221,7 +224,11 @@ def as_position(value: Any, name: str) -> Vec3:
                 name,
                 f"coordinate {index} must be a number, got {_type_name(coordinate)} {_describe(coordinate)}",
             )
-        if not math.isfinite(coordinate):
+        try:
+            finite = math.isfinite(coordinate)
+        except OverflowError:  # an integer of hundreds of digits
+            raise FieldError(name, f"coordinate {index} is an integer too large for a float") from None
+        if not finite:
             raise FieldError(name, f"coordinate {index} is {coordinate!r}; must be finite")
     return lift(value)
 
