@@ -507,3 +507,14 @@ def test_ppo_iteration_against_two_served_envs(tmp_path):
     assert len(rows) == 1 and rows[0]["rollout/decisions"] == 6 and rows[0]["optimizer_steps"] > 0
     assert math.isfinite(rows[0]["loss/policy"]) and rows[0]["episode/count"] >= 1
     assert result is not None
+
+
+def test_bench_server_smoke():
+    """scripts/bench_server.py runs end to end and ends with its JSON line (tiny sizes)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_server.py"
+    command = [sys.executable, str(script), "--seconds", "0.3", "--envs", "1", "2", "--image-size", "24"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["benchmark"] == "bench_server" and figures["remote_vector_2_steps_per_s"] > 0
+    assert 0 < figures["bytes_per_step_jpeg"] < figures["bytes_per_step_raw"]
