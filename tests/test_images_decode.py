@@ -1,9 +1,11 @@
 """Reduced-scale JPEG decoding (`vln_gym.images`) against the Pillow reference: full decode + BILINEAR.
 
-Tolerance (grey levels, 0-255, over all pixels and channels): mean absolute difference < 1.0 over a set
-of frames, < 1.25 on any one frame, largest single difference <= 48 (edges, where the DCT's downscale
-and BILINEAR's disagree most). Sizes that are no clean downscale (larger than the source, the source's
-own size) must match the reference exactly; PNG and other formats always do (full Pillow decode).
+Both backends, ``pillow`` (Pillow draft + BILINEAR) and ``opencv`` (OpenCV reduced decode + blurred
+INTER_LINEAR; tested when cv2 imports), are held to one tolerance (grey levels, 0-255, over all pixels
+and channels): mean absolute difference < 1.0 over a set of frames, < 1.25 on any one frame, largest
+single difference <= 48 (edges, where the DCT's downscale and BILINEAR's disagree most). With the Pillow
+backend, sizes that are no clean downscale (larger than the source, the source's own size) match the
+reference exactly; PNG and other formats always do (full Pillow decode, either backend).
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from vln_gym.images import ImageLoadError, dct_scale, decode_image, load_frame
+from vln_gym import images
+from vln_gym.images import ImageLoadError, dct_scale, decode_image, load_frame, resolve_image_backend
 
 VLN_EGO_FRAMES = (
     Path(__file__).resolve().parents[2] / "shared/data/vln-ego-sample/rgb_images_r2r_debug/ep_2849/traj_1871"
 )
 MEAN_TOLERANCE, FRAME_MEAN_TOLERANCE, MAX_TOLERANCE = 1.0, 1.25, 48
+HAVE_CV2 = images._cv2() is not None
+NEEDS_CV2 = pytest.mark.skipif(not HAVE_CV2, reason="opencv-python-headless is not installed")
+BACKENDS = ["pillow", pytest.param("opencv", marks=NEEDS_CV2)]
 
 
 def reference(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -35,8 +41,21 @@ def reference(path: Path, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(rgb)
 
 
-def differences(paths: list[Path], size: tuple[int, int]) -> list[np.ndarray]:
-    return [np.abs(decode_image(str(p), size).astype(np.int16) - reference(p, size)) for p in paths]
+def pillow_draft_decode(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """The Pillow backend's algorithm written out (draft at `dct_scale`, BILINEAR from the source box)."""
+    target = (size[1], size[0])
+    with Image.open(path) as image:
+        scale, box = dct_scale(image.size, target), None
+        if scale > 1:
+            box = image.draft(None, (image.width // scale, image.height // scale))[1]
+        rgb = image.convert("RGB")
+    if rgb.size != target or box is not None:
+        rgb = rgb.resize(target, Image.Resampling.BILINEAR, box=box)
+    return np.asarray(rgb)
+
+
+def differences(paths: list[Path], size: tuple[int, int], backend: str = "pillow") -> list[np.ndarray]:
+    return [np.abs(decode_image(str(p), size, backend).astype(np.int16) - reference(p, size)) for p in paths]
 
 
 def assert_within_tolerance(diffs: list[np.ndarray]) -> None:
@@ -85,62 +104,102 @@ def write_jpeg(path: Path, frame: np.ndarray, mode: str = "RGB", **options) -> P
 @pytest.mark.parametrize(
     "size", [(224, 224), (160, 160), (77, 101), (240, 320), (120, 160), (60, 80), (48, 64), (24, 32)]
 )
-def test_real_frames_match_the_pillow_reference(size):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_frames_match_the_pillow_reference(size, backend):
     paths = sorted(VLN_EGO_FRAMES.glob("step_*.jpg"))
     assert len(paths) == 65
-    assert_within_tolerance(differences(paths, size))
+    assert_within_tolerance(differences(paths, size, backend))
 
 
-def test_real_frame_224_decodes_at_half_scale(draft_scales):
+@pytest.fixture
+def opencv_decodes(monkeypatch) -> list[tuple[int, int]]:
+    """The (width, height) of every frame OpenCV decoded while the test runs."""
+    calls: list[tuple[int, int]] = []
+    if not HAVE_CV2:
+        return calls
+    cv2 = images._cv2()
+    original = cv2.imdecode
+
+    def spy(buffer, flags):
+        frame = original(buffer, flags)
+        calls.append((frame.shape[1], frame.shape[0]))
+        return frame
+
+    monkeypatch.setattr(cv2, "imdecode", spy)
+    return calls
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_frame_224_decodes_at_half_scale(draft_scales, opencv_decodes, backend):
     if not VLN_EGO_FRAMES.is_dir():
         pytest.skip(f"{VLN_EGO_FRAMES} is absent (../shared)")
-    decode_image(str(VLN_EGO_FRAMES / "step_0.jpg"), (224, 224))
-    assert draft_scales == [(320, 240)]
+    decode_image(str(VLN_EGO_FRAMES / "step_0.jpg"), (224, 224), backend)
+    assert (draft_scales, opencv_decodes) == (
+        ([(320, 240)], []) if backend == "pillow" else ([], [(320, 240)])
+    )
 
 
+@pytest.mark.skipif(not VLN_EGO_FRAMES.is_dir(), reason=f"{VLN_EGO_FRAMES} is absent (../shared)")
+@pytest.mark.parametrize("size", [(224, 224), (112, 112), (77, 101), (24, 32)])
+def test_forced_pillow_is_the_pillow_draft_decode_exactly(monkeypatch, size):
+    """``VLN_GYM_IMAGE_BACKEND=pillow`` (what reproducible runs set) gives the Pillow backend's frames."""
+    monkeypatch.setenv(images.BACKEND_VARIABLE, "pillow")
+    for path in sorted(VLN_EGO_FRAMES.glob("step_*.jpg"))[:5]:
+        assert np.array_equal(decode_image(str(path), size), pillow_draft_decode(path, size))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
-    ("source", "size", "mode", "options", "reduced"),
+    ("source", "size", "mode", "options", "reduced", "opencv_reads"),
     [
-        ((640, 480), (224, 224), "RGB", {}, (320, 240)),
-        ((640, 480), (224, 224), "RGB", {"progressive": True}, (320, 240)),
-        ((640, 480), (112, 112), "RGB", {"subsampling": 0}, (320, 240)),  # 4:4:4 chroma
-        ((640, 480), (60, 80), "L", {}, (160, 120)),
-        ((640, 480), (30, 40), "CMYK", {}, (80, 60)),
-        ((333, 251), (50, 67), "RGB", {}, (167, 126)),  # odd sizes: the last reduced pixel is partial
-        ((641, 479), (29, 40), "RGB", {}, (81, 60)),
+        ((640, 480), (224, 224), "RGB", {}, (320, 240), True),
+        ((640, 480), (224, 224), "RGB", {"progressive": True}, (320, 240), True),
+        ((640, 480), (112, 112), "RGB", {"subsampling": 0}, (320, 240), True),  # 4:4:4 chroma
+        ((640, 480), (60, 80), "L", {}, (160, 120), True),
+        ((640, 480), (30, 40), "CMYK", {}, (80, 60), False),  # OpenCV's CMYK is not Pillow's
+        ((333, 251), (50, 67), "RGB", {}, (167, 126), False),  # odd: the last reduced pixel is partial
+        ((641, 479), (29, 40), "RGB", {}, (81, 60), False),
     ],
 )
 def test_synthetic_jpegs_decode_reduced_within_tolerance(
-    tmp_path, draft_scales, source, size, mode, options, reduced
+    tmp_path, draft_scales, opencv_decodes, backend, source, size, mode, options, reduced, opencv_reads
 ):
     paths = [
         write_jpeg(tmp_path / f"f{seed}.jpg", synthetic(*source, seed), mode, **options) for seed in (0, 1)
     ]
-    diffs = differences(paths, size)
-    assert draft_scales == [reduced, reduced]  # decode_image's draft calls (the reference makes none)
+    diffs = differences(paths, size, backend)
+    by_opencv = backend == "opencv" and opencv_reads
+    assert opencv_decodes == ([reduced, reduced] if by_opencv else [])
+    assert draft_scales == ([] if by_opencv else [reduced, reduced])  # the reference makes no draft call
     assert all(d.shape == (*size, 3) for d in diffs)
     assert_within_tolerance(diffs)
 
 
-def test_odd_sizes_keep_the_geometry(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_odd_sizes_keep_the_geometry(tmp_path, backend):
     """A steep ramp shows any stretch of the reduced image: 329 px at 1/8 decode to 42 pixels, the last
     one partial (source box 41.125 wide); resized without that box the ramp is off by 2.8 on average."""
     ramp = np.broadcast_to(np.linspace(0, 255, 329)[None, :, None], (249, 329, 3)).astype(np.uint8)
     path = write_jpeg(tmp_path / "ramp.jpg", np.ascontiguousarray(ramp))
     assert dct_scale((329, 249), (20, 15)) == 8
-    (diff,) = differences([path], (15, 20))
+    (diff,) = differences([path], (15, 20), backend)
     assert diff.mean() < 0.5 and diff.max() <= 2
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
     ("source", "size"),
     [((64, 48), (96, 128)), ((64, 48), (48, 64)), ((64, 48), (47, 65)), ((640, 480), (240, 320))],
 )
-def test_sizes_without_a_clean_downscale_match_exactly(tmp_path, draft_scales, source, size):
+def test_sizes_without_a_clean_downscale_decode_in_full(tmp_path, draft_scales, backend, source, size):
     """Larger than the source, the source's own size, up one side and down the other, or a size the
-    1/2 decode would fit exactly (no room left for the resize): decoded at full size, as the reference."""
-    path = write_jpeg(tmp_path / "f.jpg", synthetic(*source))
-    assert np.array_equal(decode_image(str(path), size), reference(path, size))
+    1/2 decode would fit exactly (no room left for the resize): decoded at full size, as the reference
+    (exactly with Pillow; OpenCV's INTER_LINEAR enlarges and shrinks within the tolerance)."""
+    paths = [write_jpeg(tmp_path / f"f{seed}.jpg", synthetic(*source, seed)) for seed in (0, 1)]
+    if backend == "pillow":
+        assert all(np.array_equal(decode_image(str(p), size, backend), reference(p, size)) for p in paths)
+    else:
+        assert_within_tolerance(differences(paths, size, backend))
     assert draft_scales == []
 
 
@@ -154,38 +213,84 @@ def test_dct_scale_leaves_room_for_the_resize():
     assert dct_scale((640, 480), (1280, 960)) == 1
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fmt", ["PNG", "BMP", "WEBP"])
-def test_other_formats_go_through_pillow_unchanged(tmp_path, draft_scales, fmt):
+def test_other_formats_go_through_pillow_unchanged(tmp_path, draft_scales, opencv_decodes, backend, fmt):
     path = tmp_path / f"f.{fmt.lower()}"
     Image.fromarray(synthetic(200, 150)).save(
         path, format=fmt, **({"lossless": True} if fmt == "WEBP" else {})
     )
-    assert np.array_equal(decode_image(str(path), (56, 72)), reference(path, (56, 72)))
-    assert np.array_equal(decode_image(str(path)), synthetic(200, 150))
-    assert draft_scales == []
+    assert np.array_equal(decode_image(str(path), (56, 72), backend), reference(path, (56, 72)))
+    assert np.array_equal(decode_image(str(path), None, backend), synthetic(200, 150))
+    assert draft_scales == [] and opencv_decodes == []
 
 
-def test_full_size_decode_without_a_size_is_the_reference(tmp_path, draft_scales):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_full_size_decode_without_a_size_is_the_reference(tmp_path, draft_scales, opencv_decodes, backend):
     path = write_jpeg(tmp_path / "f.jpg", synthetic(120, 90))
     with Image.open(path) as image:
-        assert np.array_equal(decode_image(str(path)), np.asarray(image.convert("RGB")))
-    assert draft_scales == []
+        assert np.array_equal(decode_image(str(path), None, backend), np.asarray(image.convert("RGB")))
+    assert draft_scales == [] and opencv_decodes == []
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("size", [(224, 224), None])
-def test_truncated_jpeg_names_the_file(tmp_path, size):
+def test_truncated_jpeg_names_the_file(tmp_path, backend, size):
     whole = write_jpeg(tmp_path / "whole.jpg", synthetic(640, 480)).read_bytes()
     path = tmp_path / "cut.jpg"
     path.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ImageLoadError, match=rf"^{re.escape(str(path))}: unreadable or truncated image"):
-        decode_image(str(path), size)
+        decode_image(str(path), size, backend)
 
 
-def test_not_a_jpeg_names_the_file(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_not_a_jpeg_names_the_file(tmp_path, monkeypatch, backend):
+    monkeypatch.setenv(images.BACKEND_VARIABLE, backend)
     path = tmp_path / "noise.jpg"
     path.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG" + bytes(range(256)))
     with pytest.raises(ImageLoadError, match=rf"^{re.escape(str(path))}: "):
         load_frame(str(path), (32, 32))
+
+
+@NEEDS_CV2
+def test_jpeg_with_bytes_after_its_end_falls_back_to_pillow(tmp_path, draft_scales, opencv_decodes):
+    """Anything but a plain whole JPEG (here a trailer after the end marker) is Pillow's to decode."""
+    path = write_jpeg(tmp_path / "f.jpg", synthetic(640, 480))
+    path.write_bytes(path.read_bytes() + b"camera trailer")
+    frame = decode_image(str(path), (224, 224), "opencv")
+    assert opencv_decodes == [] and draft_scales == [(320, 240)]
+    assert np.array_equal(frame, pillow_draft_decode(path, (224, 224)))
+
+
+@NEEDS_CV2
+def test_opencv_ignores_exif_orientation_as_pillow_does(tmp_path, opencv_decodes):
+    """A frame tagged "rotate 90" keeps its stored orientation with either backend."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+    path = write_jpeg(tmp_path / "f.jpg", synthetic(640, 480), exif=exif.tobytes())
+    assert_within_tolerance(differences([path], (120, 160), "opencv"))
+    assert opencv_decodes == [(320, 240)]  # decoded by OpenCV, not turned (240x320)
+
+
+def test_backend_is_chosen_by_the_environment_variable(monkeypatch):
+    monkeypatch.setenv(images.BACKEND_VARIABLE, "pillow")
+    assert resolve_image_backend() == "pillow"
+    assert resolve_image_backend("pillow") == "pillow"
+    monkeypatch.delenv(images.BACKEND_VARIABLE)
+    assert resolve_image_backend() == ("opencv" if HAVE_CV2 else "pillow")
+    monkeypatch.setenv(images.BACKEND_VARIABLE, "cv3")
+    with pytest.raises(ValueError, match=r"image backend must be 'auto' or one of pillow, opencv, got 'cv3'"):
+        resolve_image_backend()
+
+
+def test_opencv_backend_without_cv2_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "_cv2", lambda: None)
+    monkeypatch.delenv(images.BACKEND_VARIABLE, raising=False)
+    assert resolve_image_backend() == "pillow"
+    path = write_jpeg(tmp_path / "f.jpg", synthetic(640, 480))
+    assert np.array_equal(decode_image(str(path), (224, 224)), pillow_draft_decode(path, (224, 224)))
+    with pytest.raises(ValueError, match=r"needs opencv-python-headless: pip install 'vln-gym\[fast\]'"):
+        decode_image(str(path), (224, 224), "opencv")
 
 
 def test_size_must_be_positive(tmp_path):
