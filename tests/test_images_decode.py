@@ -21,7 +21,16 @@ import pytest
 from PIL import Image, JpegImagePlugin
 
 from vln_gym import images
-from vln_gym.images import ImageLoadError, dct_scale, decode_image, load_frame, resolve_image_backend
+from vln_gym.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageLoadError,
+    dct_scale,
+    decode_image,
+    jpeg_frame_header,
+    load_frame,
+    resolve_image_backend,
+    set_max_image_pixels,
+)
 
 VLN_EGO_FRAMES = (
     Path(__file__).resolve().parents[2] / "shared/data/vln-ego-sample/rgb_images_r2r_debug/ep_2849/traj_1871"
@@ -291,6 +300,31 @@ def test_opencv_backend_without_cv2_is_a_clear_error(tmp_path, monkeypatch):
     assert np.array_equal(decode_image(str(path), (224, 224)), pillow_draft_decode(path, (224, 224)))
     with pytest.raises(ValueError, match=r"needs opencv-python-headless: pip install 'vln-gym\[fast\]'"):
         decode_image(str(path), (224, 224), "opencv")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pixel_cap_holds_on_either_backend(tmp_path, backend):
+    path = write_jpeg(tmp_path / "f.jpg", synthetic(640, 480))
+    set_max_image_pixels(640 * 480 - 1)
+    try:
+        with pytest.raises(ImageLoadError, match=r"640x480 = 307,200 pixels, over the 307,199 pixel cap"):
+            decode_image(str(path), (224, 224), backend)
+    finally:
+        set_max_image_pixels(DEFAULT_MAX_IMAGE_PIXELS)
+
+
+def test_jpeg_frame_header_reads_the_start_of_frame(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    frame = synthetic(64, 48)
+    plain = write_jpeg(tmp_path / "a.jpg", frame, exif=exif.tobytes()).read_bytes()
+    progressive = write_jpeg(tmp_path / "b.jpg", frame, "L", progressive=True).read_bytes()
+    assert jpeg_frame_header(plain) == (0xC0, 64, 48, 3)
+    assert jpeg_frame_header(progressive) == (0xC2, 64, 48, 1)
+    assert jpeg_frame_header(plain[:20]) is None  # cut before the frame header
+    assert jpeg_frame_header(b"\x89PNG\r\n\x1a\n" + plain) is None
+    assert jpeg_frame_header(b"\xff\xd8\xff\xda\x00\x08" + bytes(64)) is None  # scan before any frame
+    assert jpeg_frame_header(b"\xff\xd8\x00\x00" + plain[2:]) is None  # not a marker
 
 
 def test_size_must_be_positive(tmp_path):
