@@ -334,6 +334,7 @@ def test_size_must_be_positive(tmp_path):
 
 
 def test_bench_env_reports_both_floors_side_by_side():
+    """The env's decode floor and the best reduced-scale decode, and the cold env's ratio to each."""
     script = Path(__file__).resolve().parents[1] / "scripts/bench_env.py"
     done = subprocess.run(
         [
@@ -361,4 +362,10 @@ def test_bench_env_reports_both_floors_side_by_side():
     assert figures["cold_ratio_reduced"] == pytest.approx(
         figures["cold_steps_per_s"] / figures["best_reduced_frames_per_s"], rel=0.01
     )
+    assert figures["cold_ratio_env_decode"] == pytest.approx(
+        figures["cold_steps_per_s"] / figures["reduced_frames_per_s"], rel=0.01
+    )
+    assert figures["env_backend"] == resolve_image_backend()
     assert figures["reduced_mean_abs_diff"] < MEAN_TOLERANCE
+    assert figures["reduced_worst_frame_diff"] < FRAME_MEAN_TOLERANCE
+    assert "pillow_draft" in figures["alternatives"]
