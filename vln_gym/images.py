@@ -7,6 +7,7 @@ import os
 import warnings
 from functools import lru_cache
 from types import ModuleType
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -45,7 +46,8 @@ def _cv2() -> ModuleType | None:
 def resolve_image_backend(backend: str = "auto") -> str:
     """The decoder of resized JPEGs: ``"pillow"`` or ``"opencv"``; ``"auto"`` reads
     ``$VLN_GYM_IMAGE_BACKEND`` and otherwise picks opencv when ``cv2`` imports
-    (``VLN_GYM_IMAGE_BACKEND=pillow`` forces the reference)."""
+    (``VLN_GYM_IMAGE_BACKEND=pillow`` forces the reference). `load_frame`'s cache keeps frames decoded
+    before a change: set it before the first frame."""
     if backend == "auto":
         backend = os.environ.get(BACKEND_VARIABLE, "auto") or "auto"
         if backend == "auto":
@@ -151,10 +153,19 @@ _OPENCV_COMPONENTS = (1, 3)  # greyscale, YCbCr/RGB: libjpeg-turbo gives Pillow'
 _STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])
 
 
-def jpeg_frame_header(data: bytes) -> tuple[int, int, int, int] | None:
-    """``(marker, width, height, components)`` of the JPEG in ``data``, read from its start-of-frame
-    segment (a few dozen bytes in; nothing is decoded); ``None`` when ``data`` is no JPEG or the
-    segments before it are malformed."""
+class JpegFrame(NamedTuple):
+    """A JPEG's start-of-frame segment."""
+
+    marker: int  # 0xC0 baseline, 0xC1 extended, 0xC2 progressive, ...
+    precision: int  # bits per sample
+    width: int
+    height: int
+    components: int  # 1 greyscale, 3 YCbCr or RGB, 4 CMYK or YCCK
+
+
+def jpeg_frame_header(data: bytes) -> JpegFrame | None:
+    """The start-of-frame segment of the JPEG in ``data`` (a few dozen bytes in; nothing is decoded);
+    ``None`` when ``data`` is no JPEG or the segments before it are malformed."""
     if not data.startswith(_JPEG_START):
         return None
     at, end = 2, len(data)
@@ -171,7 +182,7 @@ def jpeg_frame_header(data: bytes) -> tuple[int, int, int, int] | None:
         length = int.from_bytes(data[at + 2 : at + 4], "big")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and at + 10 <= end:
             height, width = (int.from_bytes(data[at + i : at + i + 2], "big") for i in (5, 7))
-            return marker, width, height, data[at + 9]
+            return JpegFrame(marker, data[at + 4], width, height, data[at + 9])
         if marker == 0xDA or length < 2:  # scan data before any frame header
             return None
         at += 2 + length
@@ -180,7 +191,7 @@ def jpeg_frame_header(data: bytes) -> tuple[int, int, int, int] | None:
 
 def _opencv_decoded(path: str, target: tuple[int, int]) -> np.ndarray | None:
     """``path`` decoded by OpenCV at `dct_scale` and resized to ``target = (width, height)``; ``None``
-    where the Pillow path must decide: an unreadable file (Pillow names the problem), not a whole
+    where the Pillow path must decide: an unreadable file (Pillow names the problem), not a whole 8-bit
     baseline or progressive RGB or greyscale JPEG (a file cut short has no end marker), over the pixel
     cap, or sides the scale does not divide (Pillow resizes from the exact source box)."""
     try:
@@ -193,8 +204,8 @@ def _opencv_decoded(path: str, target: tuple[int, int]) -> np.ndarray | None:
     header = jpeg_frame_header(data)
     if header is None or not data.rstrip(b"\0").endswith(_JPEG_END):
         return None
-    marker, width, height, components = header
-    if marker not in _OPENCV_FRAMES or components not in _OPENCV_COMPONENTS:
+    marker, precision, width, height, components = header
+    if marker not in _OPENCV_FRAMES or precision != 8 or components not in _OPENCV_COMPONENTS:
         return None
     if not 0 < width * height <= _limits["max_pixels"]:
         return None
