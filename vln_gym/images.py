@@ -1,4 +1,7 @@
-"""Lazy image decoding with a small LRU cache: records hold paths, frames are decoded on demand."""
+"""Lazy image decoding with a small LRU cache: records hold paths, frames are decoded on demand.
+
+Resized JPEGs are decoded at a DCT-domain scale by OpenCV when it imports (the ``fast`` extra), else by
+Pillow, the reference and the fallback for everything else (`resolve_image_backend`)."""
 
 from __future__ import annotations
 
