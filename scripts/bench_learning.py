@@ -15,7 +15,9 @@ For each training seed (``--seeds 0 1 2``, ``--jobs`` of them at a time, one pro
 6. the SFT data check: greedy expert-action accuracy on held-out (observation, expert action) pairs.
 
 Success is pooled over seeds x episodes with a 95% Wilson interval; SPL with a 95% normal interval over
-the same episodes; CPU minutes are the training process's CPU time per run (SFT, PPO after SFT, GRPO).
+the same episodes. Training CPU minutes per run: SFT + PPO and GRPO are the process's CPU time in
+``ppo_train``; SFT alone is the CPU time up to the first PPO iteration's end less one mean PPO iteration
+(the CPU time between iterations), PPO the rest.
 
     python scripts/bench_learning.py [--level easy|medium] [--seeds 0 1 2] [--jobs 2] [--iterations N]
         [--eval-episodes 100] [--set lr=3e-4 ...] [--quick]
@@ -129,6 +131,20 @@ def timed(function, *args) -> tuple[Any, float]:
     return result, time.process_time() - start
 
 
+def sft_then_ppo(config) -> tuple[dict, dict[str, float]]:
+    """``ppo_train(config)`` and its CPU seconds split into the warm start and PPO (from the CPU clock at
+    each iteration's end: SFT = up to the first end less one mean iteration)."""
+    from agents.ppo_train import ppo_train
+
+    marks: list[float] = []
+    start = time.process_time()
+    result = ppo_train(config, lambda _: marks.append(time.process_time()))
+    total = time.process_time() - start
+    per_iteration = (marks[-1] - marks[0]) / (len(marks) - 1) if len(marks) > 1 else 0.0
+    sft = max(0.0, marks[0] - start - per_iteration)
+    return result, {"sft": sft, "ppo": total - sft}
+
+
 def run_seed(args: argparse.Namespace, seed: int) -> dict:
     """Every agent of one training seed (in its own process, one torch thread)."""
     import torch
@@ -146,10 +162,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     rows = {agent: score(agent, None, heldout, seed) for agent in SCRIPTED}
     initial = str(save_initial_policy(config, out / "initial"))
     rows["untrained"] = score("policy", initial, heldout, seed)
-    ppo_result, ppo_cpu = timed(ppo_train, config)
+    ppo_result, cpu = sft_then_ppo(config)
     sft_dir = str(out / "ppo" / SFT_POLICY_DIR)
-    sft_cpu = json.loads((out / "ppo" / "sft.json").read_text())["sft/seconds"]  # one thread: CPU ~ wall
-    cpu = {"sft": sft_cpu, "ppo": ppo_cpu - sft_cpu}
     rows["sft"] = score("policy", sft_dir, heldout, seed)
     rows["sft+ppo"] = score("policy", ppo_result["checkpoint"], heldout, seed)
     for start_mode in args.grpo_starts:
@@ -164,7 +178,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
         grpo_result, cpu[name.removeprefix("sft+")] = timed(ppo_train, grpo_config)
         rows[name] = score("policy", grpo_result["checkpoint"], heldout, seed)
     check = sft_check(args.level, initial, sft_dir, args.heldout_pairs, seed)
-    return {"seed": seed, "rows": rows, "cpu_seconds": cpu, "sft_check": check, "config": config}
+    result = {"seed": seed, "rows": rows, "cpu_seconds": cpu, "sft_check": check}
+    (out / "result.json").write_text(json.dumps(result))  # per seed, as soon as it is done
+    return {**result, "config": config}
 
 
 def pooled(rows_per_seed: list[dict], agent: str) -> dict:
