@@ -209,12 +209,16 @@ def test_snapshots_restore_the_simulator_pose_and_frames():
             env.step(action)
         state = env.get_state()
         first = [env.step(a) for a in (1, 3, 1)]
+        metrics_first = env.episode_metrics()
         env.reset(seed=9)  # elsewhere, then back
         env.set_state(state)
         again = [env.step(a) for a in (1, 3, 1)]
         for a, b in zip(first, again, strict=True):
             assert np.array_equal(a[0]["frames"], b[0]["frames"]) and a[1] == b[1]
             assert a[4]["agent_position"] == b[4]["agent_position"]
+        # the trainer-side path is restored too (a snapshot is not mutated by the steps after it)
+        assert len(state["scoring"]["path"]) == 4
+        assert env.episode_metrics() == metrics_first
     finally:
         env.close()
         server.shutdown()

@@ -136,12 +136,12 @@ class RemoteVLNEnv(gym.Env[dict[str, Any], Any]):
         state = self._call("get_state", {})
         if self._scoring is None:
             return state
-        return {"server": state, "scoring": dict(self._scoring.state)}
+        return {"server": state, "scoring": self._scoring.snapshot()}
 
     def set_state(self, state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         if self._scoring is not None:
             obs, info = self._call("set_state", {"state": state["server"]}, reconnect=True)
-            self._scoring.state = dict(state["scoring"])
+            self._scoring.restore(state["scoring"])
             return obs, info
         return tuple(self._call("set_state", {"state": state}, reconnect=True))
 

@@ -75,6 +75,14 @@ class TrainerScoring:
         state.update(info=dict(info), steps=state["steps"] + 1, stopped=stopped)
         return float(reward), dict(terms)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The episode so far, as plain data this scorer never mutates afterwards (``get_state``)."""
+        return _copied(self.state)
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Continue from a `snapshot` (copied in, so restoring it twice gives the same episode twice)."""
+        self.state = _copied(snapshot)
+
     def success(self) -> bool:
         return self.state["stopped"] and self.state["distances"][-1] <= self.state["radius"]
 
@@ -94,6 +102,16 @@ class TrainerScoring:
             distances=state["distances"],
             distance_kind="geodesic",
         )
+
+
+def _copied(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` with its growing lists and its info copied (``step`` appends to the lists)."""
+    return {
+        **state,
+        "info": dict(state["info"]),
+        "path": list(state["path"]),
+        "distances": list(state["distances"]),
+    }
 
 
 def _check_info(info: Mapping[str, Any]) -> None:
