@@ -14,14 +14,10 @@ from typing import Any
 
 from rewards import make_reward
 from rewards.transition import Transition
-from vln_gym.geometry import STOP
+from vln_gym.geometry import STOP, lift
 from vln_gym.metrics import episode_metrics
 
 REQUIRED_INFO = ("agent_position", "agent_heading", "goal_position", "distance_to_goal")
-
-
-def _vec3(value: Any) -> tuple[float, float, float]:
-    return (float(value[0]), float(value[1]), float(value[2]))
 
 
 class TrainerScoring:
@@ -38,7 +34,7 @@ class TrainerScoring:
         self.state = {
             "radius": float(info.get("success_distance", self.success_distance)),
             "info": dict(info),
-            "path": [_vec3(info["agent_position"])],
+            "path": [lift(info["agent_position"])],
             "distances": [float(info["distance_to_goal"])],
             "steps": 0,
             "stopped": False,
@@ -51,11 +47,11 @@ class TrainerScoring:
         stopped = bool(actions) and actions[-1] == STOP
         expert = before.get("expert_actions")
         transition = Transition(
-            prev_position=_vec3(before["agent_position"]),
+            prev_position=lift(before["agent_position"]),
             prev_heading=float(before["agent_heading"]),
-            next_position=_vec3(info["agent_position"]),
+            next_position=lift(info["agent_position"]),
             next_heading=float(info["agent_heading"]),
-            goal_position=_vec3(info["goal_position"]),
+            goal_position=lift(info["goal_position"]),
             prev_distance=float(before["distance_to_goal"]),
             next_distance=float(info["distance_to_goal"]),
             actions=actions,
@@ -89,12 +85,12 @@ class TrainerScoring:
     def metrics(self) -> dict[str, Any]:
         """Episode metrics of the path so far (geodesic distances as the simulator reported them)."""
         state, info = self.state, self.state["info"]
-        goal = _vec3(info["goal_position"])
+        goal = lift(info["goal_position"])
         reference = info.get("reference_path") or (state["path"][0], goal)
         shortest = info.get("geodesic_distance", state["distances"][0])
         return episode_metrics(
             state["path"],
-            [_vec3(p) for p in reference],
+            [lift(p) for p in reference],
             goal,
             state["stopped"],
             float(shortest),
