@@ -187,6 +187,13 @@ def _flat(items: Any) -> bool:
     return True
 
 
+def _remember(memo: Dict[str, Any], entries: Dict[str, Any]) -> None:
+    """Add ``entries`` to a channel's memo, starting it over when it would outgrow ``MEMO_MAX_ENTRIES``."""
+    if len(memo) + len(entries) > MEMO_MAX_ENTRIES:
+        memo.clear()
+    memo.update(entries)
+
+
 def _where(path: Any) -> str:
     """A ``(parent, key)`` chain as ``$.info.reference_path[3]``."""
     parts = []
@@ -237,9 +244,7 @@ def pack_chunks(
     if len(header) > MAX_HEADER_BYTES:
         raise ProtocolError(f"message header of {len(header)} bytes, over {MAX_HEADER_BYTES}")
     if memo is not None and encoder.remembered:
-        if len(memo) + len(encoder.remembered) > MEMO_MAX_ENTRIES:
-            memo.clear()
-        memo.update(encoder.remembered)
+        _remember(memo, encoder.remembered)
     payload_length = sum(chunk.nbytes for chunk in encoder.chunks)
     return [_PREFIX.pack(MAGIC, len(header), payload_length) + header, *encoder.chunks]
 
@@ -363,9 +368,7 @@ def _decode_tag(tag: str, inner: Any, context: Tuple[List[np.ndarray], Any], pat
             raise ProtocolError(f"{_where(path)}: a tuple tag holds a list")
         result = tuple(_decode(inner, context, path, depth))
         if memo is not None and len(result) >= MEMO_MIN_LENGTH:
-            if len(memo) >= MEMO_MAX_ENTRIES:
-                memo.clear()
-            memo[_where(path)] = result
+            _remember(memo, {_where(path): result})
         return result
     if tag == "__r":
         where = _where(path)
