@@ -122,19 +122,18 @@ def test_real_frames_match_the_pillow_reference(size, backend):
 
 @pytest.fixture
 def opencv_decodes(monkeypatch) -> list[tuple[int, int]]:
-    """The (width, height) of every frame OpenCV decoded while the test runs."""
+    """The (width, height) of every frame the OpenCV backend's libjpeg-turbo decode (simplejpeg or
+    ``cv2.imdecode``, `images._reduced_jpeg`) gave while the test runs."""
     calls: list[tuple[int, int]] = []
-    if not HAVE_CV2:
-        return calls
-    cv2 = images._cv2()
-    original = cv2.imdecode
+    original = images._reduced_jpeg
 
-    def spy(buffer, flags):
-        frame = original(buffer, flags)
-        calls.append((frame.shape[1], frame.shape[0]))
+    def spy(data, scale, shape):
+        frame = original(data, scale, shape)
+        if frame is not None:
+            calls.append((frame.shape[1], frame.shape[0]))
         return frame
 
-    monkeypatch.setattr(cv2, "imdecode", spy)
+    monkeypatch.setattr(images, "_reduced_jpeg", spy)
     return calls
 
 
@@ -382,3 +381,55 @@ def test_bench_env_reports_both_floors_side_by_side():
     assert figures["reduced_mean_abs_diff"] < MEAN_TOLERANCE
     assert figures["reduced_worst_frame_diff"] < FRAME_MEAN_TOLERANCE
     assert "pillow_draft" in figures["alternatives"]
+
+
+HAVE_SIMPLEJPEG = images._simplejpeg() is not None
+
+
+@pytest.mark.skipif(not (HAVE_CV2 and HAVE_SIMPLEJPEG), reason="needs both opencv and simplejpeg")
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [
+        ("RGB", {}),
+        ("RGB", {"progressive": True}),
+        ("RGB", {"subsampling": 0}),
+        ("L", {}),
+        ("L", {"progressive": True}),
+    ],
+)
+def test_simplejpeg_decodes_the_pixels_of_cv2_imdecode(tmp_path, monkeypatch, mode, options):
+    """The two libjpeg-turbo decoders of the OpenCV backend agree pixel for pixel at every DCT scale, so
+    installing simplejpeg (the faster one) changes no frame; the same for whole decoded frames."""
+    paths = [
+        write_jpeg(tmp_path / f"f{seed}.jpg", synthetic(640, 480, seed), mode, **options) for seed in (0, 1)
+    ]
+    if VLN_EGO_FRAMES.is_dir():
+        paths += sorted(VLN_EGO_FRAMES.glob("step_*.jpg"))[:4]
+    for path in paths:
+        data = path.read_bytes()
+        for scale in (1, 2, 4, 8):
+            shape = (480 // scale, 640 // scale, 3)
+            by_simplejpeg = images._reduced_jpeg(data, scale, shape).copy()
+            with monkeypatch.context() as patch:
+                patch.setattr(images, "_simplejpeg", lambda: None)
+                by_cv2 = images._reduced_jpeg(data, scale, shape)
+            assert np.array_equal(by_simplejpeg, by_cv2), (path.name, scale)
+    cases = [(path, size) for path in paths for size in [(224, 224), (112, 112), (37, 53)]]
+    frames = [decode_image(str(path), size, "opencv") for path, size in cases]
+    monkeypatch.setattr(images, "_simplejpeg", lambda: None)
+    for frame, (path, size) in zip(frames, cases, strict=True):
+        assert np.array_equal(frame, decode_image(str(path), size, "opencv")), (path.name, size)
+
+
+@NEEDS_CV2
+@pytest.mark.parametrize("size", [(480, 640), (224, 224), (112, 112)])
+def test_reused_work_buffers_never_leak_into_returned_frames(tmp_path, size):
+    """The OpenCV path decodes and blurs into per-thread buffers reused by the next decode: a frame it
+    returned (here one at the source's own size, where no resize makes a new array) stays as it was."""
+    first, second = (write_jpeg(tmp_path / f"f{seed}.jpg", synthetic(640, 480, seed)) for seed in (0, 1))
+    frame = decode_image(str(first), size, "opencv")
+    kept = frame.copy()
+    other = decode_image(str(second), size, "opencv")
+    assert not np.shares_memory(frame, other)
+    assert np.array_equal(frame, kept)
+    assert not any(np.shares_memory(frame, buffer) for buffer in images._work.arrays.values())
