@@ -3,6 +3,7 @@ case) give exactly what the slow paths give: the same episodes, the same problem
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -14,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_data_helpers import make_png, own_record, sharegpt_record, write_lines
 
-from vln_gym.data import jsonio, media, privileged
+from vln_gym.data import jsonio, media, navila, privileged
 from vln_gym.data.fields import as_actions, as_heading, as_number, as_position
-from vln_gym.data.loader import collect_episodes, inputs_and_options
+from vln_gym.data.loader import collect_episodes, gc_paused, inputs_and_options
 from vln_gym.data.problems import FieldError
+from vln_gym.episode import Episode
 from vln_gym.geometry import distance
 
 JSON_VALUES = st.recursive(
@@ -135,8 +137,21 @@ def slow_paths(monkeypatch):
             self.good = _Forgetful()
 
         monkeypatch.setattr(media.ImageChecker, "__init__", forgetful_init)
+        monkeypatch.setattr(navila, "_LoadMemo", _ForgetfulMemo)
 
     return enable
+
+
+class _NoMemory(dict):
+    def __setitem__(self, key, value):
+        pass
+
+
+class _ForgetfulMemo:
+    """NaVILA's per-load memo keeping nothing: every record's frames and answer read in full."""
+
+    def __init__(self) -> None:
+        self.frames, self.actions = _NoMemory(), _NoMemory()
 
 
 PALETTE = [
@@ -223,3 +238,97 @@ def test_loads_equal_the_slow_paths_on_good_and_bad_records(tmp_path, slow_paths
     assert sum(len(episodes) for episodes, _ in fast) > 50  # ... and many good ones
     slow_paths()
     assert fast == [_outcome(path, options) for path, options in inputs]
+
+
+FORWARD, LEFT, STOP_SENTENCE = (
+    "The next action is move forward 25 cm.",
+    "The next action is turn left 15 degree.",
+    "I think I should stop because I have finished the instruction.",
+)
+
+
+def _navila_corpus(root: Path) -> list[dict]:
+    """NaVILA records whose frame lists share history in every way the memo meets: in order, out of
+    order, repeated, shorter than the last list, and with new frames that are missing, bad, not strings,
+    not plain, or already seen elsewhere."""
+    records = []
+    for video, count in (("a", 7), ("b", 6), ("c", 6), ("d", 5)):
+        answers = [FORWARD if step % 3 else LEFT for step in range(count - 1)] + [STOP_SENTENCE]
+        for step, answer in enumerate(answers):
+            frames = [f"{video}/frame_{k}.png" for k in range(step + 1)]
+            records.append(
+                {"video_id": f"{video}-{step}", "q": "go to the door", "a": answer, "frames": frames}
+            )
+        for k in range(count):
+            make_png(root / video / f"frame_{k}.png", (10 * k, 20, 30))
+    (root / "c" / "frame_3.png").write_text("not an image")  # found, but check_images refuses it
+    (root / "c" / "frame_5.png").unlink()  # missing
+    (root / "d" / "frame_2.png").unlink()
+    (root / "d" / "frame_2.png").symlink_to(root / "a" / "frame_2.png")  # a link: not the plain case
+    b = records[7:13]
+    records[7:13] = [b[2], b[0], b[1], b[4], b[3], b[5]]  # out of order: prefixes and extensions
+    records.insert(12, dict(records[9], extra_key=[1, 2]))  # a repeat with an extra column
+    records.append(dict(records[3]))  # a repeat after other videos, shorter than a's last list
+    bad = [
+        {**records[2], "video_id": "e-0", "frames": ["a/frame_0.png"]},
+        {**records[2], "video_id": "e-1", "frames": ["a/frame_0.png", 7]},  # a new frame not a string
+        {**records[2], "video_id": "f-0", "frames": ["a/frame_0.png"]},
+        {**records[2], "video_id": "f-1", "frames": ["a/frame_0.png", "   "]},
+        {**records[2], "video_id": "g-0", "frames": ["a/frame_0.png"]},
+        {**records[2], "video_id": "g-1", "frames": ["a/frame_1.png", "a/frame_2.png"]},  # not an extension
+        {**records[2], "video_id": "h-0", "frames": ["a/frame_0.png"], "a": LEFT},
+        {**records[2], "video_id": "h-1", "frames": ["a/frame_0.png", ["a/frame_1.png"]]},  # unhashable
+        {**records[2], "video_id": "h-2", "frames": []},
+        {**records[2], "video_id": "h-3", "frames": "a/frame_0.png"},
+    ]
+    return records + bad
+
+
+@pytest.mark.parametrize("options", [{}, {"check_images": True}, {"allow_outside_media": True}])
+def test_navila_shared_frame_histories_equal_the_slow_paths(tmp_path, slow_paths, options):
+    """A NaVILA record repeats the frame list of the one before plus its new frames: the fast path reads
+    only the new ones (or reuses a prefix); the same episodes and problems as reading every list whole."""
+    root = tmp_path / "data"
+    path = root / "navila.json"
+    root.mkdir()
+    records = _navila_corpus(root)
+    path.write_text(json.dumps(records, indent=1))
+    fast = _outcome(path, options)
+    assert len(fast[0]) >= 15 and len(fast[1]) >= 5, fast  # good and bad records both
+    slow_paths()
+    assert fast == _outcome(path, options)
+
+
+def test_navila_episodes_are_those_the_dataclass_init_builds(tmp_path):
+    """`navila.new_episode` skips ``Episode.__init__``: the same fields, equal and hashable alike."""
+    root = tmp_path / "data"
+    root.mkdir()
+    path = root / "navila.json"
+    path.write_text(json.dumps(_navila_corpus(root)[:7]))
+    episodes, _ = collect_episodes(*inputs_and_options(path))
+    assert len(episodes) == 7
+    for episode in episodes:
+        rebuilt = Episode(**vars(episode))
+        assert rebuilt == episode and hash(rebuilt) == hash(episode)
+        assert repr(sorted(vars(rebuilt).items())) == repr(sorted(vars(episode).items()))
+    values = dict(vars(episodes[0]))
+    del values["goal_position"]
+    with pytest.raises(TypeError, match="goal_position"):
+        navila.new_episode(values)
+    with pytest.raises(TypeError, match="no_such_field"):
+        navila.new_episode({**vars(episodes[0]), "no_such_field": 1})
+
+
+def test_gc_paused_restores_the_collector_state():
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller's own gc.disable() is kept
+    finally:
+        gc.enable()

@@ -270,10 +270,13 @@ def read_images(
     ctx: ReadContext,
     report: RecordProblems,
     allow_string: bool = False,
+    known: tuple[str, ...] = (),
 ) -> tuple[str, ...] | None:
     """Resolve a record's image list (``allow_string``: a single path string is a list of one).
 
-    Problems go to ``report``; returns ``None`` when the list itself is unusable.
+    Problems go to ``report``; returns ``None`` when the list itself is unusable. ``known``: the paths of
+    ``value[:len(known)]``, already read without a problem in this load (a NaVILA record repeats the
+    frame history of the one before it); only the references after them are looked up.
     """
     if allow_string and isinstance(value, str):
         value = [value]
@@ -285,13 +288,20 @@ def read_images(
         report.add(name, "no images (a VLN record needs at least the current view)")
         return None
     good = ctx.images.good[base_dir]
+    start = len(known)
+    rest = value[start:] if start else value
     try:
-        paths = list(map(good.get, value))  # the references seen before (and fine); None for the others
+        paths = list(map(good.get, rest))  # the references seen before (and fine); None for the others
     except TypeError:  # an unhashable reference (a list, an object): no path, its problem comes below
-        paths = [good.get(raw) if isinstance(raw, str) else None for raw in value]
+        paths = [good.get(raw) if isinstance(raw, str) else None for raw in rest]
     if None in paths:
-        _check_new_images(value, paths, name, base_dir, ctx, report, good)
-    return tuple(paths) if None not in paths else None
+        if start:
+            paths[:0] = known
+        _check_new_images(value, paths, name, base_dir, ctx, report, good, start)
+        if None in (paths[start:] if start else paths):
+            return None
+        return tuple(paths)
+    return known + tuple(paths) if start else tuple(paths)
 
 
 def _check_new_images(
@@ -302,12 +312,12 @@ def _check_new_images(
     ctx: ReadContext,
     report: RecordProblems,
     good: dict[str, str],
+    start: int = 0,
 ) -> None:
-    """Check the references of ``value`` not seen before (``None`` in ``paths``), in order: fill in their
-    paths (kept ``None`` where unusable) and report their problems."""
+    """Check the references of ``value`` not seen before (``None`` in ``paths``, from ``start`` on), in
+    order: fill in their paths (kept ``None`` where unusable) and report their problems."""
     missing = []
-    index = -1
-    while (index := _next_none(paths, index + 1)) is not None:
+    for index in [i for i in range(start, len(paths)) if paths[i] is None]:
         raw = value[index]
         if not isinstance(raw, str) or not raw.strip():
             report.add(f"{name}[{index}]", f"expected a non-empty path string, got {raw!r:.40}")
@@ -329,10 +339,3 @@ def _check_new_images(
         paths[index] = path
     if missing:
         report.add(*missing_images_problem(missing, ctx.options.media_dir or base_dir, name))
-
-
-def _next_none(paths: list[str | None], start: int) -> int | None:
-    try:
-        return paths.index(None, start)
-    except ValueError:
-        return None

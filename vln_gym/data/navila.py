@@ -71,7 +71,17 @@ class _Step:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_step(record: Any, location: Location, ctx: ReadContext) -> _Step:
+class _LoadMemo:
+    """What one load's NaVILA records share: each record repeats its video's whole frame history (a
+    record is a step-prefix of the next), and answers repeat ("The next action is move forward 75 cm.")."""
+
+    def __init__(self) -> None:
+        # (video, base folder) -> (the raw frame list of its last record, that list's resolved paths)
+        self.frames: dict[tuple[str, str], tuple[list, tuple[str, ...]]] = {}
+        self.actions: dict[str, tuple[int, ...]] = {}  # answer -> its primitive actions (good ones only)
+
+
+def _read_step(record: Any, location: Location, ctx: ReadContext, memo: _LoadMemo) -> _Step:
     if not isinstance(record, dict):
         raise DataError([location.problem("record", f"expected a JSON object, got {type(record).__name__}")])
     report = RecordProblems(location)
@@ -80,28 +90,82 @@ def _read_step(record: Any, location: Location, ctx: ReadContext) -> _Step:
             report.add(key, "missing (a NaVILA record has video_id, q, a, frames)")
     if report:
         raise DataError(report.problems)
-    video_id = report.check(as_text, record["video_id"], "video_id")
+    video_id = _text(record["video_id"], "video_id", report)
     video, _, step = (video_id or "").rpartition("-")
     if video_id is not None and (not video or not step.isdigit()):
         report.add("video_id", f"{video_id!r} is not '<episode id>-<step>'")
-    instruction = report.check(as_text, record["q"], "q")
-    answer = report.check(as_text, record["a"], "a")
-    options = ctx.options
-    actions = (
-        report.check(answer_actions, answer, options.forward_step, options.turn_angle) if answer else None
-    )
+    instruction = _text(record["q"], "q", report)
+    answer = _text(record["a"], "a", report)
+    actions = memo.actions.get(answer) if answer else None
+    if actions is None and answer:
+        options = ctx.options
+        actions = report.check(answer_actions, answer, options.forward_step, options.turn_angle)
+        if actions is not None:
+            memo.actions[answer] = actions
     base_dir = ctx.base_dir(location.path)
-    frames = read_images(record["frames"], "frames", base_dir=base_dir, ctx=ctx, report=report)
+    frames = _frames(record["frames"], video, base_dir, ctx, report, memo)
     if report:
         raise DataError(report.problems)
-    extra = {key: value for key, value in record.items() if key not in KEYS}
+    extra = {key: value for key, value in record.items() if key not in KEYS} if len(record) > 4 else {}
     return _Step(location, video, int(step), instruction.strip(), frames, answer, actions, extra)
+
+
+def _text(value: Any, name: str, report: RecordProblems) -> str | None:
+    """`as_text` of ``value`` (its problem to ``report``), a plain non-empty string let through first."""
+    if type(value) is str and value and not value.isspace():
+        return value
+    return report.check(as_text, value, name)
+
+
+def _frames(
+    raw: Any, video: str, base_dir: str, ctx: ReadContext, report: RecordProblems, memo: _LoadMemo
+) -> tuple[str, ...] | None:
+    """`read_images` of a record's ``frames``. A list that starts with the last good list of the same
+    video passes that list's paths as ``known`` (only its new frames are looked up); a prefix of it
+    takes a prefix of its paths (every frame was read, and good, already)."""
+    key = (video, base_dir)
+    last = memo.frames.get(key)
+    known: tuple[str, ...] = ()
+    if last is not None and type(raw) is list:
+        last_raw, last_paths = last
+        count = len(last_raw)
+        if len(raw) <= count:
+            if raw and raw == last_raw[: len(raw)]:
+                return last_paths if len(raw) == count else last_paths[: len(raw)]
+        elif raw[:count] == last_raw:
+            if len(raw) == count + 1:  # the common case, one new frame: read_images' own steps for it
+                path = _new_frame(raw[count], base_dir, ctx)
+                if path is not None:
+                    paths = memo.frames[key] = (raw, (*last_paths, path))
+                    return paths[1]
+            known = last_paths
+    problems = len(report.problems)
+    paths = read_images(raw, "frames", base_dir=base_dir, ctx=ctx, report=report, known=known)
+    if paths is not None and len(report.problems) == problems:  # every frame good: a history to reuse
+        memo.frames[key] = (raw, paths)
+    return paths
+
+
+def _new_frame(raw: Any, base_dir: str, ctx: ReadContext) -> str | None:
+    """The path of frame reference ``raw`` when it was read before and is good, or is a plain file
+    (`ImageChecker.plain_file`) and images are not decoded (no ``check_images``): what `read_images`
+    would find for it; ``None``: let `read_images` decide (and name any problem)."""
+    if type(raw) is not str:
+        return None
+    good = ctx.images.good[base_dir]
+    path = good.get(raw)
+    if path is None and not ctx.options.check_images and raw.strip():
+        path = ctx.images.plain_file(raw, base_dir, ctx.options)
+        if path is not None:
+            good[raw] = path
+    return path
 
 
 def iter_navila(records: Iterable, ctx: ReadContext) -> Iterator:
     """``(location, Episode)`` per record, trajectory by trajectory (in order of first appearance)."""
     videos: dict[str, list[_Step]] = {}
-    for item in read_each(records, lambda record, location: _read_step(record, location, ctx)):
+    memo = _LoadMemo()
+    for item in read_each(records, lambda record, location: _read_step(record, location, ctx, memo)):
         if isinstance(item, DataError):
             yield item
             continue
@@ -165,15 +229,31 @@ def _video_episodes(video: str, steps: list[_Step], ctx: ReadContext) -> Iterato
             )
             continue
         suffix = "" if copies[step.step] == 1 else f"#{copies[step.step]}"
-        yield (
-            step.location,
-            Episode(
-                episode_id=f"{video}-{step.step}{suffix}",
-                instruction=step.instruction,
-                images=step.frames,
-                expert_response=step.answer,
-                source=str(step.location),
-                extra={**step.extra, "pose_source": poses.source},
-                **poses.fields(len(step.frames) - 1, video),
-            ),
-        )
+        values = poses.fields(len(step.frames) - 1, video)
+        values["episode_id"] = f"{video}-{step.step}{suffix}"
+        values["instruction"] = step.instruction
+        values["images"] = step.frames
+        values["expert_response"] = step.answer
+        values["source"] = str(step.location)
+        values["extra"] = {**step.extra, "pose_source": poses.source}
+        yield step.location, new_episode(values)
+
+
+_EPISODE_FIELDS = dataclasses.fields(Episode)
+_EPISODE_DEFAULTS = {f.name: f.default for f in _EPISODE_FIELDS if f.default is not dataclasses.MISSING}
+_EPISODE_REQUIRED = frozenset(f.name for f in _EPISODE_FIELDS if f.name not in _EPISODE_DEFAULTS)  # extra too
+_EPISODE_NAMES = frozenset(f.name for f in _EPISODE_FIELDS)
+
+
+def new_episode(values: dict[str, Any]) -> Episode:
+    """``Episode(**values)`` for ``values`` that name every field without a default and ``extra``: the
+    same object without the frozen dataclass ``__init__``'s one ``object.__setattr__`` per field (about
+    4 of the ~15 us a NaVILA record took; ``Episode`` has no ``__post_init__`` to skip)."""
+    if not (_EPISODE_REQUIRED.issubset(values) and _EPISODE_NAMES.issuperset(values)):
+        missing, unknown = sorted(_EPISODE_REQUIRED - values.keys()), sorted(values.keys() - _EPISODE_NAMES)
+        raise TypeError(f"new_episode: missing fields {missing}, unknown fields {unknown}")
+    episode = object.__new__(Episode)
+    state = episode.__dict__
+    state.update(_EPISODE_DEFAULTS)
+    state.update(values)
+    return episode

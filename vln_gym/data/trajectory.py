@@ -8,10 +8,11 @@ the last entry is the pose after the last action.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import pairwise
 
-from vln_gym.geometry import Vec3, apply_action, distance
+from vln_gym.geometry import Vec3, apply_action
 
 INTEGRATED = "vln-ego-actions"
 
@@ -52,23 +53,32 @@ class Poses:
 
     def fields(self, step: int, trajectory_id: str) -> dict:
         """Episode keyword arguments of step ``step`` (the start's geodesic distance only at step 0)."""
+        position, goal = self.positions[step], self.goal
         values = {
-            "agent_position": self.positions[step],
+            "agent_position": position,
             "agent_heading": self.headings[step],
-            "goal_position": self.goal,
-            "distance_to_goal": distance(self.positions[step], self.goal),
+            "goal_position": goal,
+            "distance_to_goal": _distance(position, goal),
             "reference_path": self.reference_path,
             "expert_actions": self.actions[step:],
             "trajectory_id": trajectory_id,
             "step_index": step,
         }
-        optional = {
-            "success_distance": self.success_distance,
-            "geodesic_distance": self.geodesic_distance if step == 0 else None,
-            "scene_id": self.scene_id,
-        }
-        values.update({key: value for key, value in optional.items() if value is not None})
+        if self.success_distance is not None:
+            values["success_distance"] = self.success_distance
+        if step == 0 and self.geodesic_distance is not None:
+            values["geodesic_distance"] = self.geodesic_distance
+        if self.scene_id is not None:
+            values["scene_id"] = self.scene_id
         return values
+
+
+def _distance(a: Vec3, b: Vec3) -> float:
+    """`vln_gym.geometry.distance` written out for 3-D points (the same sum in the same order: the same
+    float), called once per step record."""
+    return math.sqrt(
+        (float(a[0]) - float(b[0])) ** 2 + (float(a[1]) - float(b[1])) ** 2 + (float(a[2]) - float(b[2])) ** 2
+    )
 
 
 def integrated_poses(actions: tuple[int, ...], forward_step: float, turn_angle: float) -> Poses:
