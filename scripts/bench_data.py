@@ -1,7 +1,7 @@
 """Benchmark of the data layer: load / validate / convert 10k-record inputs in every format, side by side
 with the plain JSON parse of the same file (prints figures; last line JSON).
 
-.venv/bin/python scripts/bench_data.py [--records 10000]
+.venv/bin/python scripts/bench_data.py [--records 10000] [--collect-between]
 
 Every format gets ``--records`` decisions (episodes); image files exist (the loader checks them), tiny JPEGs
 shared as real datasets share frames between records. ``*_over_json`` = load time / plain ``json.loads`` time
@@ -12,6 +12,7 @@ can, so ``*_over_msgspec`` = load time / plain msgspec parse time of the same fi
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import tempfile
@@ -110,9 +111,18 @@ def _navila(root: Path, count: int) -> Path:
     return path
 
 
+COLLECT_BETWEEN = {"on": False}  # --collect-between
+
+
 def _timed(function, repeat: int = 3) -> tuple[float, object]:
+    """Best of ``repeat`` runs; with ``--collect-between`` each starts from a collected heap
+    (``gc.collect()`` first, outside the timing, so that no run pays for the garbage or the young objects
+    of the one before; the collector stays on while it runs)."""
     best, result = float("inf"), None
     for _ in range(repeat):
+        if COLLECT_BETWEEN["on"]:
+            result = None
+            gc.collect()
         start = time.perf_counter()
         result = function()
         best = min(best, time.perf_counter() - start)
@@ -138,9 +148,16 @@ def _measure(figures: dict, name: str, path: Path, records: int, **options) -> l
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument(
+        "--collect-between",
+        action="store_true",
+        help="gc.collect() before every timed run (json.loads and the loads alike): figures that do not "
+        "depend on what the run before left to the garbage collector",
+    )
     args = parser.parse_args(argv)
+    COLLECT_BETWEEN["on"] = args.collect_between
     count = _trajectories(args.records) * FRAMES_PER_TRAJECTORY
-    figures: dict[str, float] = {"records": count}
+    figures: dict[str, Any] = {"records": count, "collect_between": args.collect_between}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         records = _sharegpt_records(count)
