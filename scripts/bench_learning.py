@@ -12,7 +12,9 @@ For each training seed (``--seeds 0 1 2``, ``--jobs`` of them at a time, one pro
 4. SFT + PPO through ``env.step`` (the same run, continued);
 5. SFT + GRPO from the same SFT policy, groups branching from mid-episode (expert-prefix) states
    (``--grpo-starts expert_prefix reset`` adds groups from reset, side by side);
-6. the SFT data check: greedy expert-action accuracy on held-out (observation, expert action) pairs.
+6. the SFT policy's unimodal ablations (Thomason et al. 2019; `agents.eval.ablation`): the same policy shown
+   black frames (``sft, no frames``) or an empty instruction (``sft, no instruction``): what each input adds;
+7. the SFT data check: greedy expert-action accuracy on held-out (observation, expert action) pairs.
 
 Success is pooled over seeds x episodes with a 95% Wilson interval; SPL with a 95% normal interval over
 the same episodes. Training CPU minutes per run: SFT + PPO and GRPO are the process's CPU time in
@@ -20,7 +22,7 @@ the same episodes. Training CPU minutes per run: SFT + PPO and GRPO are the proc
 (the CPU time between iterations), PPO the rest.
 
     python scripts/bench_learning.py [--level easy|medium] [--seeds 0 1 2] [--jobs 2] [--iterations N]
-        [--eval-episodes 100] [--set lr=3e-4 ...] [--quick]
+        [--grpo-iterations N] [--eval-episodes 100] [--set lr=3e-4 ...] [--quick]
 
 Prints one table row per agent and, last, one JSON object.
 """
@@ -67,6 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     parser.add_argument("--jobs", type=int, default=1, help="training seeds run at a time (processes)")
     parser.add_argument("--iterations", type=int, default=None, help="RL iterations per algorithm")
+    parser.add_argument(
+        "--grpo-iterations", type=int, default=None, help="GRPO iterations (default: as --iterations)"
+    )
     parser.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes (world seed 1000)")
     parser.add_argument("--heldout-pairs", type=int, default=300, help="held-out SFT pairs")
     parser.add_argument(
@@ -84,8 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def score(agent: str, checkpoint: str | None, env_kwargs: dict, seed: int) -> dict:
-    """Greedy evaluation on the held-out episodes: per-episode success, SPL and reward."""
+def score(agent: str, checkpoint: str | None, env_kwargs: dict, seed: int, ablate: str | None = None) -> dict:
+    """Greedy evaluation on the held-out episodes (``ablate``: without that input): per-episode success, SPL
+    and reward."""
     from agents.eval.evaluate import evaluate
 
     result = evaluate(
@@ -96,6 +102,7 @@ def score(agent: str, checkpoint: str | None, env_kwargs: dict, seed: int) -> di
         num_envs=4,
         seed=seed,
         plots=False,
+        ablate=ablate,
     )
     return {
         "success": [float(r["metrics"]["success"]) for r in result.episodes],
@@ -165,15 +172,21 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     ppo_result, cpu = sft_then_ppo(config)
     sft_dir = str(out / "ppo" / SFT_POLICY_DIR)
     rows["sft"] = score("policy", sft_dir, heldout, seed)
+    for removed in ("frames", "instruction"):
+        rows[f"sft, no {removed}"] = score("policy", sft_dir, heldout, seed, ablate=removed)
     rows["sft+ppo"] = score("policy", ppo_result["checkpoint"], heldout, seed)
     for start_mode in args.grpo_starts:
         name = "sft+grpo" if start_mode == "expert_prefix" else "sft+grpo(reset)"
+        grpo_overrides = {**overrides, "model_name_or_path": sft_dir, "sft_steps": 0}
+        grpo_overrides["grpo_start"] = start_mode
+        if args.grpo_iterations is not None:
+            grpo_overrides["num_iterations"] = args.grpo_iterations
         grpo_config = presets.learning_config(
             out / name.replace("+", "_").replace("(", "_").rstrip(")"),
             "grpo",
             quick=args.quick,
             level=args.level,
-            **{**overrides, "model_name_or_path": sft_dir, "sft_steps": 0, "grpo_start": start_mode},
+            **grpo_overrides,
         )
         grpo_result, cpu[name.removeprefix("sft+")] = timed(ppo_train, grpo_config)
         rows[name] = score("policy", grpo_result["checkpoint"], heldout, seed)
@@ -181,6 +194,11 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     result = {"seed": seed, "rows": rows, "cpu_seconds": cpu, "sft_check": check}
     (out / "result.json").write_text(json.dumps(result))  # per seed, as soon as it is done
     return {**result, "config": config}
+
+
+def grpo_iterations(args: argparse.Namespace, config) -> int:
+    """GRPO's iteration count: ``--grpo-iterations``, else PPO's."""
+    return config.num_iterations if args.grpo_iterations is None else args.grpo_iterations
 
 
 def pooled(rows_per_seed: list[dict], agent: str) -> dict:
@@ -244,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"level {args.level}: {args.eval_episodes} held-out episodes of world seed 1000 per seed "
         f"(training: world seed 0); seeds {' '.join(map(str, args.seeds))}; SFT {config.sft_steps} steps on "
-        f"{config.sft_samples} pairs, RL {config.num_iterations} iterations"
+        f"{config.sft_samples} pairs, PPO {config.num_iterations} iterations, "
+        f"GRPO {grpo_iterations(args, config)}"
     )
     print_table(args, table, cpu)
     checks = {key: [r["sft_check"][key] for r in results] for key in results[0]["sft_check"]}
@@ -261,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "overrides": args.overrides,
         "rl_iterations": config.num_iterations,
+        "grpo_iterations": grpo_iterations(args, config),
         "sft_steps": config.sft_steps,
         "sft_samples": config.sft_samples,
         "heldout_episodes_per_seed": args.eval_episodes,

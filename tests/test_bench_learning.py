@@ -74,11 +74,13 @@ def test_medium_preset_uses_the_medium_level():
 def test_quick_run_prints_every_agent_with_intervals(bench, tmp_path, capsys):
     argv = ["--quick", "--seeds", "0", "--eval-episodes", "3", "--heldout-pairs", "8"]
     argv += ["--out", str(tmp_path / "bench"), "--set", "sft_samples=32", "sft_steps=2"]
-    assert bench.main(argv) == 0
+    assert bench.main(argv + ["--grpo-iterations", "2"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for agent in ("random", "oracle", "untrained", "sft", "sft+ppo", "sft+grpo"):
+    agents = ("random", "oracle", "untrained", "sft", "sft, no frames", "sft, no instruction")
+    for agent in (*agents, "sft+ppo", "sft+grpo"):
         assert summary[f"{agent}/episodes"] == 3
         lo, hi = summary[f"{agent}/success_ci"]
         assert 0.0 <= lo <= summary[f"{agent}/success"] <= hi <= 1.0
     assert summary["sft_steps"] == 2 and summary["overrides"]["sft_samples"] == 32
+    assert summary["rl_iterations"] == 1 and summary["grpo_iterations"] == 2
     assert set(summary["cpu_seconds"]) == {"sft", "ppo", "grpo"}

@@ -36,6 +36,7 @@ import numpy as np
 
 import vln_gym  # noqa: F401  (registers VLN-v0)
 from agents.eval import report
+from agents.eval.ablation import ABLATIONS, ablated_factory, check_ablation
 from agents.eval.agent import Agent, AgentError
 from agents.eval.decisions import aggregate_decisions, decision_record
 from agents.eval.intervals import wilson_interval
@@ -226,6 +227,7 @@ def evaluate(
     overwrite: bool = False,
     trust_checkpoint: bool = False,
     video: int = 0,
+    ablate: str | None = None,
 ) -> EvaluationResult:
     """Run ``agent`` (a name from ``AGENT_NAMES``, an agent, or a zero-argument factory) on episodes.
 
@@ -234,9 +236,12 @@ def evaluate(
     world's held-out episodes (``HELDOUT_WORLD_KWARGS``; ``world_seed`` / ``world_episodes`` in
     ``env_kwargs`` override them). ``data`` loads through ``vln_gym.data.load_episodes``
     with load options (``format``, ``field_map``, ``media_dir``, ``path_remap``, ``heading_unit``) taken
-    from ``env_kwargs``. Writes the output files when ``out_dir`` is given; an ``out_dir`` that holds
-    anything is refused (before any episode runs) unless ``overwrite``, and it may never hold the data.
+    from ``env_kwargs``. ``ablate`` (``frames`` | ``instruction``) runs the agent with that input removed
+    (`agents.eval.ablation`: a unimodal baseline). Writes the output files when ``out_dir`` is given; an
+    ``out_dir`` that holds anything is refused (before any episode runs) unless ``overwrite``, and it may
+    never hold the data.
     """
+    check_ablation(ablate)
     kwargs = env_build_kwargs(env_kwargs or {}, data)
     if video:
         _require_moviepy()
@@ -276,6 +281,8 @@ def evaluate(
             forward_step=env.forward_step,
             turn_angle=env.turn_angle,
         )
+        if ablate is not None:
+            factory = ablated_factory(factory, ablate)
         first_agent = factory(0)
         kwargs.setdefault("action_space", first_agent.action_space)
         if kwargs["action_space"] == "discrete" and first_agent.action_space == "text":
@@ -631,6 +638,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-plots", action="store_true", help="skip PNGs")
     parser.add_argument(
+        "--ablate",
+        choices=ABLATIONS,
+        help="remove one input: black frames or an empty instruction (a unimodal baseline)",
+    )
+    parser.add_argument(
         "--video",
         type=int,
         default=0,
@@ -720,6 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             trust_checkpoint=args.trust_checkpoint,
             video=args.video,
+            ablate=args.ablate,
             on_episode=(lambda _record: progress.update()) if progress is not None else None,
         )
     except (AgentError, EvaluationError, ImageLoadError) as error:
