@@ -74,9 +74,10 @@ def test_medium_preset_uses_the_medium_level():
 def test_quick_run_prints_every_agent_with_intervals(bench, tmp_path, capsys):
     argv = ["--quick", "--seeds", "0", "--eval-episodes", "3", "--heldout-pairs", "8"]
     argv += ["--out", str(tmp_path / "bench"), "--set", "sft_samples=32", "sft_steps=2"]
-    assert bench.main(argv + ["--grpo-iterations", "2"]) == 0
+    assert bench.main([*argv, "--grpo-iterations", "2"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    agents = ("random", "oracle", "untrained", "sft", "sft, no frames", "sft, no instruction")
+    agents = ("random", "oracle", "instruction-only script", "untrained", "sft", "sft, no frames")
+    agents += ("sft, no instruction",)
     for agent in (*agents, "sft+ppo", "sft+grpo"):
         assert summary[f"{agent}/episodes"] == 3
         lo, hi = summary[f"{agent}/success_ci"]
@@ -84,3 +85,17 @@ def test_quick_run_prints_every_agent_with_intervals(bench, tmp_path, capsys):
     assert summary["sft_steps"] == 2 and summary["overrides"]["sft_samples"] == 32
     assert summary["rl_iterations"] == 1 and summary["grpo_iterations"] == 2
     assert set(summary["cpu_seconds"]) == {"sft", "ppo", "grpo"}
+
+
+def test_instruction_only_script_turns_as_the_opening_clause_says(bench):
+    script = bench.OpeningTurnScript()
+    frames = {"frames": None, "frame_mask": None}
+    expected = {
+        "Turn left, then go forward and stop by the cyan pillar.": [2, 2, 1, 1, 1, 1, 0],
+        "Turn to your right and stop in front of the door.": [3, 3, 1, 1, 1, 1, 0],
+        "Turn around, then walk forward. Take a left at the red door.": [2, 2, 2, 1, 1, 1, 1, 0],
+        "Go forward and wait in the centre of the blue room. Then turn left.": [1, 1, 1, 1, 0],
+    }
+    for instruction, plan in expected.items():
+        script.reset()
+        assert [script.act({**frames, "instruction": instruction}, {}) for _ in plan] == plan, instruction
