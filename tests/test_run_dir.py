@@ -214,7 +214,7 @@ def test_sigint_prints_one_line_and_leaves_a_resumable_run(tmp_path):
         "--output_dir",
         str(run),
         "--num_iterations",
-        "200",
+        "100000",  # never done before the signal (200 tiny iterations could finish while a loaded CI waits)
         "--save_every",
         "1",
         "--num_envs",
