@@ -51,5 +51,9 @@ def apply_action(
 
 
 def distance(a: Sequence[float], b: Sequence[float]) -> float:
-    """Euclidean distance between two 3-D points."""
+    """Euclidean distance between two points (3-D written out, the loaders' per-record path; other equal
+    lengths summed in order; unequal lengths raise ``ValueError``)."""
+    if len(a) == 3 and len(b) == 3:
+        dx, dy, dz = float(a[0]) - float(b[0]), float(a[1]) - float(b[1]), float(a[2]) - float(b[2])
+        return math.sqrt(dx**2 + dy**2 + dz**2)  # the sum below, in the same order: the same float
     return math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b, strict=True)))

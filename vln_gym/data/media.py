@@ -298,9 +298,7 @@ def read_images(
         if start:
             paths[:0] = known
         _check_new_images(value, paths, name, base_dir, ctx, report, good, start)
-        if None in (paths[start:] if start else paths):
-            return None
-        return tuple(paths)
+        return None if None in paths else tuple(paths)  # ``known`` holds no None
     return known + tuple(paths) if start else tuple(paths)
 
 

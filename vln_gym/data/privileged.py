@@ -28,7 +28,7 @@ from vln_gym.data.fields import (
     as_text,
 )
 from vln_gym.data.problems import FieldError, RecordProblems
-from vln_gym.geometry import Vec3, distance
+from vln_gym.geometry import distance
 
 NAN3 = (math.nan, math.nan, math.nan)
 
@@ -132,12 +132,5 @@ def read_privileged(
     if values.get("distance_to_goal") is None:
         start, goal = values.get("agent_position"), values.get("goal_position")
         if start and goal:
-            values["distance_to_goal"] = _distance(start, goal)
+            values["distance_to_goal"] = distance(start, goal)
     return values
-
-
-def _distance(a: Vec3, b: Vec3) -> float:
-    """`vln_gym.geometry.distance` (the same sum, in the same order) without its generator."""
-    if len(a) != 3 or len(b) != 3:
-        return distance(a, b)
-    return math.sqrt(0 + (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 + (a[2] - b[2]) ** 2)

@@ -8,11 +8,10 @@ the last entry is the pose after the last action.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from itertools import pairwise
 
-from vln_gym.geometry import Vec3, apply_action
+from vln_gym.geometry import Vec3, apply_action, distance
 
 INTEGRATED = "vln-ego-actions"
 
@@ -58,7 +57,7 @@ class Poses:
             "agent_position": position,
             "agent_heading": self.headings[step],
             "goal_position": goal,
-            "distance_to_goal": _distance(position, goal),
+            "distance_to_goal": distance(position, goal),
             "reference_path": self.reference_path,
             "expert_actions": self.actions[step:],
             "trajectory_id": trajectory_id,
@@ -71,14 +70,6 @@ class Poses:
         if self.scene_id is not None:
             values["scene_id"] = self.scene_id
         return values
-
-
-def _distance(a: Vec3, b: Vec3) -> float:
-    """`vln_gym.geometry.distance` written out for 3-D points (the same sum in the same order: the same
-    float), called once per step record."""
-    return math.sqrt(
-        (float(a[0]) - float(b[0])) ** 2 + (float(a[1]) - float(b[1])) ** 2 + (float(a[2]) - float(b[2])) ** 2
-    )
 
 
 def integrated_poses(actions: tuple[int, ...], forward_step: float, turn_angle: float) -> Poses:
