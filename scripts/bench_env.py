@@ -20,6 +20,11 @@ Figures (the last output line is one JSON object with all of them):
   cleared each round, so every step delivers one freshly decoded frame; cold_ratio = cold / raw,
   cold_ratio_env_decode = cold / the env's decode floor, cold_ratio_reduced = cold / best reduced
   (target >= 0.9), cold_ratio_in_tolerance = cold / best within tolerance; all interleaved in one run;
+- cold_evicting_*: the same episodes with the frame cache set to half the distinct frames
+  (``set_frame_cache_size``) instead of cleared, so every step misses and evicts one frame, as a long
+  run over a dataset larger than the cache does (clearing frees every frame at once and the next round
+  page-faults their memory in again); cold_faults_per_step / cold_evicting_faults_per_step: minor page
+  faults per step of each;
 - warm_steps_per_s: the same with history_frames=2 and the decoded-frame cache warm (target >= 20,000);
   warm_first_epoch_steps_per_s: the same with the env's episode-metrics memo cleared every round (each
   record's outcome seen for the first time: episode_metrics runs on every step);
@@ -41,6 +46,7 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse  # noqa: E402  (after the thread limits)
 import json  # noqa: E402
+import resource  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from functools import cache  # noqa: E402
@@ -53,7 +59,14 @@ from PIL import Image  # noqa: E402
 import vln_gym  # noqa: E402, F401  (registers VLN-v0)
 from vln_gym.env import VLNEnv  # noqa: E402
 from vln_gym.geometry import MOVE_FORWARD  # noqa: E402
-from vln_gym.images import clear_frame_cache, dct_scale, decode_image, resolve_image_backend  # noqa: E402
+from vln_gym.images import (  # noqa: E402
+    DEFAULT_FRAME_CACHE_SIZE,
+    clear_frame_cache,
+    dct_scale,
+    decode_image,
+    resolve_image_backend,
+    set_frame_cache_size,
+)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests/fixtures/vln-ego-sample/rgb_images_r2r_debug"
 
@@ -183,8 +196,19 @@ def within_tolerance(mean: float, worst: float, largest: int) -> bool:
     return mean < 1.0 and worst < 1.25 and largest <= 48
 
 
-def episode_rounds(env: gym.Env, num_episodes: int, clear_cache: bool, clear_metrics: bool = False):
+def episode_rounds(
+    env: gym.Env,
+    num_episodes: int,
+    clear_cache: bool,
+    clear_metrics: bool = False,
+    cache_frames: int = DEFAULT_FRAME_CACHE_SIZE,
+):
+    """Rounds of reset + one step on every episode, the frame cache holding ``cache_frames`` path/size
+    pairs (set at each round's start; the same size changes nothing) and cleared first if
+    ``clear_cache``."""
+
     def one_round() -> int:
+        set_frame_cache_size(cache_frames)
         if clear_cache:
             clear_frame_cache()
         if clear_metrics:
@@ -195,6 +219,14 @@ def episode_rounds(env: gym.Env, num_episodes: int, clear_cache: bool, clear_met
         return num_episodes
 
     return one_round
+
+
+def minor_faults_per_round(one_round: Callable[[], int]) -> int:
+    """Minor page faults of this process in a call of ``one_round`` (after one more, not counted)."""
+    one_round()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    one_round()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
 def world_construct_seconds(expert_plan: str | None) -> float:
@@ -282,7 +314,12 @@ def world_figures(args: argparse.Namespace) -> dict:
 def decode_floors(paths: list[str], size: tuple[int, int], cold_env: VLNEnv, args) -> dict:
     """Both floors, every reduced decoder and the cold env, interleaved; the best of ``--repeats`` each."""
     decoders = {"env": env_decode, **alternative_decoders()}
-    rounds = {"raw": raw_floor(paths, size), "cold": episode_rounds(cold_env, len(paths), clear_cache=True)}
+    evicting = max(1, len(set(paths)) // 2)  # frames are visited in order: every visit misses
+    rounds = {
+        "raw": raw_floor(paths, size),
+        "cold": episode_rounds(cold_env, len(paths), clear_cache=True),
+        "cold_evicting": episode_rounds(cold_env, len(paths), clear_cache=False, cache_frames=evicting),
+    }
     rounds.update({name: decode_rounds(decoder, paths, size) for name, decoder in decoders.items()})
     best = dict.fromkeys(rounds, 0.0)
     for _ in range(args.repeats):  # the machine is shared, so load drifts: interleave, keep the best
@@ -291,7 +328,9 @@ def decode_floors(paths: list[str], size: tuple[int, int], cold_env: VLNEnv, arg
     diffs = {name: accuracy(decoder, paths, size) for name, decoder in decoders.items()}
     fastest = max([name for name in decoders if diffs[name][0] < 1.0] or ["env"], key=best.get)
     fastest_ok = max([name for name in decoders if within_tolerance(*diffs[name])] or ["env"], key=best.get)
-    raw, cold, backend = best["raw"], best["cold"], resolve_image_backend()
+    faults = {name: minor_faults_per_round(rounds[name]) / len(paths) for name in ("cold", "cold_evicting")}
+    set_frame_cache_size(DEFAULT_FRAME_CACHE_SIZE)
+    raw, cold, evict, backend = best["raw"], best["cold"], best["cold_evicting"], resolve_image_backend()
     print(f"floor, Pillow full decode + resize: {raw:10.1f} frames/s")
     for name in decoders:
         label = f"env decode ({backend})" if name == "env" else name
@@ -303,7 +342,14 @@ def decode_floors(paths: list[str], size: tuple[int, int], cold_env: VLNEnv, arg
     print(
         f"env cold (1 new frame):   {cold:10.1f} steps/s  ratio {cold / raw:.3f} to the Pillow floor, "
         f"{cold / best['env']:.3f} to its own decode, {cold / best[fastest]:.3f} to the best reduced "
-        f"({fastest}), {cold / best[fastest_ok]:.3f} to the best within tolerance ({fastest_ok})"
+        f"({fastest}), {cold / best[fastest_ok]:.3f} to the best within tolerance ({fastest_ok}); "
+        f"{faults['cold']:.1f} page faults per step"
+    )
+    print(
+        f"env cold, cache of {evicting} evicting: {evict:10.1f} steps/s  ratio "
+        f"{evict / best['env']:.3f} to its own decode, {evict / best[fastest]:.3f} to the best reduced, "
+        f"{evict / best[fastest_ok]:.3f} to the best within tolerance; "
+        f"{faults['cold_evicting']:.1f} page faults per step"
     )
     return {
         "raw_frames_per_s": round(raw, 1),
@@ -330,6 +376,13 @@ def decode_floors(paths: list[str], size: tuple[int, int], cold_env: VLNEnv, arg
         "cold_ratio_env_decode": round(cold / best["env"], 3),
         "cold_ratio_reduced": round(cold / best[fastest], 3),
         "cold_ratio_in_tolerance": round(cold / best[fastest_ok], 3),
+        "cold_faults_per_step": round(faults["cold"], 1),
+        "cold_evicting_cache_frames": evicting,
+        "cold_evicting_steps_per_s": round(evict, 1),
+        "cold_evicting_ratio_env_decode": round(evict / best["env"], 3),
+        "cold_evicting_ratio_reduced": round(evict / best[fastest], 3),
+        "cold_evicting_ratio_in_tolerance": round(evict / best[fastest_ok], 3),
+        "cold_evicting_faults_per_step": round(faults["cold_evicting"], 1),
     }
 
 

@@ -377,6 +377,11 @@ def test_bench_env_reports_both_floors_side_by_side():
     assert figures["cold_ratio_env_decode"] == pytest.approx(
         figures["cold_steps_per_s"] / figures["reduced_frames_per_s"], rel=0.01
     )
+    assert figures["cold_evicting_ratio_reduced"] == pytest.approx(
+        figures["cold_evicting_steps_per_s"] / figures["best_reduced_frames_per_s"], rel=0.01
+    )
+    assert 1 <= figures["cold_evicting_cache_frames"] < figures["episodes"]
+    assert figures["cold_faults_per_step"] >= 0 and figures["cold_evicting_faults_per_step"] >= 0
     assert figures["env_backend"] in images.BACKENDS
     assert figures["reduced_mean_abs_diff"] < MEAN_TOLERANCE
     assert figures["reduced_worst_frame_diff"] < FRAME_MEAN_TOLERANCE
@@ -433,3 +438,23 @@ def test_reused_work_buffers_never_leak_into_returned_frames(tmp_path, size):
     assert not np.shares_memory(frame, other)
     assert np.array_equal(frame, kept)
     assert not any(np.shares_memory(frame, buffer) for buffer in images._work.arrays.values())
+
+
+def test_frame_cache_size_is_settable(tmp_path):
+    """A cache of 2 frames keeps the 2 most recent; a new size drops the frames, the same size keeps them."""
+    paths = [str(write_jpeg(tmp_path / f"f{k}.jpg", synthetic(64, 48))) for k in range(3)]
+    assert images.frame_cache_size() == images.DEFAULT_FRAME_CACHE_SIZE
+    try:
+        images.set_frame_cache_size(2)
+        first = [load_frame(path, (32, 32)) for path in paths]
+        assert load_frame(paths[2], (32, 32)) is first[2]
+        assert load_frame(paths[0], (32, 32)) is not first[0]  # evicted by the third
+        kept = load_frame(paths[0], (32, 32))
+        images.set_frame_cache_size(2)
+        assert load_frame(paths[0], (32, 32)) is kept
+        for bad in (0, -1, True, 2.0):
+            with pytest.raises(ValueError, match="frame cache size"):
+                images.set_frame_cache_size(bad)
+    finally:
+        images.set_frame_cache_size(images.DEFAULT_FRAME_CACHE_SIZE)
+    assert load_frame(paths[0], (32, 32)) is not kept

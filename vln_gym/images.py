@@ -31,7 +31,7 @@ def set_max_image_pixels(max_pixels: int) -> None:
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise ValueError(f"max_image_pixels must be an int >= 1, got {max_pixels!r}")
     _limits["max_pixels"] = max_pixels
-    _cached.cache_clear()
+    clear_frame_cache()
 
 
 BACKENDS = ("pillow", "opencv")
@@ -336,18 +336,37 @@ def _kernel_size(sigma: float) -> int:
     return 2 * int(2.5 * sigma) + 1 if sigma else 1
 
 
-@lru_cache(maxsize=1024)
-def _cached(path: str, size: tuple[int, int] | None) -> np.ndarray:
+def _read_only_frame(path: str, size: tuple[int, int] | None) -> np.ndarray:
     frame = decode_image(path, size)
     frame.setflags(write=False)
     return frame
 
 
+DEFAULT_FRAME_CACHE_SIZE = 1024
+_frame_cache = {"get": lru_cache(maxsize=DEFAULT_FRAME_CACHE_SIZE)(_read_only_frame)}
+
+
 def load_frame(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decoded, read-only frame from the shared cache (1024 most recent path/size pairs)."""
-    return _cached(path, None if size is None else (int(size[0]), int(size[1])))
+    """Decoded, read-only frame from the shared cache (the `set_frame_cache_size` most recent path/size
+    pairs, 1024 by default)."""
+    return _frame_cache["get"](path, None if size is None else (int(size[0]), int(size[1])))
+
+
+def frame_cache_size() -> int:
+    """How many path/size pairs the shared frame cache keeps."""
+    return _frame_cache["get"].cache_info().maxsize
+
+
+def set_frame_cache_size(frames: int) -> None:
+    """Keep the ``frames`` most recent path/size pairs in the shared frame cache (1024 by default); a
+    new size drops every cached frame, the same size changes nothing."""
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frame cache size must be an int >= 1, got {frames!r}")
+    if frames != frame_cache_size():
+        clear_frame_cache()
+        _frame_cache["get"] = lru_cache(maxsize=frames)(_read_only_frame)
 
 
 def clear_frame_cache() -> None:
     """Drop every cached frame."""
-    _cached.cache_clear()
+    _frame_cache["get"].cache_clear()
