@@ -336,3 +336,19 @@ def test_gc_paused_restores_the_collector_state():
         assert not gc.isenabled()  # a caller's own gc.disable() is kept
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("prompt", [None, "", "fine", 7, 0, ["x"]])
+def test_lone_surrogate_check_reads_strings_only(prompt):
+    """The joined-text shortcut skips None, "" and (through its fallback) any non-string field alike."""
+    from vln_gym.data.fields import LoadOptions
+    from vln_gym.data.loader import _lone_surrogate_problems
+    from vln_gym.data.problems import Location
+
+    fields = dict(images=("a.jpg",), agent_position=(0.0, 0.0, 0.0), agent_heading=0.0)
+    fields |= dict(goal_position=(1.0, 0.0, 0.0), distance_to_goal=1.0, prompt=prompt)
+    options, where = LoadOptions.create(), Location("f.jsonl", 3)
+    assert _lone_surrogate_problems(where, Episode("e1", "go", **fields), options) == []
+    problems = _lone_surrogate_problems(where, Episode("e1", "go \ud800", **fields), options)
+    assert [(p.line, p.field) for p in problems] == [(3, "instruction")]
+    assert "lone surrogate ('\\ud800' at character 3)" in problems[0].message

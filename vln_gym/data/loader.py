@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,12 +95,16 @@ def checked_items(items: Iterable[Item], options: LoadOptions) -> Iterator[Item]
 
 
 TEXT_FIELDS = ("episode_id", "instruction", "system_prompt", "prompt", "expert_response")
+_texts_of = operator.attrgetter(*TEXT_FIELDS)
 
 
 def _lone_surrogate_problems(location, episode: Episode, options: LoadOptions) -> list:
     """Text that JSON escapes can hold but no tokenizer can encode (``"\\ud800"``) is a problem here."""
-    texts = [value for name in TEXT_FIELDS if isinstance(value := getattr(episode, name), str)]
-    joined = "".join(texts)
+    values = _texts_of(episode)
+    try:  # the common case: each text field holds a string or None (or "", which adds nothing)
+        joined = "".join(filter(None, values))
+    except TypeError:
+        joined = "".join(value for value in values if isinstance(value, str))
     if joined.isascii():  # a flag CPython keeps on each string: no surrogate, nothing to encode
         return []
     try:
