@@ -82,6 +82,9 @@ class _LoadMemo:
 
 
 def _read_step(record: Any, location: Location, ctx: ReadContext, memo: _LoadMemo) -> _Step:
+    quick = _quick_step(record, location, ctx, memo)
+    if quick is not None:
+        return quick
     if not isinstance(record, dict):
         raise DataError([location.problem("record", f"expected a JSON object, got {type(record).__name__}")])
     report = RecordProblems(location)
@@ -110,6 +113,26 @@ def _read_step(record: Any, location: Location, ctx: ReadContext, memo: _LoadMem
     return _Step(location, video, int(step), instruction.strip(), frames, answer, actions, extra)
 
 
+def _quick_step(record: Any, location: Location, ctx: ReadContext, memo: _LoadMemo) -> _Step | None:
+    """`_read_step`'s answer for the common record, or ``None`` (the full reading then decides; nothing
+    is changed before this answers): exactly the four keys, plain non-blank strings, an answer met
+    before in this load, frames that extend or repeat the last good list of its video (`_known_frames`)."""
+    if type(record) is not dict or len(record) != 4:
+        return None
+    video_id, instruction, answer = record.get("video_id"), record.get("q"), record.get("a")
+    if type(video_id) is not str or type(instruction) is not str or type(answer) is not str:
+        return None
+    actions = memo.actions.get(answer)
+    video, _, step = video_id.rpartition("-")
+    if actions is None or not video or not step.isdigit() or not instruction or instruction.isspace():
+        return None
+    base_dir = ctx.base_dir(location.path)
+    frames = _known_frames(record.get("frames"), (video, base_dir), ctx, memo)
+    if frames is None:
+        return None
+    return _Step(location, video, int(step), instruction.strip(), frames, answer, actions, {})
+
+
 def _text(value: Any, name: str, report: RecordProblems) -> str | None:
     """`as_text` of ``value`` (its problem to ``report``), a plain non-empty string let through first."""
     if type(value) is str and value and not value.isspace():
@@ -124,26 +147,40 @@ def _frames(
     video passes that list's paths as ``known`` (only its new frames are looked up); a prefix of it
     takes a prefix of its paths (every frame was read, and good, already)."""
     key = (video, base_dir)
+    paths = _known_frames(raw, key, ctx, memo)
+    if paths is not None:
+        return paths
     last = memo.frames.get(key)
     known: tuple[str, ...] = ()
-    if last is not None and type(raw) is list:
-        last_raw, last_paths = last
-        count = len(last_raw)
-        if len(raw) <= count:
-            if raw and raw == last_raw[: len(raw)]:
-                return last_paths if len(raw) == count else last_paths[: len(raw)]
-        elif raw[:count] == last_raw:
-            if len(raw) == count + 1:  # the common case, one new frame: read_images' own steps for it
-                path = _new_frame(raw[count], base_dir, ctx)
-                if path is not None:
-                    paths = memo.frames[key] = (raw, (*last_paths, path))
-                    return paths[1]
-            known = last_paths
+    if last is not None and type(raw) is list and len(raw) > len(last[0]) and raw[: len(last[0])] == last[0]:
+        known = last[1]
     problems = len(report.problems)
     paths = read_images(raw, "frames", base_dir=base_dir, ctx=ctx, report=report, known=known)
     if paths is not None and len(report.problems) == problems:  # every frame good: a history to reuse
         memo.frames[key] = (raw, paths)
     return paths
+
+
+def _known_frames(
+    raw: Any, key: tuple[str, str], ctx: ReadContext, memo: _LoadMemo
+) -> tuple[str, ...] | None:
+    """The paths of frame list ``raw`` of ``key = (video, base folder)`` when it repeats a prefix of that
+    video's last good list or extends it by one frame that `_new_frame` finds; else ``None``."""
+    last = memo.frames.get(key)
+    if last is None or type(raw) is not list:
+        return None
+    last_raw, last_paths = last
+    count = len(last_raw)
+    if len(raw) <= count:
+        if raw and raw == last_raw[: len(raw)]:
+            return last_paths if len(raw) == count else last_paths[: len(raw)]
+        return None
+    if len(raw) == count + 1 and raw[:count] == last_raw:  # the common case: one new frame
+        path = _new_frame(raw[count], key[1], ctx)
+        if path is not None:
+            paths = memo.frames[key] = (raw, (*last_paths, path))
+            return paths[1]
+    return None
 
 
 def _new_frame(raw: Any, base_dir: str, ctx: ReadContext) -> str | None:
