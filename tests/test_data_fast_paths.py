@@ -282,6 +282,16 @@ def _navila_corpus(root: Path) -> list[dict]:
         {**records[2], "video_id": "h-1", "frames": ["a/frame_0.png", ["a/frame_1.png"]]},  # unhashable
         {**records[2], "video_id": "h-2", "frames": []},
         {**records[2], "video_id": "h-3", "frames": "a/frame_0.png"},
+        # what _quick_step leaves to the full reading: other types, blank text, odd ids, keys, answers
+        {**records[1], "q": 5},
+        {**records[1], "q": "   "},
+        {**records[1], "a": ["x"]},
+        {**records[1], "a": "The next action is fly 3 m."},
+        {**records[1], "video_id": "a-x"},
+        {**records[1], "video_id": "-1"},
+        {**records[1], "video_id": 3},
+        {key: value for key, value in {**records[1], "frame": []}.items() if key != "frames"},
+        {**records[1], "video_id": "i-0", "q": "  go to the door  "},
     ]
     return records + bad
 
