@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from agents.policy.constrained import TokenTrie, allowed_mask, apply_mask, build_action_trie, response_mask
@@ -397,13 +398,20 @@ class VLMPolicy(torch.nn.Module):
 
     def build_messages(self, obs: Mapping) -> list[dict]:
         """Chat messages for one observation: system prompt, instruction, valid frames, action format."""
-        frames = valid_frames(obs, max_images=self.config.max_images, recent_frames=self.config.recent_frames)
-        return build_messages(
+        return self._frames_and_messages(obs, 0)[1]
+
+    def _frames_and_messages(self, obs: Mapping, index: int) -> tuple[np.ndarray, list[dict]]:
+        """The frames the prompt shows (`valid_frames`; errors name observation ``index``), its messages."""
+        frames = valid_frames(
+            obs, max_images=self.config.max_images, index=index, recent_frames=self.config.recent_frames
+        )
+        messages = build_messages(
             obs["instruction"],
             len(frames),
             system_prompt=self.config.system_prompt,
             action_prompt=self.action_prompt,
         )
+        return frames, messages
 
     def prepare(
         self, observations: Sequence[Mapping], *, names: Sequence[int] | None = None
@@ -419,18 +427,7 @@ class VLMPolicy(torch.nn.Module):
         names = list(range(len(observations))) if names is None else [int(n) for n in names]
         texts, images, counts = [], [], []
         for index, obs in enumerate(observations):
-            frames = valid_frames(
-                obs,
-                max_images=self.config.max_images,
-                index=names[index],
-                recent_frames=self.config.recent_frames,
-            )
-            messages = build_messages(
-                obs["instruction"],
-                len(frames),
-                system_prompt=self.config.system_prompt,
-                action_prompt=self.action_prompt,
-            )
+            frames, messages = self._frames_and_messages(obs, names[index])
             texts.append(
                 self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             )
