@@ -46,6 +46,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
+from vln_gym.geometry import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
+
 SCRIPTED = ("random", "oracle")
 
 
@@ -68,10 +70,10 @@ class OpeningTurnScript:
     def act(self, obs, info) -> int:
         if not self.plan:
             opening = str(obs["instruction"]).lower().split(",")[0].split(".")[0]
-            turn = [2] * self.around if "around" in opening else []
+            turn = [TURN_LEFT] * self.around if "around" in opening else []
             if not turn and ("left" in opening or "right" in opening):
-                turn = [2 if "left" in opening else 3] * self.turns
-            self.plan = [*turn, *[1] * self.forward, 0]
+                turn = [TURN_LEFT if "left" in opening else TURN_RIGHT] * self.turns
+            self.plan = [*turn, *[MOVE_FORWARD] * self.forward, STOP]
         return self.plan.pop(0)
 
 
@@ -205,10 +207,13 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     rows["sft+ppo"] = score("policy", ppo_result["checkpoint"], heldout, seed)
     for start_mode in args.grpo_starts:
         name = "sft+grpo" if start_mode == "expert_prefix" else "sft+grpo(reset)"
-        grpo_overrides = {**overrides, "model_name_or_path": sft_dir, "sft_steps": 0}
-        grpo_overrides["grpo_start"] = start_mode
-        if args.grpo_iterations is not None:
-            grpo_overrides["num_iterations"] = args.grpo_iterations
+        grpo_overrides = {
+            **overrides,
+            "model_name_or_path": sft_dir,
+            "sft_steps": 0,
+            "grpo_start": start_mode,
+            "num_iterations": grpo_iterations(args, config),
+        }
         grpo_config = presets.learning_config(
             out / name.replace("+", "_").replace("(", "_").rstrip(")"),
             "grpo",
