@@ -7,7 +7,7 @@ import sys
 
 # command -> (module, function, one-line help). Each function takes argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("agents.demo", "main", "the main job: baselines, PPO on the built-in world, report"),
+    "demo": ("agents.demo", "main", "the main job: baselines, SFT + RL (GRPO) on the built-in world, report"),
     "validate": ("vln_gym.data.cli", "validate_main", "check dataset files; one line per problem"),
     "convert": ("vln_gym.data.cli", "convert_main", "write any supported input as vln-gym jsonl"),
     "make-world": ("vln_gym.world.cli", "main", "export built-in-world episodes as a dataset"),

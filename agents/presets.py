@@ -7,12 +7,15 @@ observation: the instruction names the opening turn ("Turn left and ...") and th
 and the frames show the landmarks; ``history_frames = max_steps`` keeps every frame of the episode in the
 prompt (56 x 56 px: 4 image tokens each), so the policy also knows how far it has walked.
 
+Answers are action chunks (`ACTION_STYLE`, `MAX_ACTIONS_PER_TURN`): up to 8 primitive actions in the env's
+units, "turn left 90 degrees, move forward 150 cm, stop", executed as one macro step.
+
 Training (`learning_config`): the tiny Qwen2-VL (227k parameters) is fully fine-tuned (no LoRA, vision
-tower trainable), first by a supervised warm start on the expert's next actions along (slightly noisy)
-expert paths in world seed `TRAIN_WORLD_SEED`, then by PPO or GRPO through ``env.step`` with the rewards
-`EASY_REWARDS`. Evaluation uses `heldout_episodes` (world seed `HELDOUT_WORLD_SEED`: unseen floor plans,
-starts and goals). Run it with one torch thread: on a shared 2-core machine two threads made every step of
-this tiny model 10-20x slower (thread contention), one thread is the fast path.
+tower trainable), first by a supervised warm start on chunks of the expert's next actions along (slightly
+noisy) expert paths in world seed `TRAIN_WORLD_SEED`, then by PPO or GRPO through ``env.step`` with the
+rewards `EASY_REWARDS`. Evaluation uses `heldout_episodes` (world seed `HELDOUT_WORLD_SEED`: unseen floor
+plans, starts and goals). Run it with one torch thread: on a shared 2-core machine two threads made every
+step of this tiny model 10-20x slower (thread contention), one thread is the fast path.
 """
 
 from __future__ import annotations
@@ -57,8 +60,18 @@ EASY_WORLD_ENV_KWARGS: dict[str, Any] = {
     "history_frames": MAX_STEPS,
     "image_size": [IMAGE_SIZE, IMAGE_SIZE],
     "rewards": EASY_REWARDS,
+    "expert_plan": "full",  # the warm start's answers are chunks of the expert's next actions
 }
 """gym.make("VLN-v0", **EASY_WORLD_ENV_KWARGS): the training episodes (world seed 0), text actions."""
+
+# Answers: NaVILA-style amounts in the env's units, up to 8 primitive actions per answer (a macro step:
+# "turn left 90 degrees, move forward 150 cm, stop"). On easy, one answer can hold most of the expert's
+# path, so an episode is 1-3 decisions: the warm start learns a plan per view (SFT 0.26-0.31 held-out
+# success vs 0.06-0.15 with one word per decision) and GRPO groups from reset see whole episodes
+# (docs/performance.md, "Action chunks").
+ACTION_STYLE = "amount"
+MAX_ACTIONS_PER_TURN = 8
+MAX_NEW_TOKENS = 64  # the grammar's longest answer is 57 tokens with the end token (tiny tokenizer)
 
 # Medium (`LEVELS["medium"]`): goals 3-8 m away, 0.25 m steps, 30-degree turns, 80 decisions; the expert's
 # path is 15-53 single actions. The prompt keeps the 8 most recent frames (a whole episode would not fit
@@ -89,7 +102,8 @@ def level_env_kwargs(level: str = "easy") -> dict[str, Any]:
 
 # SFT budget: (full, quick). Full: ~2-3 CPU minutes on one thread; quick: seconds (a smoke test).
 SFT_BUDGET = {False: {"steps": 500, "samples": 4000}, True: {"steps": 30, "samples": 256}}
-RL_ITERATIONS = {False: 40, True: 1}
+RL_ITERATIONS = {False: 40, True: 1}  # PPO
+GRPO_ITERATIONS = {False: 100, True: 1}  # GRPO: ~0.5-1 CPU s each on easy (two groups of 8 short episodes)
 
 
 def heldout_env_kwargs(num_episodes: int = 100, level: str = "easy") -> dict[str, Any]:
@@ -134,13 +148,15 @@ def learning_config(
     common: dict[str, Any] = {
         "output_dir": str(output_dir),
         "algo": algo,
-        "num_iterations": RL_ITERATIONS[quick],
+        "num_iterations": (RL_ITERATIONS if algo == "ppo" else GRPO_ITERATIONS)[quick],
         "save_every": 0,
         "env_kwargs": level_env_kwargs(level),
         "use_lora": False,
         "freeze_vision": False,
         "constrained_actions": True,
-        "max_new_tokens": 4,
+        "action_style": ACTION_STYLE,
+        "max_actions_per_turn": MAX_ACTIONS_PER_TURN,
+        "max_new_tokens": MAX_NEW_TOKENS,
         "temperature": 1.0,
         "ppo_epochs": 2,
         "minibatch_size": 32,

@@ -11,8 +11,9 @@ For each training seed (``--seeds 0 1 2``, ``--jobs`` of them at a time, one pro
 2. the untrained policy (the tiny model as built: random weights);
 3. SFT: a supervised warm start on the expert's next actions (``learning_config("ppo")``'s first phase);
 4. SFT + PPO through ``env.step`` (the same run, continued);
-5. SFT + GRPO from the same SFT policy, groups branching from mid-episode (expert-prefix) states
-   (``--grpo-starts expert_prefix reset`` adds groups from reset, side by side);
+5. SFT + GRPO from the same SFT policy, groups starting where the level's preset starts them (easy: from
+   reset, a group sees whole episodes of 1-3 chunked answers; medium: from mid-episode expert-prefix
+   states); ``--grpo-starts expert_prefix reset`` runs each start side by side (``sft+grpo(START)``);
 6. the SFT policy's unimodal ablations (Thomason et al. 2019; `agents.eval.ablation`): the same policy shown
    black frames (``sft, no frames``) or an empty instruction (``sft, no instruction``): what each input adds;
 7. the SFT data check: greedy expert-action accuracy on held-out (observation, expert action) pairs.
@@ -38,6 +39,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +100,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="training seeds run at a time (processes)")
     parser.add_argument("--iterations", type=int, default=None, help="RL iterations per algorithm")
     parser.add_argument(
-        "--grpo-iterations", type=int, default=None, help="GRPO iterations (default: as --iterations)"
+        "--grpo-iterations",
+        type=int,
+        default=None,
+        help="GRPO iterations (default: --iterations if given, else the preset's)",
     )
     parser.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes (world seed 1000)")
     parser.add_argument("--heldout-pairs", type=int, default=300, help="held-out SFT pairs")
     parser.add_argument(
-        "--grpo-starts", nargs="+", default=["expert_prefix"], choices=("expert_prefix", "reset")
+        "--grpo-starts",
+        nargs="+",
+        default=None,
+        choices=("expert_prefix", "reset"),
+        help="where GRPO groups start, one run each (default: the preset's start for the level)",
     )
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="PPOConfig overrides")
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes (presets quick=True)")
@@ -140,21 +149,28 @@ def score(agent: Any, checkpoint: str | None, env_kwargs: dict, seed: int, ablat
 
 
 def sft_check(level: str, initial: str, sft: str, count: int, seed: int) -> dict:
-    """Expert-action greedy accuracy on held-out (observation, expert action) pairs, before and after SFT."""
+    """Greedy accuracy on held-out (observation, expert answer) pairs before and after SFT: the answer parses
+    to exactly the expert's chunk (its next actions, as many as one answer holds); majority: first actions."""
     from agents import presets
     from agents.policy.model import VLMPolicy
     from agents.train.envpool import make_env_pool
     from agents.train.sft import collect_expert_pairs, expert_accuracy
 
+    paths = {"before": initial, "after": sft}
+    policies = {
+        name: VLMPolicy.from_pretrained(path, constrained_actions=True) for name, path in paths.items()
+    }
     envs = make_env_pool("VLN-v0", presets.heldout_world_env_kwargs(level), 4)
     pairs = collect_expert_pairs(
-        envs, count, seeds=[seed * 4 + k for k in range(4)], explore=0.1, rng=np.random.default_rng(seed)
+        envs,
+        count,
+        seeds=[seed * 4 + k for k in range(4)],
+        explore=0.1,
+        rng=np.random.default_rng(seed),
+        encode=policies["after"].grammar.encode,  # the answers it was taught: chunks of the expert's plan
     )
     envs.close()
-    figures = {}
-    for name, path in (("before", initial), ("after", sft)):
-        policy = VLMPolicy.from_pretrained(path, constrained_actions=True)
-        figures[f"accuracy_{name}"] = expert_accuracy(policy, pairs)
+    figures = {f"accuracy_{name}": expert_accuracy(policy, pairs) for name, policy in policies.items()}
     figures["majority_action_share"] = max(sum(p.action == a for p in pairs) for a in range(4)) / len(pairs)
     return figures
 
@@ -205,33 +221,39 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     for removed in ("frames", "instruction"):
         rows[f"sft, no {removed}"] = score("policy", sft_dir, heldout, seed, ablate=removed)
     rows["sft+ppo"] = score("policy", ppo_result["checkpoint"], heldout, seed)
-    for start_mode in args.grpo_starts:
-        name = "sft+grpo" if start_mode == "expert_prefix" else "sft+grpo(reset)"
-        grpo_overrides = {
-            **overrides,
-            "model_name_or_path": sft_dir,
-            "sft_steps": 0,
-            "grpo_start": start_mode,
-            "num_iterations": grpo_iterations(args, config),
-        }
-        grpo_config = presets.learning_config(
-            out / name.replace("+", "_").replace("(", "_").rstrip(")"),
-            "grpo",
-            quick=args.quick,
-            level=args.level,
-            **grpo_overrides,
-        )
+    grpo_runs = grpo_configs(args, out, overrides, sft_dir)
+    for name, grpo_config in grpo_runs:
         grpo_result, cpu[name.removeprefix("sft+")] = timed(ppo_train, grpo_config)
         rows[name] = score("policy", grpo_result["checkpoint"], heldout, seed)
+    grpo = {
+        "iterations": grpo_runs[0][1].num_iterations,
+        "start": " / ".join(c.grpo_start for _, c in grpo_runs),
+    }
     check = sft_check(args.level, initial, sft_dir, args.heldout_pairs, seed)
     result = {"seed": seed, "rows": rows, "cpu_seconds": cpu, "sft_check": check}
     (out / "result.json").write_text(json.dumps(result))  # per seed, as soon as it is done
-    return {**result, "config": config}
+    return {**result, "config": config, "grpo": grpo}
 
 
-def grpo_iterations(args: argparse.Namespace, config) -> int:
-    """GRPO's iteration count: ``--grpo-iterations``, else PPO's."""
-    return config.num_iterations if args.grpo_iterations is None else args.grpo_iterations
+def grpo_configs(args: argparse.Namespace, out: Path, overrides: dict, sft_dir: str) -> list[tuple[str, Any]]:
+    """(row name, config) of each GRPO run from the SFT policy: one per ``--grpo-starts`` entry, default the
+    level preset's start (row ``sft+grpo``; with several starts ``sft+grpo(START)``); iterations from
+    ``--grpo-iterations``, else ``--iterations``, else the preset's."""
+    from agents import presets
+
+    grpo_overrides = {**overrides, "model_name_or_path": sft_dir, "sft_steps": 0}
+    if args.grpo_iterations is not None:
+        grpo_overrides["num_iterations"] = args.grpo_iterations
+    preset = presets.learning_config(
+        out / "grpo", "grpo", quick=args.quick, level=args.level, **grpo_overrides
+    )
+    starts = args.grpo_starts or [preset.grpo_start]
+    runs = []
+    for start in starts:
+        name = "sft+grpo" if len(starts) == 1 else f"sft+grpo({start})"
+        folder = out / ("grpo" if len(starts) == 1 else f"grpo_{start}")
+        runs.append((name, replace(preset, output_dir=str(folder), grpo_start=start)))
+    return runs
 
 
 def pooled(rows_per_seed: list[dict], agent: str) -> dict:
@@ -261,8 +283,8 @@ def run_all(args: argparse.Namespace) -> list[dict]:
 
 
 def print_table(args: argparse.Namespace, table: dict[str, dict], cpu: dict[str, list[float]]) -> None:
-    cpu_of = {"sft": ["sft"], "sft+ppo": ["sft", "ppo"], "sft+grpo": ["sft", "grpo"]}
-    cpu_of["sft+grpo(reset)"] = ["sft", "grpo(reset)"]
+    cpu_of = {agent: ["sft", agent.removeprefix("sft+")] for agent in table if agent.startswith("sft+")}
+    cpu_of["sft"] = ["sft"]
     seeds = " ".join(f"{f's{seed}':>6}" for seed in args.seeds)
     print(f"{'agent':<17}{seeds} {'success [95% CI]':>22} {'SPL [95% CI]':>22} {'train CPU min':>14}")
     for agent, row in table.items():
@@ -291,12 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     agents = list(results[0]["rows"])
     table = {agent: pooled([r["rows"] for r in results], agent) for agent in agents}
     cpu = {phase: [r["cpu_seconds"][phase] for r in results] for phase in results[0]["cpu_seconds"]}
-    config = results[0]["config"]
+    config, grpo = results[0]["config"], results[0]["grpo"]
     print(
         f"level {args.level}: {args.eval_episodes} held-out episodes of world seed 1000 per seed "
         f"(training: world seed 0); seeds {' '.join(map(str, args.seeds))}; SFT {config.sft_steps} steps on "
         f"{config.sft_samples} pairs, PPO {config.num_iterations} iterations, "
-        f"GRPO {grpo_iterations(args, config)}"
+        f"GRPO {grpo['iterations']} (groups from {grpo['start']})"
     )
     print_table(args, table, cpu)
     checks = {key: [r["sft_check"][key] for r in results] for key in results[0]["sft_check"]}
@@ -313,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "overrides": args.overrides,
         "rl_iterations": config.num_iterations,
-        "grpo_iterations": grpo_iterations(args, config),
+        "grpo_iterations": grpo["iterations"],
+        "grpo_start": grpo["start"],
+        "action_style": config.action_style,
+        "max_actions_per_turn": config.max_actions_per_turn,
         "sft_steps": config.sft_steps,
         "sft_samples": config.sft_samples,
         "heldout_episodes_per_seed": args.eval_episodes,

@@ -28,8 +28,8 @@ def _metrics(agent: str, success: float, episodes: int = 200) -> dict:
     }
 
 
-def _state(tmp_path, **success: float) -> DemoState:
-    state = DemoState(out=tmp_path, settings=DemoSettings.for_mode(quick=False))
+def _state(tmp_path, algo: str = "grpo", **success: float) -> DemoState:
+    state = DemoState(out=tmp_path, settings=DemoSettings.for_mode(quick=False, algo=algo))
     state.results = {label.replace("_", "+"): _metrics(label, value) for label, value in success.items()}
     return state
 
@@ -47,7 +47,7 @@ def test_demo_report_from_plain_state(tmp_path):
     state.heldout_curve = [
         (0, _metrics("sft", 0.1)),
         (10, _metrics("x", 0.2)),
-        (20, _metrics("sft+ppo", 0.3)),
+        (20, _metrics("sft+grpo", 0.3)),
     ]
     state.notes = ["Train: skipped (no held-out episodes)"]
     report_md = write_demo_report(state).read_text()
@@ -57,7 +57,8 @@ def test_demo_report_from_plain_state(tmp_path):
     assert "![learning curve](learning_curve.png)" in report_md
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
     assert "![held-out learning curve](heldout_curve.png)" in report_md
-    assert "after PPO iteration 0, 10, 20 (0 is the imitation-only policy" in report_md
+    assert "after GRPO iteration 0, 10, 20 (0 is the imitation-only policy" in report_md
+    assert "the last one is `sft+grpo`" in report_md
     assert (tmp_path / "heldout_curve.png").stat().st_size > 1000
     assert "Train: skipped (no held-out episodes)" in report_md
     assert "95% confidence intervals of SR: random 0%-0%, oracle 100%-100%." in report_md
@@ -66,16 +67,25 @@ def test_demo_report_from_plain_state(tmp_path):
 def test_explain_reports_gains_against_the_noise(tmp_path):
     # noise of a difference = 1.96 sqrt(p1 (1 - p1) / 200 + p2 (1 - p2) / 200):
     # 2% vs 13%: 0.050 (5 points); 13% vs 24%: 0.075 (8 points); 13% vs 15%: 0.068 (7 points)
-    text = explain(_state(tmp_path, random=0.01, oracle=0.97, untrained=0.02, sft=0.13, sft_ppo=0.24))
+    text = explain(_state(tmp_path, random=0.01, oracle=0.97, untrained=0.02, sft=0.13, sft_grpo=0.24))
     assert "Imitation (SFT) raised success by 11 points (2% -> 13%; noise about +-5 points)" in text
-    assert "PPO on top of it raised success by 11 points (13% -> 24%; noise about +-8 points)" in text
+    assert "GRPO on top of it raised success by 11 points (13% -> 24%; noise about +-8 points)" in text
     assert "the random agent: 1%" in text and "far below the oracle (97%)" in text
     assert "The oracle misses 6 of 200 episodes" in text
-    flat = explain(_state(tmp_path, untrained=0.02, sft=0.13, sft_ppo=0.15))
+    flat = explain(_state(tmp_path, "ppo", untrained=0.02, sft=0.13, sft_ppo=0.15))
     assert "PPO on top of it changed success by +2 points, within the noise of 200 episodes" in flat
     assert "(about +-7 points)" in flat
-    worse = explain(_state(tmp_path, untrained=0.02, sft=0.30, sft_ppo=0.10))
-    assert "PPO on top of it lowered success by 20 points (30% -> 10%" in worse
+    worse = explain(_state(tmp_path, untrained=0.02, sft=0.30, sft_grpo=0.10))
+    assert "GRPO on top of it lowered success by 20 points (30% -> 10%" in worse
+    ppo_only = explain(
+        _state(tmp_path, untrained=0.02, sft=0.13, sft_ppo=0.30)
+    )  # not the run's RL: no finding
+    assert "on top of it" not in ppo_only
+
+
+def test_demo_settings_refuse_an_unknown_algo():
+    with pytest.raises(ValueError, match="demo algo must be one of grpo, ppo, got 'dqn'"):
+        DemoSettings.for_mode(quick=False, algo="dqn")
 
 
 @pytest.mark.slow
@@ -86,9 +96,9 @@ def test_demo_quick_runs_every_step(tmp_path, capsys):
     assert "[1/7]" in printed and "[7/7]" in printed
     assert f"{out / 'report.md'}" in printed
     assert "skipped" not in printed and "FAILED" not in printed
-    assert "PPO iteration   1/1: episode reward" in printed  # whole episodes even in the quick run
+    assert "GRPO iteration   1/1: episode reward" in printed  # whole episodes even in the quick run
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary) == ["random", "oracle", "untrained", "sft", "sft+ppo"]
+    assert list(summary) == ["random", "oracle", "untrained", "sft", "sft+grpo"]
     assert summary["oracle"]["success_rate"] == 1.0
     assert summary["random"]["episodes"] == 8
     report_md = (out / "report.md").read_text()
@@ -96,10 +106,10 @@ def test_demo_quick_runs_every_step(tmp_path, capsys):
         ("random", "random"),
         ("oracle", "oracle"),
         ("sft", "sft"),
-        ("sft+ppo", "sft_ppo"),
+        ("sft+grpo", "sft_grpo"),
     ]:
         assert f"| {label} |" in report_md
         assert (out / "eval" / directory / "maps.png").is_file()
     assert (out / "learning_curve.png").is_file()
-    assert (out / "ppo" / "sft_policy").is_dir()
+    assert (out / "grpo" / "sft_policy").is_dir()
     assert "This is a `--quick` run" in report_md
