@@ -117,3 +117,26 @@ def test_heldout_settings_use_another_world():
     assert "world_seed" not in kwargs and kwargs["max_steps"] == presets.MAX_STEPS
     grpo = presets.learning_config("unused", "grpo")
     assert grpo.num_envs % grpo.group_size == 0
+
+
+def test_preset_answers_chunks_the_warm_start_can_teach_and_generation_can_hold():
+    from agents.policy.model import VLMPolicy
+    from agents.policy.tiny import ensure_tiny_model
+
+    config = presets.learning_config("unused", "grpo")
+    assert (config.action_style, config.max_actions_per_turn) == (presets.ACTION_STYLE, 8)
+    assert config.env_kwargs["expert_plan"] == "full"  # chunk labels need the expert's whole plan
+    assert config.grpo_start == "reset" and config.num_iterations == presets.GRPO_ITERATIONS[False]
+    policy = VLMPolicy.from_pretrained(
+        str(ensure_tiny_model()), constrained_actions=True, action_grammar=config.action_grammar()
+    )
+    assert policy.trie.max_length <= config.max_new_tokens  # else generate() refuses the preset
+    envs = make_env_pool("VLN-v0", {**WORLD, "world_seed": 0}, 2)
+    try:
+        chunked = collect_expert_pairs(envs, 24, seeds=[1, 2], encode=policy.grammar.encode)
+    finally:
+        envs.close()
+    answers = policy.grammar.answers
+    assert all(pair.answer in answers for pair in chunked)  # constrained decoding can say every label
+    assert all(answers[pair.answer][0] == pair.action for pair in chunked)  # led by the expert's next action
+    assert sum(len(answers[pair.answer]) > 1 for pair in chunked) >= len(chunked) // 2  # mostly chunks

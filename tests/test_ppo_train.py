@@ -338,6 +338,24 @@ def test_shipped_training_yaml_parses(name):
     assert config.algo in name and config.env_kwargs["action_space"] == "text"
 
 
+def test_shipped_grpo_yaml_is_the_benchmarked_preset():
+    from dataclasses import asdict
+
+    from agents import presets
+
+    shipped = asdict(
+        parse_config(["--config", str(Path(__file__).parents[1] / "configs" / "train_grpo.yaml")])
+    )
+    preset = asdict(presets.learning_config(shipped["output_dir"], "grpo"))
+    runtime = {"env_kwargs", "save_every", "tensorboard"}  # env kwargs: a level name vs its fields, below
+    assert {k: v for k, v in shipped.items() if k not in runtime} == {
+        k: v for k, v in preset.items() if k not in runtime
+    }
+    env = dict(shipped["env_kwargs"])
+    assert env.pop("world_config") == "easy"
+    assert env == {k: v for k, v in preset["env_kwargs"].items() if k in env}
+
+
 def test_cli_train_one_iteration(tmp_path, vln_ego_trajectory, capsys):
     from agents.cli import main
 
