@@ -7,8 +7,8 @@ untrained policy on them; train the policy (a supervised warm start on the exper
 or PPO with ``--algo ppo``, through ``env.step``: ``presets.learning_config``); score the warm-started and
 the RL-trained policy on the same episodes; write ``OUT/report.md`` (comparison table, learning curve,
 trajectory maps, a plain-language summary). GRPO is the default because it shows learning best here
-(``scripts/bench_learning.py``: SFT+GRPO about 0.47 held-out success in ~1.5 CPU minutes of RL, SFT+PPO
-about 0.30 in ~3).
+(``scripts/bench_learning.py``, three training seeds: SFT 0.28, SFT+GRPO 0.39 held-out success after
+1.5 CPU minutes of RL, SFT+PPO 0.24 after 3).
 
 The stable-baselines3 pixel baseline is not part of the demo: on this machine 2k SB3 steps take ~47 s
 (one core) and a useful run needs ~10^5, far beyond the demo's minutes
@@ -49,8 +49,8 @@ AGENTS: dict[str, str] = {
         "instruction and the frames and answers with an action, but has learned nothing."
     ),
     "sft": (
-        "the same model after the supervised warm start (SFT): trained to copy the expert's next action "
-        "on training episodes. This is imitation, not reinforcement learning."
+        "the same model after the supervised warm start (SFT): trained to copy the expert's next actions "
+        "(up to 8 per answer) on training episodes. This is imitation, not reinforcement learning."
     ),
     "sft+grpo": (
         "the SFT model after GRPO: reinforcement learning from the env's rewards, acting in training "
@@ -268,7 +268,7 @@ def step_train(state: DemoState) -> None:
     expected = "a few seconds" if state.settings.quick else "about 2-3 minutes"
     _say(
         f"    a) imitation: {config.sft_steps} supervised steps on {config.sft_samples} examples of "
-        f"(frames + instruction -> expert's action)"
+        f"(frames + instruction -> expert's next actions)"
     )
     _say(f"       from training world seed {presets.TRAIN_WORLD_SEED} ({expected}, quiet meanwhile)")
     rl = state.settings.rl

@@ -9,7 +9,8 @@ For each training seed (``--seeds 0 1 2``, ``--jobs`` of them at a time, one pro
 1. random agent and oracle (shortest path from privileged data); on easy, an instruction-only script
    (`OpeningTurnScript`: the opening turn the text names, four steps, STOP; what the text alone buys);
 2. the untrained policy (the tiny model as built: random weights);
-3. SFT: a supervised warm start on the expert's next actions (``learning_config("ppo")``'s first phase);
+3. SFT: a supervised warm start on chunks of the expert's next actions (``learning_config("ppo")``'s first
+   phase; answers of up to 8 actions, ``agents.presets``);
 4. SFT + PPO through ``env.step`` (the same run, continued);
 5. SFT + GRPO from the same SFT policy, groups starting where the level's preset starts them (easy: from
    reset, a group sees whole episodes of 1-3 chunked answers; medium: from mid-episode expert-prefix
