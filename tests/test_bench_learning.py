@@ -99,3 +99,22 @@ def test_instruction_only_script_turns_as_the_opening_clause_says(bench):
     for instruction, plan in expected.items():
         script.reset()
         assert [script.act({**frames, "instruction": instruction}, {}) for _ in plan] == plan, instruction
+
+
+def test_grpo_runs_start_where_the_preset_does_unless_told(bench, tmp_path):
+    def runs(*argv):
+        args = bench.parse_args(list(argv))
+        overrides = {"seed": 0, **({"num_iterations": args.iterations} if args.iterations else {})}
+        return [
+            (name, config.grpo_start, config.num_iterations, Path(config.output_dir).name)
+            for name, config in bench.grpo_configs(args, tmp_path, overrides, str(tmp_path / "sft"))
+        ]
+
+    easy = presets.GRPO_ITERATIONS[False]
+    assert runs() == [("sft+grpo", "reset", easy, "grpo")]  # easy: whole short episodes per group
+    assert runs("--level", "medium") == [("sft+grpo", "expert_prefix", easy, "grpo")]
+    assert runs("--grpo-starts", "expert_prefix", "reset", "--iterations", "7") == [
+        ("sft+grpo(expert_prefix)", "expert_prefix", 7, "grpo_expert_prefix"),
+        ("sft+grpo(reset)", "reset", 7, "grpo_reset"),
+    ]
+    assert runs("--iterations", "7", "--grpo-iterations", "3")[0][2] == 3
