@@ -273,7 +273,9 @@ def step_train(state: DemoState) -> None:
     _say(f"       from training world seed {presets.TRAIN_WORLD_SEED} ({expected}, quiet meanwhile)")
     rl = state.settings.rl
     if config.algo == "grpo":
-        rollout = f"{config.num_envs // config.group_size} groups of {config.group_size} episodes from reset"
+        start = "reset" if config.grpo_start == "reset" else "mid-episode expert states"
+        groups = config.num_envs // config.group_size
+        rollout = f"{groups} groups of {config.group_size} episodes from {start}"
     else:
         rollout = f"{config.num_envs} envs x {config.rollout_steps} decisions"
     _say(f"    b) {rl}: {config.num_iterations} iteration(s) x {rollout}, rewards from env.step")
