@@ -71,7 +71,6 @@ EASY_WORLD_ENV_KWARGS: dict[str, Any] = {
 # (docs/performance.md, "Action chunks").
 ACTION_STYLE = "amount"
 MAX_ACTIONS_PER_TURN = 8
-MAX_NEW_TOKENS = 64  # the grammar's longest answer is 57 tokens with the end token (tiny tokenizer)
 
 # Medium (`LEVELS["medium"]`): goals 3-8 m away, 0.25 m steps, 30-degree turns, 80 decisions; the expert's
 # path is 15-53 single actions. The prompt keeps the 8 most recent frames (a whole episode would not fit
@@ -156,7 +155,7 @@ def learning_config(
         "constrained_actions": True,
         "action_style": ACTION_STYLE,
         "max_actions_per_turn": MAX_ACTIONS_PER_TURN,
-        "max_new_tokens": MAX_NEW_TOKENS,
+        "max_new_tokens": None,  # the grammar's longest answer (57 tokens with the tiny tokenizer's end)
         "temperature": 1.0,
         "ppo_epochs": 2,
         "minibatch_size": 32,

@@ -112,6 +112,12 @@ def test_the_grammar_survives_save_and_load_and_needs_room_to_answer(tmp_path):
     assert VLMPolicy.from_pretrained(str(tmp_path / "p")).grammar == grammar
     with pytest.raises(ValueError, match="cannot hold the action grammar's longest answer"):
         policy.generate([_obs()], max_new_tokens=2)
+    # the config's default (None) is the grammar's longest answer, whatever the tokenizer makes of it
+    assert PPOConfig().max_new_tokens is None and policy.trie.max_length > 4
+    texts = policy.generate([_obs(seed) for seed in range(8)], max_new_tokens=None).texts
+    assert all(text in grammar.answers for text in texts)
+    with pytest.raises(ValueError, match=r"PPOConfig.max_new_tokens: must be >= 1 \(got 0\)"):
+        PPOConfig(max_new_tokens=0)
 
 
 def test_config_builds_the_grammar_in_the_env_units():

@@ -134,7 +134,13 @@ class PPOConfig:
             "env_kwargs expert_plan 'full' for the warm start"
         ),
     )
-    max_new_tokens: int = field(default=4, metadata=_help("generation length limit per decision"))
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata=_help(
+            "generation length limit per decision (None: the action grammar's longest answer in the "
+            "policy's tokenizer when constrained, else 16)"
+        ),
+    )
     temperature: float = field(
         default=1.0, metadata=_help("sampling temperature (ratios score the same one)")
     )
@@ -264,6 +270,7 @@ class PPOConfig:
             ("group_size", self.group_size >= 2 or self.algo == "ppo", "must be >= 2 for grpo"),
             ("lora_dropout", 0.0 <= self.lora_dropout < 1.0, "must be in [0, 1)"),
             ("lora_target_modules", bool(self.lora_target_list()), "must name at least one module"),
+            ("max_new_tokens", self.max_new_tokens is None or self.max_new_tokens >= 1, "must be >= 1"),
             ("max_images", self.max_images >= 1, "must be >= 1"),
             (
                 "recent_frames",
