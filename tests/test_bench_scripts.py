@@ -18,6 +18,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"_bench_test_{name}", SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -146,3 +147,31 @@ def test_bench_data_loads_every_format():
     for name in ("sharegpt", "vlm_r1", "own", "streamvln", "navila"):
         assert result[f"{name}_load_s"] > 0 and result[f"{name}_over_json"] > 0
     assert result["parquet_load_s"] > 0 and result["dataset_info_load_s"] > 0
+
+
+def test_perception_probe_plans_in_the_env_kinematics():
+    from agents.policy.grammar import ActionGrammar
+    from vln_gym.geometry import MOVE_FORWARD, TURN_LEFT, TURN_RIGHT, apply_action
+
+    probe = _load("probe_perception")
+    grammar = ActionGrammar("amount", 8, 0.5, 45.0)
+    start, heading = (1.0, 0.0, 2.0), 0.3
+    for turn in (TURN_LEFT, TURN_RIGHT):
+        position, facing = apply_action(start, heading, turn, 0.5, 90.0)
+        for _ in range(3):
+            position, facing = apply_action(position, facing, MOVE_FORWARD, 0.5, 90.0)
+        info = {"agent_position": start, "agent_heading": heading, "goal_position": position}
+        left, forward = probe.goal_in_agent_frame(info)
+        assert abs(abs(left) - 1.5) < 1e-9 and abs(forward) < 1e-9 and (left > 0) == (turn == TURN_LEFT)
+        side = "left" if turn == TURN_LEFT else "right"
+        answer = f"turn {side} 90 degrees, move forward 150 cm, stop"
+        assert probe.plan_towards(left, forward, grammar) == answer
+    assert probe.plan_towards(0.1, 6.0, grammar).count("stop") == 0  # 12 steps: the answer holds 8
+
+
+def test_perception_probe_runs_and_the_true_goal_plan_succeeds():
+    result = _run("probe_perception.py", "--pairs", "64", "--steps", "3", "--eval-episodes", "10")
+    assert result["true_goal_success"] >= 0.6 and result["true_goal_rms_error_m"] == 0.0
+    for name in ("vision", "blind"):
+        assert 0.0 <= result[f"{name}_success"] <= 1.0 and result[f"{name}_rms_error_m"] > 0.0
+    assert result["pairs"] == 64 and result["world_episodes"] == 2000
