@@ -90,20 +90,26 @@ def test_a_ctrl_c_while_a_checkpoint_is_written_waits_until_it_is_whole(tmp_path
         (path / "model.safetensors").write_bytes(b"weights")
         written.append(path)
 
-    with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(
-            tmp_path,
-            3,
-            save_policy=save_policy,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            trainer_state={"fingerprint": {}, "run_id": "r"},
-            rng_states=[rng_state()],
-        )
+    # as in a terminal's process: under pytest-xdist a worker may inherit SIGINT ignored or blocked
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(
+                tmp_path,
+                3,
+                save_policy=save_policy,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                trainer_state={"fingerprint": {}, "run_id": "r"},
+                rng_states=[rng_state()],
+            )
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert written and [c.name for c in list_checkpoints(tmp_path)] == ["checkpoint-000003"]
     assert (tmp_path / "checkpoint-000003" / "policy" / "model.safetensors").read_bytes() == b"weights"
     assert (tmp_path / "latest").read_text().strip() == "checkpoint-000003"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 def test_rotation_deletes_only_this_runs_checkpoints(tmp_path):
@@ -239,7 +245,11 @@ def test_cli_refusals_are_one_line(tmp_path, env_kwargs, finished_run, capsys):
 
 def test_sigint_prints_one_line_and_leaves_a_resumable_run(tmp_path):
     run = tmp_path / "run"
-    script = "import sys; from agents.ppo_train import main; sys.exit(main(sys.argv[1:]))"
+    script = (  # Ctrl-C as in a terminal: a pytest-xdist worker may pass SIGINT on ignored or blocked
+        "import signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+        "signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from agents.ppo_train import main; sys.exit(main(sys.argv[1:]))"
+    )
     args = [
         "--output_dir",
         str(run),
