@@ -76,42 +76,6 @@ def test_fresh_run_on_an_old_one_is_refused_then_overwritten(tmp_path, env_kwarg
     assert resolve_checkpoint(run).name == "checkpoint-000001"
 
 
-def test_a_ctrl_c_while_a_checkpoint_is_written_waits_until_it_is_whole(tmp_path):
-    from agents.train.checkpoint import list_checkpoints, rng_state, save_checkpoint
-
-    param = torch.nn.Parameter(torch.ones(2))
-    optimizer = torch.optim.AdamW([param])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    written = []
-
-    def save_policy(path):  # Ctrl-C arrives mid-write; the writer goes on to the end
-        path.mkdir(parents=True)
-        os.kill(os.getpid(), signal.SIGINT)
-        (path / "model.safetensors").write_bytes(b"weights")
-        written.append(path)
-
-    # as in a terminal's process: under pytest-xdist a worker may inherit SIGINT ignored or blocked
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            save_checkpoint(
-                tmp_path,
-                3,
-                save_policy=save_policy,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                trainer_state={"fingerprint": {}, "run_id": "r"},
-                rng_states=[rng_state()],
-            )
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
-    finally:
-        signal.signal(signal.SIGINT, before)
-    assert written and [c.name for c in list_checkpoints(tmp_path)] == ["checkpoint-000003"]
-    assert (tmp_path / "checkpoint-000003" / "policy" / "model.safetensors").read_bytes() == b"weights"
-    assert (tmp_path / "latest").read_text().strip() == "checkpoint-000003"
-
-
 def test_rotation_deletes_only_this_runs_checkpoints(tmp_path):
     """A run resumed into a dir that holds another run's checkpoints rotates only its own."""
     from agents.train.checkpoint import rng_state, save_checkpoint

@@ -11,9 +11,7 @@ Layout of ``OUTPUT_DIR/checkpoint-000004/``::
     trainer_state.json    iteration, config, model fingerprint
 
 Everything is written into a hidden temporary sibling and renamed into place, so a kill at any moment
-leaves every previous checkpoint whole; ``OUTPUT_DIR/latest`` names the newest complete one. A Ctrl-C
-(SIGINT) that arrives while a checkpoint is written is held back until it is in place (`sigint_deferred`):
-interrupting a library's writer mid-file once left the process hung, and the checkpoint is worth keeping.
+leaves every previous checkpoint whole; ``OUTPUT_DIR/latest`` names the newest complete one.
 """
 
 from __future__ import annotations
@@ -23,11 +21,8 @@ import os
 import pickle
 import random
 import shutil
-import signal
 import tempfile
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -97,26 +92,6 @@ def assert_finite_parameters(parameters: Mapping[str, torch.Tensor]) -> None:
             raise FloatingPointError(f"refusing to checkpoint: parameter {name} holds NaN/inf")
 
 
-@contextmanager
-def sigint_deferred() -> Iterator[None]:
-    """Hold SIGINT back for the block: a Ctrl-C inside it is delivered (KeyboardInterrupt, or the handler
-    installed before) once the block ends. Outside the main thread Python delivers no signals: no-op."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received and callable(previous):
-        previous(signal.SIGINT, None)  # default_int_handler raises KeyboardInterrupt
-    elif received and previous == signal.SIG_DFL:
-        os.kill(os.getpid(), signal.SIGINT)
-
-
-@sigint_deferred()
 def save_checkpoint(
     output_dir: str | Path,
     iteration: int,
