@@ -32,6 +32,7 @@ from typing import Any
 
 from agents import presets
 from agents.eval import report
+from vln_gym.safe_files import OutputExistsError, atomic_write_text, check_replaceable, writable_folder
 
 TABLE_COLUMNS = ("success_rate", "spl", "navigation_error", "ndtw", "reward", "steps")
 LEARNING_CURVE = {
@@ -578,23 +579,66 @@ def write_demo_report(state: DemoState) -> Path:
 # ---------------------------------------------------------------- main
 
 
+DEMO_MARK = ".vln-gym-demo"  # in OUT: the folder holds a demo's output, which a new run may replace
+DEMO_OUTPUTS = frozenset(
+    {
+        DEMO_MARK,
+        "eval",
+        "untrained",
+        *ALGOS,
+        "report.md",
+        "summary.json",
+        "heldout_curve.png",
+        "learning_curve.png",
+    }
+)
+
+
+def claim_output(out: Path) -> None:
+    """Make ``out`` this run's: a new or empty folder, or an earlier demo's (``DEMO_MARK`` in it and
+    nothing but `DEMO_OUTPUTS`), whose results are removed for a fresh run. Anything else, and a folder
+    that cannot be written, is a ValueError naming it: the demo never deletes what it did not write."""
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / DEMO_MARK).is_file():
+            raise OutputExistsError(
+                f"{out}: not empty and not an earlier demo's output (no {DEMO_MARK} in it); choose a new "
+                "or empty --out (or delete it)"
+            )
+        check_replaceable(out, DEMO_OUTPUTS, "vln-gym demo")
+        for name in sorted(DEMO_OUTPUTS - {DEMO_MARK}):
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    writable_folder(out, "--out")
+    (out / DEMO_MARK).write_text("written by vln-gym demo; a new demo run replaces this folder\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``vln-gym demo [--quick] [--out DIR] [--seed S] [--algo grpo|ppo]``."""
     parser = argparse.ArgumentParser(prog="vln-gym demo", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke-test size (under a minute)")
-    parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    parser.add_argument(
+        "--out",
+        default="runs/demo",
+        help="output directory (default runs/demo): new, empty, or an earlier demo's, which is replaced",
+    )
     parser.add_argument("--seed", type=int, default=0, help="training and evaluation seed")
     parser.add_argument(
         "--algo", choices=ALGOS, default="grpo", help="RL after the warm start (default grpo)"
     )
     args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    try:
+        claim_output(Path(args.out))
+    except ValueError as error:
+        print(f"vln-gym demo: {error}", file=sys.stderr)
+        return 2
     _configure_runtime()
     settings = DemoSettings.for_mode(args.quick, args.seed, args.algo)
     state = DemoState(out=Path(args.out), settings=settings)
-    state.out.mkdir(parents=True, exist_ok=True)
-    for stale in ("eval", "untrained"):  # a fresh run each time
-        if (state.out / stale).exists():
-            shutil.rmtree(state.out / stale)
     mode = " (quick smoke test)" if args.quick else ""
     _say(f"vln-gym demo{mode}: can a tiny vision-language model learn to follow directions? (CPU only)")
     _say(f"outputs go to {state.out}/")
@@ -631,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say(f"\nreport (table, learning curve, maps, what it means): {state.out / 'report.md'}")
     if state.notes:
         _say("skipped/failed: " + "; ".join(state.notes))
-    (state.out / "summary.json").write_text(json.dumps(state.results, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(state.out / "summary.json", json.dumps(state.results, indent=2) + "\n")
     return 1 if failed else 0
 
 

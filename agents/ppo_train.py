@@ -439,7 +439,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = ppo_train(config)
-    except (RunDirError, CheckpointError, ValueError, FileNotFoundError) as error:
+    except (
+        RunDirError,
+        CheckpointError,
+        ValueError,
+        OSError,
+    ) as error:  # OSError: a model not found, a full disk
         print(f"vln-gym train: error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

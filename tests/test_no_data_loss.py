@@ -102,3 +102,62 @@ def test_evaluate_refuses_existing_results(tmp_path, capsys):
     assert "folder is not empty; pass --overwrite" in capsys.readouterr().err
     assert (out / "metrics.json").read_text() == metrics
     assert main([*argv, "--overwrite"]) == 0
+
+
+def test_make_world_overwrite_replaces_only_its_own_dataset(tmp_path, capsys, monkeypatch):
+    """``--overwrite`` swaps out an earlier make-world dataset (keeping the folder's mode), but refuses a
+    folder holding anything else (a user's notes, a training run) and the current folder."""
+    argv = ["make-world", "--episodes", "1", "--size", "16", "--overwrite", "--out"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    (mine / "episodes.jsonl").write_text("{}\n")
+    assert main([*argv, str(mine)]) == 2
+    assert "holds notes.txt, which make-world did not write" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "precious" and (mine / "episodes.jsonl").read_text() == "{}\n"
+    dataset = tmp_path / "set"
+    assert main([*argv, str(dataset)]) == 0
+    dataset.chmod(0o755)
+    assert main([*argv, str(dataset)]) == 0
+    assert dataset.stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
+    monkeypatch.chdir(dataset)
+    assert main([*argv, "."]) == 2
+    assert "is the current folder" in capsys.readouterr().err
+    assert (dataset / "episodes.jsonl").is_file()
+
+
+def test_demo_never_deletes_what_it_did_not_write(tmp_path, capsys):
+    """A non-empty ``--out`` that no demo wrote is refused with its files intact; an earlier demo's folder
+    (its mark, only its outputs) is cleared for the new run; a stray file in it is refused too."""
+    from agents.demo import DEMO_MARK, claim_output
+    from agents.demo import main as demo_main
+
+    out = tmp_path / "runs"
+    (out / "eval" / "oracle").mkdir(parents=True)
+    (out / "eval" / "oracle" / "metrics.json").write_text("precious")
+    assert demo_main(["--quick", "--out", str(out)]) == 2
+    assert f"no {DEMO_MARK} in it" in capsys.readouterr().err
+    assert (out / "eval" / "oracle" / "metrics.json").read_text() == "precious"
+    (out / DEMO_MARK).write_text("")
+    (out / "mine.txt").write_text("precious")
+    with pytest.raises(OutputExistsError, match=r"holds mine\.txt"):
+        claim_output(out)
+    assert (out / "mine.txt").exists() and (out / "eval" / "oracle" / "metrics.json").exists()
+    (out / "mine.txt").unlink()
+    (out / "report.md").write_text("old report")
+    claim_output(out)
+    assert sorted(p.name for p in out.iterdir()) == [DEMO_MARK]
+    fresh = tmp_path / "fresh"
+    claim_output(fresh)
+    assert (fresh / DEMO_MARK).is_file()
+
+
+def test_outputs_that_cannot_be_written_are_one_line_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    argv = ["evaluate", "--agent", "oracle", "--episodes", "1", "--no-plots", "--out", str(blocker / "ev")]
+    assert main(argv) == 2
+    assert "cannot write there (Not a directory)" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--out", str(blocker)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert blocker.read_text() == "x"

@@ -14,6 +14,7 @@ from gymnasium import spaces
 from rewards import make_reward
 from rewards.transition import Transition
 from vln_gym.actions import parse_action
+from vln_gym.arguments import real_number, size_pair, whole_number
 from vln_gym.episode import Episode
 from vln_gym.geometry import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT, apply_action
 from vln_gym.metrics import episode_metrics
@@ -177,24 +178,26 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
             expert_plan=(expert_plan, ("next", "full")),
         )
         self.render_view = render_view
-        if forward_step <= 0 or turn_angle <= 0 or success_distance < 0:
-            raise ValueError("forward_step and turn_angle must be > 0 and success_distance >= 0")
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        if min(self.image_size) < 1:
-            raise ValueError(f"image_size must be positive (height, width), got {image_size}")
+        self.image_size = size_pair("image_size", image_size)
         self.views = views
         self.expert_plan = expert_plan
-        self.forward_step = float(forward_step)
-        self.turn_angle = float(turn_angle)
-        self.success_distance = float(success_distance)
-        self.history_frames = int(history_frames)
-        self.max_steps = int(max_steps if max_steps is not None else (1 if views == "record" else 500))
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if views == "world":
+            from vln_gym.world.config import MIN_FORWARD_STEP
+
+            self.forward_step = real_number("forward_step", forward_step, low=MIN_FORWARD_STEP)
+        else:
+            self.forward_step = real_number("forward_step", forward_step, low=0.0, low_open=True)
+        self.turn_angle = real_number("turn_angle", turn_angle, low=0.0, high=180.0, low_open=True)
+        self.success_distance = real_number("success_distance", success_distance, low=0.0)
+        heading_weight = real_number("heading_weight", heading_weight, low=0.0)
+        self.history_frames = whole_number("history_frames", history_frames, low=1)
+        self.max_steps = whole_number(
+            "max_steps", max_steps if max_steps is not None else (1 if views == "record" else 500), low=1
+        )
         self.text_actions = action_space == "text"
         self.action_options = dict(action_options) if action_options is not None else None
         self.render_mode = render_mode
-        self.render_size = (int(render_size[0]), int(render_size[1]))
+        self.render_size = size_pair("render_size", render_size)
 
         data_options = dict(data_options or {})
         generated = not has_data  # built-in world episodes, made on demand
@@ -228,8 +231,8 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
                     f"{MAX_WORLD_STEP_RATIO:g} x success_distance ({longest:g} m): longer ones skip goals"
                 )
             loaded = world.episodes.WorldEpisodes(
-                int(world_seed),
-                int(world_episodes),
+                whole_number("world_seed", world_seed, low=0),
+                whole_number("world_episodes", world_episodes, low=1),
                 config,
                 forward_step=self.forward_step,
                 turn_angle=self.turn_angle,

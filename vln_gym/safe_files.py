@@ -6,6 +6,9 @@
   old file or the new one, whole.
 - `check_output`: an output path that already exists is refused unless ``overwrite``; an output that is
   one of the inputs (same real path, or a folder holding an input) is refused always.
+- `check_replaceable`: a folder a command would replace must hold only what that command writes.
+- `writable_folder`: an output folder is created and written to before any work, so a read-only or
+  impossible path is one line at the start, not a traceback after the work.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -78,3 +81,36 @@ def check_output(
     if exists and not overwrite:
         kind = "folder is not empty" if target.is_dir() else "file exists"
         raise OutputExistsError(f"{target}: {kind}; pass {flag} to replace it")
+
+
+def check_replaceable(folder: str | Path, owned: Collection[str], command: str) -> None:
+    """Refuse to replace ``folder`` if it holds anything but the entries ``command`` writes (``owned``
+    names; hidden files included): replacing is for the command's own earlier output, never a user's
+    folder. Raises `OutputExistsError` naming the first foreign entries."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    foreign = sorted(entry.name for entry in folder.iterdir() if entry.name not in owned)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise OutputExistsError(
+            f"{folder}: holds {shown}, which {command} did not write; it replaces only a folder of its own "
+            "output: choose a new or empty folder"
+        )
+
+
+def writable_folder(folder: str | Path, option: str = "--out") -> Path:
+    """``folder``, created (with its parents) and proven writable by a temporary file; a path that cannot
+    be a writable folder (read-only, a file, a file among its parents) is an `OutputExistsError` naming
+    ``option`` and the reason, in one line."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except FileExistsError as error:
+        raise OutputExistsError(f"{option} {folder}: is a file, not a folder") from error
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise OutputExistsError(f"{option} {folder}: cannot write there ({reason})") from error
+    return folder

@@ -43,9 +43,15 @@ from agents.eval.intervals import wilson_interval
 from agents.eval.scripted import AGENT_NAMES, make_agent
 from agents.train.envpool import make_env, make_env_pool
 from agents.train.runner import EpisodeRunner
+from vln_gym.arguments import whole_number
 from vln_gym.geometry import ACTION_NAMES
 from vln_gym.images import ImageLoadError
-from vln_gym.safe_files import OutputExistsError, atomic_write_text, atomic_writer, check_output
+from vln_gym.safe_files import (
+    atomic_write_text,
+    atomic_writer,
+    check_output,
+    writable_folder,
+)
 
 # Episodes of the built-in world used for evaluation. Training (agents.ppo_train defaults, the env's
 # default world) uses world seed 0; evaluation uses a different world seed, so every floor plan, start
@@ -208,6 +214,21 @@ def _agent_factory(
     return lambda _index: agent()  # type: ignore[operator]
 
 
+def _as_evaluation_error(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``check(*args, **kwargs)``, its ValueError (a bad seed, an output in the way) an `EvaluationError`."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from None
+
+
+def _check_run(seed: Any, out_dir: str | Path | None, overwrite: bool, inputs: Sequence[Any]) -> None:
+    """The seed, and an ``out_dir`` that is neither existing results (without ``overwrite``) nor an input."""
+    _as_evaluation_error(whole_number, "seed", seed, low=0)
+    if out_dir is not None:
+        _as_evaluation_error(check_output, out_dir, overwrite=overwrite, inputs=inputs)
+
+
 def evaluate(
     agent: str | Agent | Callable[[], Agent],
     *,
@@ -246,13 +267,11 @@ def evaluate(
     if video:
         _require_moviepy()
         kwargs.update(render_mode="rgb_array", render_view=kwargs.get("render_view", "both"))
-    if out_dir is not None:
-        try:
-            check_output(out_dir, overwrite=overwrite, inputs=kwargs.get("data_files", []))
-        except OutputExistsError as error:
-            raise EvaluationError(str(error)) from None
+    _check_run(seed, out_dir, overwrite, kwargs.get("data_files", []))
     probe = make_probe_env(kwargs)
     try:
+        if out_dir is not None:
+            _as_evaluation_error(writable_folder, out_dir)  # once the data loads, before any episode
         env = probe.unwrapped
         world_mode = env.views == "world"
         available = len(env.episodes)

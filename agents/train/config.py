@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import sys
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_type_hints
 
 from agents.presets import EASY_REWARDS
 from agents.train import ppo
@@ -243,6 +247,7 @@ class PPOConfig:
         if not isinstance(self.env_kwargs, Mapping):
             raise ValueError(f"PPOConfig.env_kwargs: must be a JSON object/dict, got {self.env_kwargs!r}")
         self.env_kwargs = dict(self.env_kwargs)
+        self._check_types()
         checks = [
             ("algo", self.algo in ("ppo", "grpo"), "must be ppo or grpo"),
             ("kl_estimator", self.kl_estimator in ppo.KL_ESTIMATORS, "must be k1 or k3"),
@@ -290,7 +295,7 @@ class PPOConfig:
                 "must be a multiple of group_size",
             ),
         ]
-        for name, ok, message in checks:
+        for name, ok, message in [*checks, *self._range_checks()]:
             if not ok:
                 raise ValueError(f"PPOConfig.{name}: {message} (got {getattr(self, name)!r})")
         problem = unreachable_goals(self.env_kwargs, self.constrained_actions, self.max_actions_per_turn)
@@ -302,6 +307,45 @@ class PPOConfig:
             )
         if problem:
             raise ValueError(f"PPOConfig.env_kwargs: {problem}")
+
+    def _check_types(self) -> None:
+        """Each field holds what its annotation says (YAML can give ``num_envs: 2.7`` or ``lr: .nan``): an
+        int field an int, a float field a finite number, a bool field a bool, a str field a str."""
+        for item in fields(self):
+            if item.name == "env_kwargs":
+                continue
+            problem = _type_problem(item.name, getattr(self, item.name))
+            if problem:
+                raise ValueError(f"PPOConfig.{item.name}: {problem} (got {getattr(self, item.name)!r})")
+
+    def _range_checks(self) -> list[tuple[str, bool, str]]:
+        """Optimisation settings that type checks cannot catch (``--lr -1``, ``--gamma 2``)."""
+        pixels = self.min_pixels is None or self.max_pixels is None or self.min_pixels <= self.max_pixels
+        return [
+            ("lr", self.lr > 0, "must be > 0"),
+            ("value_lr", self.value_lr > 0, "must be > 0"),
+            ("sft_lr", self.sft_lr > 0, "must be > 0"),
+            ("gamma", 0.0 <= self.gamma <= 1.0, "must be in [0, 1]"),
+            ("lam", 0.0 <= self.lam <= 1.0, "must be in [0, 1]"),
+            ("clip_range", self.clip_range > 0, "must be > 0"),
+            ("value_clip", self.value_clip is None or self.value_clip > 0, "must be > 0 (None: off)"),
+            ("temperature", self.temperature > 0, "must be > 0"),
+            ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
+            ("target_kl", self.target_kl is None or self.target_kl > 0, "must be > 0 (None: off)"),
+            ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("kl_coef", self.kl_coef >= 0, "must be >= 0"),
+            ("kl_clamp", self.kl_clamp > 0, "must be > 0"),
+            ("vf_coef", self.vf_coef >= 0, "must be >= 0"),
+            ("seed", self.seed >= 0, "must be >= 0"),
+            ("save_every", self.save_every >= 0, "must be >= 0"),
+            ("keep_checkpoints", self.keep_checkpoints >= 0, "must be >= 0 (0: all)"),
+            ("max_nonfinite", self.max_nonfinite >= 1, "must be >= 1"),
+            ("grpo_rounds", self.grpo_rounds >= 1, "must be >= 1"),
+            ("lora_r", self.lora_r >= 1, "must be >= 1"),
+            ("lora_alpha", self.lora_alpha >= 1, "must be >= 1"),
+            ("min_pixels", pixels, "must be <= max_pixels"),
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         """Every field by name (what checkpoints and TensorBoard record)."""
@@ -398,6 +442,38 @@ def unreachable_goals(
         f"cannot reach the nearest goals (world min_path_length {world.min_path_length:g} m); raise "
         'max_steps or forward_step, or pick a level: world_config "easy" | "medium" | "standard"'
     )
+
+
+@cache
+def _field_kinds() -> dict[str, tuple[set[type], bool]]:
+    """Per field: the plain types its annotation allows (of int, float, bool, str) and whether it allows
+    None, read from the class annotations (`HfArgumentParser` rewrites the `fields()` types in place)."""
+    kinds: dict[str, tuple[set[type], bool]] = {}
+    for name, hint in get_type_hints(PPOConfig).items():
+        options = set(get_args(hint)) if isinstance(hint, types.UnionType) else {hint}
+        plain = options & {int, float, bool, str}
+        if plain:
+            kinds[name] = (plain, type(None) in options)
+    return kinds
+
+
+def _type_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` does not fit field ``name`` (an int field needs an int, a float field a finite
+    number, a bool field a bool, a str field a string); ``None`` when it fits."""
+    if name not in _field_kinds():
+        return None
+    plain, optional = _field_kinds()[name]
+    if value is None:
+        return None if optional else "must be set (not null)"
+    if bool in plain:
+        return None if isinstance(value, bool) else "must be true or false"
+    if str in plain:
+        return None if isinstance(value, str) else "must be a string"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return "must be a number"
+    if int in plain:
+        return None if isinstance(value, numbers.Integral) else "must be an integer"
+    return None if math.isfinite(value) else "must be a finite number"
 
 
 def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:

@@ -26,10 +26,18 @@ Reset = tuple[dict[str, Any], dict[str, Any]]
 
 
 def make_env(env_id: str, env_kwargs: Mapping[str, Any]) -> gym.Env:
-    """One env (importing vln_gym registers VLN-v0); top-level so a worker process can unpickle it."""
+    """One env (importing vln_gym registers VLN-v0); top-level so a worker process can unpickle it. An
+    unknown id or a keyword the env does not take is a ``ValueError`` naming it (gymnasium raises its own
+    error, or the env's ``TypeError`` with every keyword's value appended)."""
     import vln_gym  # noqa: F401
 
-    return gym.make(env_id, **dict(env_kwargs))
+    try:
+        return gym.make(env_id, **dict(env_kwargs))
+    except gym.error.Error as error:
+        raise ValueError(f"env_id {env_id!r}: {error}") from error
+    except TypeError as error:
+        cause = error.__cause__ if isinstance(error.__cause__, TypeError) else error
+        raise ValueError(f"env_kwargs: cannot make {env_id}: {cause}") from error
 
 
 def _run_command(env: gym.Env, command: str, args: tuple) -> Any:

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from vln_gym.safe_files import writable_folder
+
 LOCK_NAME = ".lock"
 RUN_FILES = ("metrics.jsonl", "latest", "sft.json", "sft_policy", "tb")
 LEFTOVER_PATTERNS = (".tmp-checkpoint-*", ".stale-checkpoint-*")
@@ -48,8 +50,7 @@ def run_files(output_dir: Path) -> list[str]:
 
 def acquire(output_dir: str | Path, *, resume: bool, overwrite: bool) -> tuple[Path, str]:
     """Take ownership of ``output_dir`` for this run; returns the lock path and a note for the log."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = writable_folder(output_dir, "output_dir")  # a read-only path: one line, before any work
     lock = output_dir / LOCK_NAME
     notes = [_take_lock(lock)]
     try:

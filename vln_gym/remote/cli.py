@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(env_kwargs, dict):
         print("vln-gym serve: --env-kwargs must be a JSON object", file=sys.stderr)
         return 2
+    if not 0 <= args.port <= 65535:
+        print(f"vln-gym serve: --port must be in 0..65535, got {args.port}", file=sys.stderr)
+        return 2
     token = args.token or os.environ.get("VLN_GYM_TOKEN") or None
     try:
         VLNBackend(env_kwargs).close()  # fail here, once, on arguments no env can be built from

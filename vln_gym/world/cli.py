@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from vln_gym.safe_files import check_output
-from vln_gym.world.config import MAX_LANDMARKS, MAX_ROOMS, WorldConfig
+from vln_gym.arguments import real_number
+from vln_gym.safe_files import OutputExistsError, check_output, check_replaceable
+from vln_gym.world.config import MAX_LANDMARKS, MAX_ROOMS, MIN_FORWARD_STEP, WorldConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,9 +39,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace a non-empty --out folder (its old files are removed)",
+        help="replace an earlier make-world dataset in --out (only its episodes.jsonl and images/)",
     )
     return parser
+
+
+def check_own_folder(out: Path) -> None:
+    """``--overwrite`` replaces only an earlier make-world dataset: a folder holding just its jsonl and
+    images, and never the current folder or one above it (the swap would pull it from under the shell)."""
+    from vln_gym.world.export import JSONL_NAME
+
+    if not out.is_dir():
+        return
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise OutputExistsError(f"{out}: is the current folder (or holds it); write the dataset elsewhere")
+    check_replaceable(out, {JSONL_NAME, "images"}, "make-world")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.episodes < 1 or args.size < 8:
             raise ValueError("--episodes must be >= 1 and --size >= 8")
+        real_number("--forward-step", args.forward_step, low=MIN_FORWARD_STEP)
+        real_number("--turn-angle", args.turn_angle, low=0.0, high=180.0, low_open=True)
         config = WorldConfig(rooms=args.rooms, landmarks=args.landmarks)
         check_output(args.out, overwrite=args.overwrite)
+        if args.overwrite:
+            check_own_folder(Path(args.out))
         path = export_dataset(
             args.out,
             args.episodes,
@@ -65,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             turn_angle=args.turn_angle,
             replace=args.overwrite,
         )
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:  # RuntimeError: no episode fits these settings
         print(f"vln-gym make-world: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"vln-gym make-world: {error.filename or args.out}: {error.strerror or error}", file=sys.stderr)
         return 2
     with open(path, encoding="utf-8") as handle:
         count = sum(1 for _ in handle)

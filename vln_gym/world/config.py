@@ -30,6 +30,8 @@ LAYOUT_FIELDS = (
     "camera_height",
 )
 
+MIN_FORWARD_STEP = 0.01  # metres: the world plans paths in forward steps; shorter ones never arrive
+
 
 @dataclass(frozen=True)
 class WorldConfig:

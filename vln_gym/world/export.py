@@ -86,6 +86,7 @@ def _replace_folder(target: Path, build: Callable[[Path], Path]) -> Path:
     target = target.resolve()
     fresh = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
     try:
+        os.chmod(fresh, target.stat().st_mode & 0o7777)  # mkdtemp's 0700 would replace the folder's mode
         written = build(fresh)
         old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
         os.replace(target, old / target.name)
