@@ -136,8 +136,11 @@ def test_writable_folder_and_check_replaceable(tmp_path):
         (["make-world", "--episodes", "1", "--size", "16", "--turn-angle", "400"], "--turn-angle must be"),
         (
             ["evaluate", "--agent", "oracle", "--episodes", "1", "--seed", "-1"],
-            "seed must be an integer >= 0",
+            "--seed: must be >= 0, got -1",
         ),
+        (["evaluate", "--agent", "oracle", "--episodes", "1", "--all"], "--all: not allowed with argument"),
+        (["evaluate", "--agent", "oracle", "--video", "-1"], "--video: must be >= 0"),
+        (["evaluate", "--agent", "oracle", "--threads", "0"], "--threads: must be >= 1"),
         (["serve", "--port", "70000"], "--port must be in 0..65535"),
         (["train", "--lr", "nan"], "PPOConfig.lr: must be a finite number"),
     ],
@@ -149,3 +152,10 @@ def test_cli_bad_numbers_are_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or argv[0] == "train"
+
+
+def test_evaluate_api_refuses_a_negative_seed_before_any_env():
+    from agents.eval.evaluate import EvaluationError, evaluate
+
+    with pytest.raises(EvaluationError, match="seed must be an integer >= 0, got -1"):
+        evaluate("oracle", seed=-1, num_episodes=1)

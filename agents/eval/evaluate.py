@@ -624,6 +624,21 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low`` (else argparse's one-line usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="vln-gym evaluate",
@@ -644,12 +659,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset-info", metavar="FILE", help="a LLaMA-Factory dataset_info.json")
     data.add_argument("--dataset", metavar="NAME", help="the entry of --dataset-info to evaluate on")
     data.add_argument("--pose-source", action="append", metavar="FILE", help="Habitat VLN-CE episode file(s)")
-    parser.add_argument("--episodes", type=int, default=20, help="evaluate the first N episodes (default 20)")
-    parser.add_argument("--all", action="store_true", help="evaluate every episode")
-    parser.add_argument("--num-envs", type=int, default=1, help="parallel envs (gym.make_vec)")
+    count = parser.add_mutually_exclusive_group()
+    count.add_argument(
+        "--episodes", type=_at_least(1), default=20, help="evaluate the first N episodes (default 20)"
+    )
+    count.add_argument("--all", action="store_true", help="evaluate every episode")
+    parser.add_argument("--num-envs", type=_at_least(1), default=1, help="parallel envs (gym.make_vec)")
     parser.add_argument("--vectorization", choices=("sync", "async"), default="sync")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--forward-steps", type=int, default=10, help="forward agent: steps before STOP")
+    parser.add_argument("--seed", type=_at_least(0), default=0)
+    parser.add_argument(
+        "--forward-steps", type=_at_least(0), default=10, help="forward agent: steps before STOP"
+    )
     parser.add_argument("--out", help="output dir (default runs/eval/AGENT)")
     parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     parser.add_argument(
@@ -663,13 +683,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--video",
-        type=int,
+        type=_at_least(0),
         default=0,
         metavar="N",
         help="videos of the first N episodes (needs vln-gym[video])",
     )
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads for model agents (default 1)"
+        "--threads", type=_at_least(1), default=1, help="torch CPU threads for model agents (default 1)"
     )
     parser.add_argument(
         "--progress",
