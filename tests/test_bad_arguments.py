@@ -159,3 +159,11 @@ def test_evaluate_api_refuses_a_negative_seed_before_any_env():
 
     with pytest.raises(EvaluationError, match="seed must be an integer >= 0, got -1"):
         evaluate("oracle", seed=-1, num_episodes=1)
+
+
+def test_training_env_speaks_text():
+    """The policy answers in words: env_kwargs without an action space get ``text``; ``discrete`` is one
+    line naming the field (it used to fail at the first step with 'a discrete action is an int')."""
+    assert PPOConfig(env_kwargs={"world_config": "easy"}).env_kwargs["action_space"] == "text"
+    with pytest.raises(ValueError, match="PPOConfig.env_kwargs: action_space must be 'text'"):
+        PPOConfig(env_kwargs={"world_config": "easy", "action_space": "discrete"})

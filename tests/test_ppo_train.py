@@ -92,7 +92,7 @@ def test_config_from_flags_and_yaml(tmp_path):
     )
     assert config.env_kwargs == {"max_steps": 5, "action_space": "text", "world_config": "easy"}
     flags = parse_config(["--env_kwargs", '{"max_steps": 20}', "--kl_estimator", "k3"])
-    assert flags.env_kwargs == {"max_steps": 20} and flags.kl_estimator == "k3"
+    assert flags.env_kwargs == {"max_steps": 20, "action_space": "text"} and flags.kl_estimator == "k3"
 
 
 def test_config_rejects_bad_values(tmp_path):

@@ -247,6 +247,12 @@ class PPOConfig:
         if not isinstance(self.env_kwargs, Mapping):
             raise ValueError(f"PPOConfig.env_kwargs: must be a JSON object/dict, got {self.env_kwargs!r}")
         self.env_kwargs = dict(self.env_kwargs)
+        self.env_kwargs.setdefault("action_space", "text")  # the policy answers in words
+        if self.env_kwargs["action_space"] != "text":
+            raise ValueError(
+                "PPOConfig.env_kwargs: action_space must be 'text' (the policy answers in words, which the "
+                f"env parses), got {self.env_kwargs['action_space']!r}"
+            )
         self._check_types()
         checks = [
             ("algo", self.algo in ("ppo", "grpo"), "must be ppo or grpo"),
