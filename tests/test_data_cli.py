@@ -83,3 +83,12 @@ def test_convert_stops_on_problems_unless_skip(tmp_path, capsys):
     assert "wrote 1 episodes" in captured.out
     assert "skipped 1 of 2 records" in captured.err
     assert [e.episode_id for e in load_episodes(out)] == ["ok"]
+
+
+def test_convert_skip_with_no_good_record_writes_nothing(tmp_path, capsys):
+    make_png(tmp_path / "a.png")
+    path = write_lines(tmp_path / "d.jsonl", [own_record("bad", ["a.png"], agent_heading=9.0)])
+    out = tmp_path / "out.jsonl"
+    assert main(["convert", str(path), "--out", str(out), "--on-error", "skip"]) == 1
+    assert "no good records to write" in capsys.readouterr().err
+    assert not out.exists()

@@ -169,6 +169,9 @@ def convert_main(argv: list[str]) -> int:
         )
         for problem in report.problems:
             print(f"  {problem}", file=sys.stderr)
+    if not episodes:
+        print(f"vln-gym convert: no good records to write; {args.out} not written", file=sys.stderr)
+        return 1
     out = Path(args.out)
     media_dir = args.out_media_dir or out.absolute().parent
     try:
