@@ -165,5 +165,5 @@ def test_training_env_speaks_text():
     """The policy answers in words: env_kwargs without an action space get ``text``; ``discrete`` is one
     line naming the field (it used to fail at the first step with 'a discrete action is an int')."""
     assert PPOConfig(env_kwargs={"world_config": "easy"}).env_kwargs["action_space"] == "text"
-    with pytest.raises(ValueError, match="PPOConfig.env_kwargs: action_space must be 'text'"):
+    with pytest.raises(ValueError, match=r"PPOConfig\.env_kwargs: action_space must be 'text'"):
         PPOConfig(env_kwargs={"world_config": "easy", "action_space": "discrete"})
