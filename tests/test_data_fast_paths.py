@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_data_helpers import make_png, own_record, sharegpt_record, write_lines
 
-from vln_gym.data import jsonio, media, navila
+from vln_gym.data import chat, jsonio, media, navila, ownjsonl, privileged
 from vln_gym.data.fields import as_actions, as_heading, as_number, as_position
 from vln_gym.data.loader import collect_episodes, gc_paused, inputs_and_options
 from vln_gym.data.problems import FieldError
-from vln_gym.episode import Episode
+from vln_gym.episode import Episode, new_episode
 from vln_gym.geometry import distance
 
 JSON_VALUES = st.recursive(
@@ -125,7 +125,8 @@ class _Forgetful(dict):
 
 @pytest.fixture
 def slow_paths(monkeypatch):
-    """Turn the fast paths off: `json` parses everything, no image is remembered, no folder is listed."""
+    """Turn the fast paths off: `json` parses everything, no image is remembered, no folder is listed, each
+    pose field is read on its own, every Episode is built by the dataclass."""
 
     def enable():
         monkeypatch.setattr(jsonio, "fast_loads", lambda data: jsonio.REFUSED)
@@ -140,6 +141,9 @@ def slow_paths(monkeypatch):
 
         monkeypatch.setattr(media.ImageChecker, "__init__", forgetful_init)
         monkeypatch.setattr(navila, "_LoadMemo", _ForgetfulMemo)
+        monkeypatch.setattr(privileged, "_quick_pose", lambda record, options: None)
+        for module in (chat, ownjsonl):  # the dataclass __init__ instead of new_episode
+            monkeypatch.setattr(module, "new_episode", lambda values: Episode(**values))
 
     return enable
 
@@ -312,7 +316,7 @@ def test_navila_shared_frame_histories_equal_the_slow_paths(tmp_path, slow_paths
 
 
 def test_navila_episodes_are_those_the_dataclass_init_builds(tmp_path):
-    """`navila.new_episode` skips ``Episode.__init__``: the same fields, equal and hashable alike."""
+    """`new_episode` skips ``Episode.__init__``: the same fields, equal and hashable alike."""
     root = tmp_path / "data"
     root.mkdir()
     path = root / "navila.json"
@@ -324,13 +328,13 @@ def test_navila_episodes_are_those_the_dataclass_init_builds(tmp_path):
         assert rebuilt == episode and hash(rebuilt) == hash(episode)
         assert repr(sorted(vars(rebuilt).items())) == repr(sorted(vars(episode).items()))
     # new_episode is only sound while Episode.__init__ does nothing beyond setting fields
-    assert not hasattr(Episode, "__post_init__"), "Episode gained __post_init__: navila.new_episode skips it"
+    assert not hasattr(Episode, "__post_init__"), "Episode gained __post_init__: new_episode skips it"
     values = dict(vars(episodes[0]))
     del values["goal_position"]
     with pytest.raises(TypeError, match="goal_position"):
-        navila.new_episode(values)
+        new_episode(values)
     with pytest.raises(TypeError, match="no_such_field"):
-        navila.new_episode({**vars(episodes[0]), "no_such_field": 1})
+        new_episode({**vars(episodes[0]), "no_such_field": 1})
 
 
 def test_gc_paused_restores_the_collector_state():
@@ -362,3 +366,40 @@ def test_lone_surrogate_check_reads_strings_only(prompt):
     problems = _lone_surrogate_problems(where, Episode("e1", "go \ud800", **fields), options)
     assert [(p.line, p.field) for p in problems] == [(3, "instruction")]
     assert "lone surrogate ('\\ud800' at character 3)" in problems[0].message
+
+
+def test_duplicate_ids_compare_whole_locations():
+    """`checked_items` keeps each id's first `Location`: the same location again is the same record (its
+    episodes), another one is a duplicate, also on the same line of a one-line JSON array (the index)."""
+    from vln_gym.data.fields import LoadOptions
+    from vln_gym.data.loader import checked_items
+    from vln_gym.data.problems import DataError, Location
+
+    fields = dict(images=("a.jpg",), agent_position=(0.0, 0.0, 0.0), agent_heading=0.0)
+    fields |= dict(goal_position=(1.0, 0.0, 0.0), distance_to_goal=1.0)
+    first = Location("f.json", 1, 0)
+    items = [
+        (first, Episode("a", "go", **fields)),
+        (first, Episode("b", "go", **fields)),
+        (Location("f.json", 1, 0), Episode("b", "go", **fields)),  # another object, the same record
+        (Location("f.json", 1, 1), Episode("a", "go", **fields)),  # the same line, another record
+    ]
+    out = list(checked_items(items, LoadOptions.create()))
+    assert [isinstance(item, DataError) for item in out] == [False, False, False, True]
+    assert [str(p) for p in out[3].problems] == ["f.json:1: [1].id: duplicate id 'a' (first at f.json:1 [0])"]
+
+
+def test_duplicate_ids_in_a_one_line_json_array(tmp_path):
+    import json
+
+    from test_data_helpers import make_png, own_record
+
+    from vln_gym.data import validate_files
+
+    make_png(tmp_path / "a.png")
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([own_record("dup", ["a.png"]), own_record("dup", ["a.png"])]))
+    report = validate_files([path], media_dir=tmp_path)
+    assert [str(p) for p in report.problems] == [
+        f"{path}:1: [1].id: duplicate id 'dup' (first at {path}:1 [0])"
+    ]

@@ -18,14 +18,14 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from vln_gym.data.context import ReadContext
 from vln_gym.data.fields import as_text
 from vln_gym.data.media import read_images
 from vln_gym.data.privileged import read_privileged
 from vln_gym.data.problems import DataError, FieldError, Location, RecordProblems
-from vln_gym.episode import Episode
+from vln_gym.episode import Episode, new_episode
 
 IMAGE_TAG = "<image>"
 USER_ROLES = frozenset({"human", "user"})
@@ -114,8 +114,10 @@ def alpaca_as_chat(record: Any, location: Location, ctx: ReadContext) -> Any:
     return converted
 
 
-@dataclass(frozen=True, slots=True)
-class Dialogue:
+class Dialogue(NamedTuple):
+    """The texts of one record's turns (a named tuple: built once a record, and a frozen dataclass's
+    ``__init__`` costs three times as much)."""
+
     system: str | None
     prompt: str | None
     response: str | None
@@ -281,9 +283,11 @@ def _instruction(record: dict, dialogue: Dialogue | None, column: str, report: R
 
 
 def _episode_id(record: dict, location: Location, column: str, report: RecordProblems) -> str:
+    raw_id = record.get(column)
+    if type(raw_id) is str and raw_id:  # the common case
+        return raw_id
     if column not in record:
         return _generated_id(location)
-    raw_id = record[column]
     if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or raw_id == "":
         report.add(column, f"expected a non-empty string or an integer, got {raw_id!r:.40}")
         return _generated_id(location)
@@ -308,22 +312,19 @@ def chat_episode(record: Any, location: Location, ctx: ReadContext, fmt: str) ->
     system = dialogue.system if dialogue is not None else None
     if system_column in record:
         system = report.check(as_text, record[system_column], system_column, allow_empty=True)
-    privileged = read_privileged(record, images, ctx, report)
-    if report:
+    values = read_privileged(record, images, ctx, report)
+    if report.problems:
         raise DataError(report.problems)
-    pose_source = privileged.pop("pose_source")
     own = (turns_column, images_column, instruction_column, id_column, system_column)
     privileged_columns = ctx.options.privileged_columns
     extra = {key: value for key, value in record.items() if key not in own and key not in privileged_columns}
-    extra["pose_source"] = pose_source
-    return Episode(
-        episode_id=episode_id,
-        instruction=instruction,
-        images=images,
-        system_prompt=system,
-        prompt=dialogue.prompt,
-        expert_response=dialogue.response,
-        source=str(location),
-        extra=extra,
-        **privileged,
-    )
+    extra["pose_source"] = values.pop("pose_source")
+    values["episode_id"] = episode_id
+    values["instruction"] = instruction
+    values["images"] = images
+    values["system_prompt"] = system
+    values["prompt"] = dialogue.prompt
+    values["expert_response"] = dialogue.response
+    values["source"] = str(location)
+    values["extra"] = extra
+    return new_episode(values)

@@ -134,6 +134,17 @@ class LoadOptions:
         return {name: self.column(name) for name in MAPPABLE_FIELDS}
 
     @cached_property
+    def pose_columns(self) -> tuple[str, str, str]:
+        """The file's column names of `POSE_FIELDS` (position, heading, goal)."""
+        position, heading, goal = (self.column(name) for name in POSE_FIELDS)
+        return position, heading, goal
+
+    @cached_property
+    def optional_columns(self) -> tuple[tuple[str, str], ...]:
+        """``(field, the file's column name)`` of each of `OPTIONAL_FIELDS`, in order."""
+        return tuple((name, self.column(name)) for name in OPTIONAL_FIELDS)
+
+    @cached_property
     def privileged_columns(self) -> frozenset[str]:
         """The file's column names of the privileged fields."""
         return frozenset(self.column(name) for name in PRIVILEGED_FIELDS)

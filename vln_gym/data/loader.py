@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import logging
 import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 from vln_gym.data.context import ReadContext
 from vln_gym.data.dataset_info import read_dataset_info
 from vln_gym.data.fields import ON_ERROR, LoadOptions
-from vln_gym.data.problems import DataError, Problem, ValidationReport, format_problems
+from vln_gym.data.problems import DataError, Location, Problem, ValidationReport, format_problems
 from vln_gym.data.readers import Item, iter_path, iter_rows
 from vln_gym.episode import Episode
 
@@ -68,12 +69,17 @@ def inputs_and_options(
 def iter_items(paths: PathsLike, options: LoadOptions) -> Iterator[Item]:
     """Every record of every input as ``(location, Episode)`` or `DataError`, duplicate ids flagged."""
     ctx = ReadContext(options)
-    yield from checked_items((item for path in as_paths(paths) for item in iter_path(path, ctx)), options)
+    items = itertools.chain.from_iterable(iter_path(path, ctx) for path in as_paths(paths))
+    yield from checked_items(items, options)
 
 
 def checked_items(items: Iterable[Item], options: LoadOptions) -> Iterator[Item]:
-    """``items`` with the checks across records: unique ids, text that is valid Unicode."""
-    first_seen: dict[str, str] = {}
+    """``items`` with the checks across records: unique ids, text that is valid Unicode.
+
+    An id seen before is a duplicate unless both were read at the same location (path, line and array
+    index: the episodes of one record); a one-line JSON array or a Parquet file tells its records apart by
+    the index."""
+    first_seen: dict[str, Location] = {}
     id_column = options.column("id")
     for item in items:
         if isinstance(item, DataError):
@@ -84,11 +90,11 @@ def checked_items(items: Iterable[Item], options: LoadOptions) -> Iterator[Item]
         if bad_text:
             yield DataError(bad_text)
             continue
-        where = str(location)
-        first = first_seen.setdefault(episode.episode_id, where)
-        if first != where:
+        first = first_seen.setdefault(episode.episode_id, location)
+        if first is not location and first != location:
+            where = str(first) if first.index is None else f"{first} [{first.index}]"
             yield DataError(
-                [location.problem(id_column, f"duplicate id {episode.episode_id!r} (first at {first})")]
+                [location.problem(id_column, f"duplicate id {episode.episode_id!r} (first at {where})")]
             )
         else:
             yield item

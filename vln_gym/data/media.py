@@ -294,11 +294,11 @@ def read_images(
         paths = list(map(good.get, rest))  # the references seen before (and fine); None for the others
     except TypeError:  # an unhashable reference (a list, an object): no path, its problem comes below
         paths = [good.get(raw) if isinstance(raw, str) else None for raw in rest]
-    if None in paths:
+    if not all(paths):  # a path is a non-empty string: all() finds a None sooner than ``None in``
         if start:
             paths[:0] = known
         _check_new_images(value, paths, name, base_dir, ctx, report, good, start)
-        return None if None in paths else tuple(paths)  # ``known`` holds no None
+        return tuple(paths) if all(paths) else None  # ``known`` holds no None
     return known + tuple(paths) if start else tuple(paths)
 
 

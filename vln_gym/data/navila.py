@@ -26,7 +26,7 @@ from vln_gym.data.fields import as_text
 from vln_gym.data.habitat import trajectory_poses
 from vln_gym.data.media import read_images
 from vln_gym.data.problems import DataError, FieldError, Location, Problem, RecordProblems, read_each
-from vln_gym.episode import Episode
+from vln_gym.episode import episode_of_fields
 from vln_gym.geometry import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 
 KEYS = ("video_id", "q", "a", "frames")
@@ -273,30 +273,4 @@ def _video_episodes(video: str, steps: list[_Step], ctx: ReadContext) -> Iterato
         values["expert_response"] = step.answer
         values["source"] = str(step.location)
         values["extra"] = {**step.extra, "pose_source": poses.source}
-        yield step.location, _episode_of(values)
-
-
-_EPISODE_FIELDS = dataclasses.fields(Episode)
-_EPISODE_DEFAULTS = {f.name: f.default for f in _EPISODE_FIELDS if f.default is not dataclasses.MISSING}
-_EPISODE_REQUIRED = frozenset(f.name for f in _EPISODE_FIELDS if f.name not in _EPISODE_DEFAULTS)  # extra too
-_EPISODE_NAMES = frozenset(f.name for f in _EPISODE_FIELDS)
-
-
-def new_episode(values: dict[str, Any]) -> Episode:
-    """``Episode(**values)`` for ``values`` that name every field without a default and ``extra``: the
-    same object without the frozen dataclass ``__init__``'s one ``object.__setattr__`` per field (about
-    4 of the ~15 us a NaVILA record took; ``Episode`` has no ``__post_init__`` to skip)."""
-    if not (_EPISODE_REQUIRED.issubset(values) and _EPISODE_NAMES.issuperset(values)):
-        missing, unknown = sorted(_EPISODE_REQUIRED - values.keys()), sorted(values.keys() - _EPISODE_NAMES)
-        raise TypeError(f"new_episode: missing fields {missing}, unknown fields {unknown}")
-    return _episode_of(values)
-
-
-def _episode_of(values: dict[str, Any]) -> Episode:
-    """`new_episode` without its check of the names: for ``values`` built here from known names
-    (`Poses.fields` and `_video_episodes`' own; the tests rebuild every NaVILA Episode by the dataclass)."""
-    episode = object.__new__(Episode)
-    state = episode.__dict__
-    state.update(_EPISODE_DEFAULTS)
-    state.update(values)
-    return episode
+        yield step.location, episode_of_fields(values)

@@ -19,7 +19,7 @@ from vln_gym.data.fields import OPTIONAL_FIELDS, POSE_FIELDS, PRIVILEGED_FIELDS,
 from vln_gym.data.media import read_images
 from vln_gym.data.privileged import read_privileged
 from vln_gym.data.problems import DataError, Location, RecordProblems
-from vln_gym.episode import Episode
+from vln_gym.episode import Episode, new_episode
 from vln_gym.safe_files import atomic_writer
 
 FORMAT_TAG = "vln-gym/1"
@@ -81,7 +81,10 @@ def own_episode(record: Any, location: Location, ctx: ReadContext) -> Episode:
     if pose_source != "record":
         extra["pose_source"] = pose_source
     values.setdefault("source", str(location))
-    return Episode(images=images, extra=extra, **values, **privileged)
+    values.update(privileged)
+    values["images"] = images
+    values["extra"] = extra
+    return new_episode(values)
 
 
 def _relative(path: str, root: str | None) -> str:

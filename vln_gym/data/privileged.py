@@ -17,8 +17,8 @@ from typing import Any
 
 from vln_gym.data.context import ReadContext
 from vln_gym.data.fields import (
-    OPTIONAL_FIELDS,
     POSE_FIELDS,
+    LoadOptions,
     as_actions,
     as_heading,
     as_int,
@@ -53,17 +53,9 @@ CONVERTERS = {
 
 
 def _pose_from_record(record: Mapping, ctx: ReadContext, report: RecordProblems) -> dict:
-    names = ctx.options.names
-    position, heading, goal = names["agent_position"], names["agent_heading"], names["goal_position"]
+    """The pose fields of a record that has at least one of them, each problem reported."""
+    position, heading, goal = ctx.options.pose_columns
     values: dict[str, Any] = {"pose_source": "record"}
-    if position in record and heading in record and goal in record:  # the common case, checked in one go
-        try:
-            values["agent_position"] = as_position(record[position], position)
-            values["agent_heading"] = as_heading(record[heading], heading, ctx.options.heading_unit)
-            values["goal_position"] = as_position(record[goal], goal)
-            return values
-        except FieldError:
-            pass  # each field again, every problem reported
     for column in (position, heading, goal):
         if column not in record:
             report.add(column, "missing (required privileged field)")
@@ -74,6 +66,24 @@ def _pose_from_record(record: Mapping, ctx: ReadContext, report: RecordProblems)
     if goal in record:
         values["goal_position"] = report.check(as_position, record[goal], goal)
     return values
+
+
+def _quick_pose(record: Mapping, options: LoadOptions) -> dict | None:
+    """The pose fields of the common record, all three present and good, in one go; else ``None``
+    (`_pose_from_record` then reads each field and reports every problem, or the pose comes from
+    elsewhere)."""
+    position, heading, goal = options.pose_columns
+    if position not in record:  # no pose in the record (a VLN-Ego export): no exception to pay for
+        return None
+    try:
+        return {
+            "pose_source": "record",
+            "agent_position": as_position(record[position], position),
+            "agent_heading": as_heading(record[heading], heading, options.heading_unit),
+            "goal_position": as_position(record[goal], goal),
+        }
+    except (KeyError, FieldError):
+        return None
 
 
 def _pose_without_fields(
@@ -114,14 +124,14 @@ def read_privileged(
     record: Mapping, images: tuple[str, ...] | None, ctx: ReadContext, report: RecordProblems
 ) -> dict:
     """Episode keyword arguments of the privileged fields, plus ``pose_source``; problems go to ``report``."""
-    names = ctx.options.names
-    position, heading, goal = names["agent_position"], names["agent_heading"], names["goal_position"]
-    if position in record or heading in record or goal in record:
-        values = _pose_from_record(record, ctx, report)
-    else:
-        values = _pose_without_fields(images, ctx, report) or {}
-    for name in OPTIONAL_FIELDS:
-        column = names[name]
+    values = _quick_pose(record, ctx.options)  # the common case: all three pose fields present and good
+    if values is None:
+        position, heading, goal = ctx.options.pose_columns
+        if position in record or heading in record or goal in record:
+            values = _pose_from_record(record, ctx, report)
+        else:
+            values = _pose_without_fields(images, ctx, report) or {}
+    for name, column in ctx.options.optional_columns:
         value = record.get(column)
         if value is not None:
             try:
