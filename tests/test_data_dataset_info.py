@@ -79,6 +79,15 @@ def test_alpaca_entry_joins_instruction_and_input_like_llama_factory(dataset_dir
     assert episode.expert_response == "TURN_LEFT"
 
 
+@pytest.mark.parametrize("options", [{}, {"format": "alpaca"}])
+def test_an_alpaca_file_loads_without_dataset_info(dataset_dir: Path, options):
+    """The README's alpaca record (LLaMA-Factory's instruction / input / output) loads by itself,
+    auto-detected or with ``format="alpaca"``, as through its dataset_info entry."""
+    (episode,) = load_episodes(dataset_dir / "alpaca.json", **options)
+    assert episode.prompt == "<image>Your instruction is 'turn to the lamp'.\nWhat next?"
+    assert episode.expert_response == "TURN_LEFT" and episode.instruction == "turn to the lamp"
+
+
 def test_bad_entries_name_the_file_and_the_entry_field(dataset_dir: Path):
     info = dataset_dir / "dataset_info.json"
     cases = {

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from vln_gym.data.context import ReadContext
-from vln_gym.data.fields import as_text
+from vln_gym.data.fields import ALPACA_DEFAULTS, as_text
 from vln_gym.data.media import read_images
 from vln_gym.data.privileged import read_privileged
 from vln_gym.data.problems import DataError, FieldError, Location, RecordProblems
@@ -84,6 +84,8 @@ def alpaca_as_chat(record: Any, location: Location, ctx: ReadContext) -> Any:
         return record
     column = ctx.options.column
     prompt_key, query_key, response_key = column("prompt"), column("query"), column("response")
+    if (prompt_key, query_key) == ("prompt", "query") and not {"prompt", "query"} & record.keys():
+        prompt_key, query_key, response_key = ALPACA_DEFAULTS.values()  # LLaMA-Factory's own column names
     history_key = column("history")
     if prompt_key not in record and query_key not in record:
         raise DataError(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vln_gym.data.fields import CHAT_TAGS
+from vln_gym.data.fields import ALPACA_DEFAULTS, CHAT_TAGS
 from vln_gym.data.problems import DataError, Problem
 
 # LLaMA-Factory column name -> our field name (the field map is ours -> the file's column).
@@ -28,7 +28,6 @@ ALPACA_COLUMNS = {
     "system": "system",
     "images": "images",
 }
-ALPACA_DEFAULTS = {"prompt": "instruction", "query": "input", "response": "output"}
 UNSUPPORTED_COLUMNS = ("videos", "audios", "chosen", "rejected", "kto_tag")
 REMOTE_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 

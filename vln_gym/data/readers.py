@@ -3,7 +3,8 @@
 Auto-detection is per file, from its first JSON object: ``"format": "vln-gym/1"`` -> vln-gym;
 ``conversations``/``messages`` with ``images`` -> sharegpt, with ``image`` -> vlm-r1; ``video`` +
 ``instructions`` + ``actions`` -> streamvln; ``video_id`` + ``q`` + ``a`` + ``frames`` -> navila; an
-episodes_dataset row -> vln-gym; a folder -> vln-ego.
+episodes_dataset row -> vln-gym; ``instruction`` + ``output`` -> alpaca (LLaMA-Factory's column names,
+also the default of ``format="alpaca"``); a folder -> vln-ego.
 An explicit ``format`` wins.
 """
 
@@ -45,6 +46,8 @@ def detect_format(record: Any, ctx: ReadContext) -> str | None:
         if column("images") not in record and column("images", "image") in record:
             return "vlm-r1"
         return "sharegpt"
+    if {"instruction", "output"} <= record.keys():
+        return "alpaca"  # LLaMA-Factory's alpaca columns (instruction, input, output, images)
     return None
 
 
@@ -119,5 +122,5 @@ def _undetected(record: Any) -> str:
     return (
         f"cannot detect the format from keys [{keys}]: expected 'format': '{FORMAT_TAG}', or "
         "'conversations'/'messages' with 'images' (ShareGPT) or 'image' (VLM-R1), video/instructions/actions "
-        "(StreamVLN), video_id/q/a/frames (NaVILA); pass format= or a field map"
+        "(StreamVLN), video_id/q/a/frames (NaVILA), instruction/output (alpaca); pass format= or a field map"
     )
