@@ -105,6 +105,17 @@ def test_symlinks_out_of_the_media_folder_are_refused(tmp_path):
     assert problems(path, media_dir=str(media), allow_outside_media=True) == []
 
 
+def test_a_media_folder_given_with_dot_dot_holds_its_images(tmp_path, monkeypatch):
+    """``--media-dir ../`` from a subfolder: the folder is normalised before images are checked against
+    it (every image was 'outside the media folder /x/sub/..')."""
+    make_png(tmp_path / "a.png")
+    (tmp_path / "sub").mkdir()
+    path = write_lines(tmp_path / "sub" / "d.jsonl", [own_record("x", ["a.png"])])
+    monkeypatch.chdir(tmp_path / "sub")
+    assert problems(path, media_dir="../") == []
+    assert problems(path, media_dir=str(tmp_path / "sub" / "..")) == []
+
+
 def test_vln_ego_frames_duplicates_and_links_are_errors(tmp_path, vln_ego_trajectory):
     import shutil
 

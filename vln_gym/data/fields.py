@@ -8,6 +8,7 @@ with a precise message; readers attach path and line. Units are converted here, 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -113,7 +114,7 @@ class LoadOptions:
         return cls(
             format=format,
             field_map=tuple(sorted(field_map.items())),
-            media_dir=None if media_dir is None else str(Path(media_dir).absolute()),
+            media_dir=None if media_dir is None else os.path.normpath(os.path.abspath(media_dir)),
             # Longest prefix first, so that a more specific remap wins.
             path_remap=tuple(sorted(remap, key=lambda item: -len(item[0]))),
             allow_outside_media=allow_outside_media,
