@@ -88,6 +88,18 @@ def test_an_alpaca_file_loads_without_dataset_info(dataset_dir: Path, options):
     assert episode.expert_response == "TURN_LEFT" and episode.instruction == "turn to the lamp"
 
 
+def test_a_mapped_turns_column_has_no_fallback(tmp_path: Path):
+    """columns.messages names the turns column: a record without it is a problem naming that column,
+    not read from the default ``messages`` / ``conversations`` (that was a silent fallback)."""
+    write_lines(tmp_path / "d.jsonl", [{"messages": [], "images": ["a.png"], **POSE}])
+    info = tmp_path / "dataset_info.json"
+    info.write_text(
+        json.dumps({"x": {"file_name": "d.jsonl", "formatting": "sharegpt", "columns": {"messages": "nope"}}})
+    )
+    with pytest.raises(DataError, match=r"d\.jsonl:1: nope: missing \(need 'nope'\)"):
+        load_episodes(dataset_info=info, dataset="x")
+
+
 def test_bad_entries_name_the_file_and_the_entry_field(dataset_dir: Path):
     info = dataset_dir / "dataset_info.json"
     cases = {

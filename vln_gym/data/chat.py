@@ -234,10 +234,9 @@ def _generated_id(location: Location) -> str:
 def _dialogue(
     record: dict, turns_column: str | None, fmt: str, ctx: ReadContext, report: RecordProblems
 ) -> Dialogue | None:
-    names = ctx.options.names
     if turns_column is None:
-        conversations, messages = names["conversations"], names["messages"]
-        report.add(conversations, f"missing (need '{conversations}' or '{messages}')")
+        columns = ctx.options.turn_columns
+        report.add(columns[0], f"missing (need {' or '.join(repr(column) for column in columns)})")
         return None
     if fmt == "vlm-r1":
         return report.check(parse_vlm_r1_dialogue, record[turns_column], turns_column)
@@ -302,9 +301,7 @@ def chat_episode(record: Any, location: Location, ctx: ReadContext, fmt: str) ->
         raise DataError([location.problem("record", f"expected a JSON object, got {type(record).__name__}")])
     names = ctx.options.names
     report = RecordProblems(location)
-    turns_column = names["conversations"] if names["conversations"] in record else None
-    if turns_column is None and names["messages"] in record:
-        turns_column = names["messages"]
+    turns_column = next((column for column in ctx.options.turn_columns if column in record), None)
     dialogue = _dialogue(record, turns_column, fmt, ctx, report)
     images_column = ctx.options.column("images", "image" if fmt == "vlm-r1" else "images")
     images = _images(record, images_column, dialogue, location, ctx, report, fmt)

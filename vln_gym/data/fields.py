@@ -137,6 +137,13 @@ class LoadOptions:
         return {name: self.column(name) for name in MAPPABLE_FIELDS}
 
     @cached_property
+    def turn_columns(self) -> tuple[str, ...]:
+        """Where a chat record's turns are: the mapped column(s) when the field map names one (no falling
+        back to a default column then), else ``conversations`` or ``messages``."""
+        mapped = tuple(self.columns[name] for name in ("conversations", "messages") if name in self.columns)
+        return mapped or (self.column("conversations"), self.column("messages"))
+
+    @cached_property
     def pose_columns(self) -> tuple[str, str, str]:
         """The file's column names of `POSE_FIELDS` (position, heading, goal)."""
         position, heading, goal = (self.column(name) for name in POSE_FIELDS)
