@@ -4,6 +4,7 @@ shape or a failure at the first reset (``image_size="56"`` once gave frames of s
 from __future__ import annotations
 
 import math
+import re
 
 import gymnasium as gym
 import numpy as np
@@ -167,3 +168,13 @@ def test_training_env_speaks_text():
     assert PPOConfig(env_kwargs={"world_config": "easy"}).env_kwargs["action_space"] == "text"
     with pytest.raises(ValueError, match=r"PPOConfig\.env_kwargs: action_space must be 'text'"):
         PPOConfig(env_kwargs={"world_config": "easy", "action_space": "discrete"})
+
+
+def test_a_yaml_key_given_twice_is_refused_with_its_line(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("lr: 0.001\nnum_envs: 2\nlr: 0.1\n")
+    with pytest.raises(
+        SystemExit, match=rf"^{re.escape(str(config))}:3: invalid YAML \(duplicate key 'lr'\)"
+    ):
+        main(["train", "--config", str(config), "--output_dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()

@@ -482,6 +482,27 @@ def _type_problem(name: str, value: Any) -> str | None:
     return None if math.isfinite(value) else "must be a finite number"
 
 
+@cache
+def _unique_keys_loader() -> type:
+    """A ``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently: ``lr`` set twice would train with whichever came last), naming its line."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:
     """Flags and/or ``--config FILE.yaml`` (flags win over the file) through ``HfArgumentParser``."""
     import yaml
@@ -498,7 +519,7 @@ def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:
             raise SystemExit("--config needs a YAML file path")
         path = Path(args[index + 1])
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_keys_loader()) or {}
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
