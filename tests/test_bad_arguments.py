@@ -178,3 +178,11 @@ def test_a_yaml_key_given_twice_is_refused_with_its_line(tmp_path):
     ):
         main(["train", "--config", str(config), "--output_dir", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_refuses_data_given_twice(tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text("")
+    argv = ["evaluate", "--agent", "oracle", "--data", str(data), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--env-kwargs", '{"data_files": "x.jsonl"}']) == 2
+    assert "give the data once" in capsys.readouterr().err

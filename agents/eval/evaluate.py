@@ -147,6 +147,10 @@ def env_build_kwargs(env_kwargs: Mapping[str, Any], data: Any) -> dict[str, Any]
     ``heading_unit`` / ``allow_outside_media`` given at the top level move into ``data_options``; with no
     data, the held-out built-in world (``HELDOUT_WORLD_KWARGS``, which ``env_kwargs`` may override)."""
     kwargs = dict(env_kwargs)
+    if data is not None and ("data_files" in kwargs or "episodes" in kwargs):
+        raise EvaluationError(
+            "give the data once: --data / data, or env_kwargs data_files / episodes, not both"
+        )
     if data is not None:
         kwargs["data_files"] = [str(data)] if isinstance(data, str | Path) else [str(p) for p in data]
     if "data_files" in kwargs:
