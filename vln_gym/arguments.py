@@ -12,12 +12,22 @@ import numbers
 from typing import Any
 
 
+def is_finite_real(value: Any) -> bool:
+    """``value`` is a finite real number (Python or numpy, not a bool, not a string)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_whole(value: Any) -> bool:
+    """``value`` is an integer (Python or numpy, not a bool, not a float)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def real_number(
     name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = False
 ) -> float:
     """``value`` as a float: a finite real (not a bool, not a string) in ``[low, high]`` (``(low, high]``
     with ``low_open``)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = is_finite_real(value)
     if ok:
         ok = (value > low if low_open else value >= low) and value <= high
     if not ok:
@@ -31,7 +41,7 @@ def real_number(
 
 def whole_number(name: str, value: Any, *, low: int) -> int:
     """``value`` as an int: an integer (Python or numpy, not a bool or float) >= ``low``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+    if not is_whole(value) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
 

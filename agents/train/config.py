@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import sys
 import types
 from collections.abc import Mapping, Sequence
@@ -16,6 +14,7 @@ from typing import Any, Literal, get_args, get_type_hints
 
 from agents.presets import EASY_REWARDS
 from agents.train import ppo
+from vln_gym.arguments import is_finite_real, is_whole
 
 GRPO_STARTS = ("reset", "expert_prefix")
 # PPOConfig fields a resume may change (the rest must equal the checkpoint's config)
@@ -475,11 +474,9 @@ def _type_problem(name: str, value: Any) -> str | None:
         return None if isinstance(value, bool) else "must be true or false"
     if str in plain:
         return None if isinstance(value, str) else "must be a string"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return "must be a number"
     if int in plain:
-        return None if isinstance(value, numbers.Integral) else "must be an integer"
-    return None if math.isfinite(value) else "must be a finite number"
+        return None if is_whole(value) else "must be an integer"
+    return None if is_finite_real(value) else "must be a finite number"
 
 
 @cache
