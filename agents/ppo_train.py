@@ -439,12 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = ppo_train(config)
-    except (
-        RunDirError,
-        CheckpointError,
-        ValueError,
-        OSError,
-    ) as error:  # OSError: a model not found, a full disk
+    # OSError: a model that is not found, a full disk
+    except (RunDirError, CheckpointError, ValueError, OSError) as error:
         print(f"vln-gym train: error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

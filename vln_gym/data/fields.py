@@ -47,9 +47,9 @@ MAPPABLE_FIELDS = (
     *("prompt", "query", "response", "history"),  # alpaca columns
     *PRIVILEGED_FIELDS,
 )
-# LLaMA-Factory sharegpt tags (dataset_info ``tags``) a load may set.
 # LLaMA-Factory's alpaca columns (its DatasetAttr defaults): what an alpaca file calls prompt, query, response
 ALPACA_DEFAULTS = {"prompt": "instruction", "query": "input", "response": "output"}
+# LLaMA-Factory sharegpt tags (dataset_info ``tags``) a load may set.
 CHAT_TAGS = (
     "role_tag",
     "content_tag",
