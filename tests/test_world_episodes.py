@@ -92,8 +92,36 @@ def test_config_and_arguments_are_respected() -> None:
             episode.agent_position, episode.agent_heading, episode.expert_actions, 0.5, 30.0
         )[-1][0]
         assert world.geodesic_distance(final, episode.goal_position) <= 0.5
-    with pytest.raises(ValueError, match="seed must be >= 0"):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
         generate_episodes(seed=-1, num_episodes=1)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"forward_step": math.inf}, "forward_step must be a finite number >= 0.01, got inf"),
+        ({"forward_step": 0.001}, "forward_step must be a finite number >= 0.01"),
+        ({"forward_step": "0.25"}, "forward_step must be a finite number"),
+        ({"turn_angle": math.nan}, r"turn_angle must be a finite number in \(0, 180\], got nan"),
+        ({"turn_angle": 720.0}, r"turn_angle must be a finite number in \(0, 180\]"),
+        ({"turn_angle": 0}, r"turn_angle must be a finite number in \(0, 180\]"),
+        ({"success_distance": -1.0}, "success_distance must be a finite number > 0"),
+        ({"success_distance": math.nan}, "success_distance must be a finite number > 0"),
+        ({"episodes_per_world": 0}, "episodes_per_world must be an integer >= 1"),
+        ({"episodes_per_world": 2.5}, "episodes_per_world must be an integer >= 1"),
+    ],
+)
+def test_bad_generation_arguments_are_one_line_errors(arguments: dict, message: str) -> None:
+    """The Python API checks what make-world's flags check (before: raw OverflowError / ValueError from
+    numpy, a RuntimeError after 20 draws, no answer within 20 s on NaN success_distance, 4,439-step
+    paths at 1 mm)."""
+    for build in (
+        lambda: generate_episodes(0, 1, **arguments),
+        lambda: generate_episode(0, 0, **arguments),
+        lambda: WorldEpisodes(0, 1, **arguments),
+    ):
+        with pytest.raises(ValueError, match=message):
+            build()
 
 
 def test_initial_turn() -> None:

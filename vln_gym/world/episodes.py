@@ -16,9 +16,10 @@ from typing import overload
 
 import numpy as np
 
+from vln_gym.arguments import real_number, whole_number
 from vln_gym.episode import Episode
 from vln_gym.geometry import MOVE_FORWARD, Vec3
-from vln_gym.world.config import WorldConfig, scene_id
+from vln_gym.world.config import MIN_FORWARD_STEP, WorldConfig, scene_id
 from vln_gym.world.instructions import instruction_for_path
 from vln_gym.world.layout import Landmark
 from vln_gym.world.navigation import UnreachableGoalError
@@ -170,17 +171,22 @@ def make_episode(
 
 
 def _episode_settings(
-    seed: int, config: WorldConfig, success_distance: float | None, episodes_per_world: int
+    seed: int,
+    config: WorldConfig,
+    success_distance: float | None,
+    episodes_per_world: int,
+    forward_step: float,
+    turn_angle: float,
 ) -> float:
-    """Validate the shared arguments; returns the success radius written into the episodes."""
-    if int(seed) < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if episodes_per_world < 1:
-        raise ValueError(f"episodes_per_world must be >= 1, got {episodes_per_world}")
-    radius = config.success_distance if success_distance is None else float(success_distance)
-    if radius <= 0:
-        raise ValueError(f"success_distance must be > 0, got {radius}")
-    return radius
+    """Validate the shared arguments (one ValueError line naming the argument); returns the success radius
+    written into the episodes."""
+    whole_number("seed", seed, low=0)
+    whole_number("episodes_per_world", episodes_per_world, low=1)
+    real_number("forward_step", forward_step, low=MIN_FORWARD_STEP)
+    real_number("turn_angle", turn_angle, low=0.0, high=180.0, low_open=True)
+    if success_distance is None:
+        return config.success_distance
+    return real_number("success_distance", success_distance, low=0.0, low_open=True)
 
 
 def generate_episode(
@@ -196,7 +202,7 @@ def generate_episode(
     """Episode ``world-s{seed}-e{index}`` alone: equal to ``generate_episodes(seed, n, ...)[index]`` for any
     ``n > index`` (each episode draws from its own ``(seed, index)`` stream in world ``index //
     episodes_per_world``), at the cost of that one episode (~10 ms)."""
-    radius = _episode_settings(seed, config, success_distance, episodes_per_world)
+    radius = _episode_settings(seed, config, success_distance, episodes_per_world, forward_step, turn_angle)
     if int(index) < 0:
         raise ValueError(f"episode index must be >= 0, got {index}")
     index = int(index)
@@ -229,7 +235,7 @@ def generate_episodes(
     ``index`` does not depend on ``num_episodes`` (`generate_episode` builds one alone; `WorldEpisodes`
     builds them on demand). Instructions are at most ``instruction_length_limit(config)`` characters.
     """
-    _episode_settings(seed, config, success_distance, episodes_per_world)
+    _episode_settings(seed, config, success_distance, episodes_per_world, forward_step, turn_angle)
     if num_episodes < 0:
         raise ValueError(f"num_episodes must be >= 0, got {num_episodes}")
     return [
@@ -268,7 +274,7 @@ class WorldEpisodes(Sequence[Episode]):
         success_distance: float | None = None,
         episodes_per_world: int = 10,
     ) -> None:
-        _episode_settings(seed, config, success_distance, episodes_per_world)
+        _episode_settings(seed, config, success_distance, episodes_per_world, forward_step, turn_angle)
         if num_episodes < 0:
             raise ValueError(f"num_episodes must be >= 0, got {num_episodes}")
         self.seed = int(seed)
