@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import math
 from pathlib import Path
 
 import pytest
 
-from vln_gym.data import DataError, read_habitat_episodes
+from vln_gym.data import DataError, load_episodes, read_habitat_episodes
 from vln_gym.data.habitat import heading_from_quaternion
 from vln_gym.data.problems import FieldError
 from vln_gym.geometry import MOVE_FORWARD, apply_action
@@ -128,3 +129,23 @@ def test_gt_locations_must_match_the_forward_steps(tmp_path: Path):
         {"7": {"actions": [1, 1, 0], "locations": [[0, 0, 0], [0, 0, -0.25], [0, 0, -0.5]]}},
     )
     assert read_habitat_episodes(path)["7"].actions == (1, 1, 0)
+
+
+def test_a_pose_source_that_no_record_reads_is_reported(tmp_path: Path, caplog):
+    """Records that carry their own poses ignore a pose source: said once, on the data logger."""
+    from test_data_helpers import make_png, own_record, write_lines
+    from test_data_navila import write_navila
+
+    source = _write(tmp_path / "val.json.gz", {"episodes": [_episode(episode_id=914)]})
+    make_png(tmp_path / "a.png")
+    own = write_lines(tmp_path / "own.jsonl", [own_record("ep-1", ["a.png"])])
+    with caplog.at_level(logging.WARNING, logger="vln_gym.data"):
+        assert len(load_episodes(own, pose_source=source)) == 1
+    assert f"pose_source {source} was not used" in caplog.text
+    caplog.clear()
+    navila = write_navila(tmp_path / "navila", video="914")
+    with caplog.at_level(logging.WARNING, logger="vln_gym.data"):
+        joined = load_episodes(navila, pose_source=source)
+        load_episodes(own, pose_source=source, on_error="skip", format="sharegpt")  # no good record
+    assert {e.extra["pose_source"] for e in joined} == {"habitat-start"}
+    assert "was not used" not in caplog.text

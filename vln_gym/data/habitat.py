@@ -234,6 +234,11 @@ class HabitatEpisodes:
         self._episodes: dict[str, HabitatEpisode] | DataError | None = None
 
     @property
+    def used(self) -> bool:
+        """Some record of the load looked up its episode (the files were read)."""
+        return self._episodes is not None
+
+    @property
     def episodes(self) -> dict[str, HabitatEpisode]:
         """Every episode by id (files read on first use; a broken file raises its `DataError` each time)."""
         if self._episodes is None:

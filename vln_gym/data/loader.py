@@ -20,6 +20,7 @@ from typing import Any
 from vln_gym.data.context import ReadContext
 from vln_gym.data.dataset_info import read_dataset_info
 from vln_gym.data.fields import ON_ERROR, LoadOptions
+from vln_gym.data.habitat import HabitatEpisodes
 from vln_gym.data.problems import DataError, Location, Problem, ValidationReport, format_problems
 from vln_gym.data.readers import Item, iter_path, iter_rows
 from vln_gym.episode import Episode
@@ -70,7 +71,24 @@ def iter_items(paths: PathsLike, options: LoadOptions) -> Iterator[Item]:
     """Every record of every input as ``(location, Episode)`` or `DataError`, duplicate ids flagged."""
     ctx = ReadContext(options)
     items = itertools.chain.from_iterable(iter_path(path, ctx) for path in as_paths(paths))
-    yield from checked_items(items, options)
+    checked = checked_items(items, options)
+    yield from checked if ctx.habitat is None else _noting_unused_pose_source(checked, ctx.habitat)
+
+
+def _noting_unused_pose_source(items: Iterable[Item], habitat: HabitatEpisodes) -> Iterator[Item]:
+    """``items``; then, if some record was good and none of them read ``habitat``, a warning: a pose
+    source given for records that carry their own poses is otherwise ignored without a word."""
+    good = 0
+    for item in items:
+        good += not isinstance(item, DataError)
+        yield item
+    if good and not habitat.used:
+        logger.warning(
+            "pose_source %s was not used: no record of this load takes its poses from a Habitat episode "
+            "(frame trajectories do: VLN-Ego folders and the chat records built on them, StreamVLN, "
+            "NaVILA); the poses are the records' own",
+            ", ".join(habitat.paths),
+        )
 
 
 def checked_items(items: Iterable[Item], options: LoadOptions) -> Iterator[Item]:
