@@ -15,6 +15,7 @@ from agents.cli import main
 from agents.train.config import PPOConfig
 from agents.train.envpool import make_env
 from vln_gym.arguments import real_number, size_pair, whole_number
+from vln_gym.data import load_episodes, validate_files
 from vln_gym.safe_files import OutputExistsError, check_replaceable, writable_folder
 
 
@@ -186,3 +187,11 @@ def test_evaluate_refuses_data_given_twice(tmp_path, capsys):
     argv = ["evaluate", "--agent", "oracle", "--data", str(data), "--out", str(tmp_path / "o")]
     assert main([*argv, "--env-kwargs", '{"data_files": "x.jsonl"}']) == 2
     assert "give the data once" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("paths", [5, [5], b"data.jsonl", {"file": "data.jsonl"}, ["a.jsonl", None]])
+def test_load_episodes_names_paths_that_are_not_paths(paths):
+    with pytest.raises(ValueError, match="paths must be a path or a list of paths"):
+        load_episodes(paths)
+    with pytest.raises(ValueError, match="paths must be a path or a list of paths"):
+        validate_files(paths)

@@ -13,6 +13,7 @@ import gc
 import itertools
 import logging
 import operator
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,16 @@ MAX_LOGGED_PROBLEMS = 20
 
 
 def as_paths(paths: PathsLike) -> list[Path]:
-    """One path or a sequence of paths, as a non-empty list."""
-    if isinstance(paths, str | Path):
+    """One path or a sequence of paths, as a non-empty list (ValueError naming anything else)."""
+    if isinstance(paths, str | os.PathLike):
         return [Path(paths)]
-    result = [Path(path) for path in paths]
+    if isinstance(paths, bytes | Mapping) or not isinstance(paths, Iterable):
+        raise ValueError(f"paths must be a path or a list of paths, got {paths!r}")
+    result = []
+    for path in paths:
+        if not isinstance(path, str | os.PathLike):
+            raise ValueError(f"paths must be a path or a list of paths; got {path!r} in {paths!r}")
+        result.append(Path(path))
     if not result:
         raise ValueError("no input paths given")
     return result
