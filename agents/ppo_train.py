@@ -37,6 +37,7 @@ from agents.train.batch import build_samples, reference_logprobs
 from agents.train.checkpoint import (
     CheckpointError,
     check_compatible,
+    list_checkpoints,
     load_optimizer_and_scheduler,
     load_rng_state,
     load_runner_state,
@@ -425,6 +426,20 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- command line
+def _interrupted(output_dir: str) -> str:
+    """What a Ctrl-C leaves: whole checkpoints to resume, or (during the warm start, before the first
+    checkpoint) nothing to resume."""
+    if list_checkpoints(output_dir):
+        return (
+            f"interrupted; the checkpoints in {output_dir} are whole (continue with --resume_from "
+            f"{output_dir})"
+        )
+    return (
+        f"interrupted before the first checkpoint; nothing to resume in {output_dir} (start over with "
+        "--overwrite_output_dir)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``vln-gym train`` / ``python -m agents.ppo_train``; bad flags or config files exit 2 with one line."""
     import yaml
@@ -444,11 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vln-gym train: error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"vln-gym train: interrupted; the checkpoints in {config.output_dir} are whole "
-            f"(continue with --resume_from {config.output_dir})",
-            file=sys.stderr,
-        )
+        print(f"vln-gym train: {_interrupted(config.output_dir)}", file=sys.stderr)
         return 130
     printable = {k: v for k, v in result.items() if not k.startswith("time/")}
     print(json.dumps(printable, default=str))

@@ -258,3 +258,49 @@ def test_sigint_prints_one_line_and_leaves_a_resumable_run(tmp_path):
     assert not (run / LOCK_NAME).exists()
     last = resolve_checkpoint(run)
     assert json.loads((last / "trainer_state.json").read_text())["iteration"] >= 1
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(
+    tmp_path, monkeypatch, capsys, finished_run
+):
+    """A Ctrl-C during the warm start leaves no checkpoint: the line says so, and the next fresh run in
+    that dir is told to start over, not to resume (which would fail: no checkpoint here)."""
+    import agents.ppo_train as ppo_module
+
+    run = tmp_path / "run"
+
+    def interrupted_warm_start(config):
+        Path(config.output_dir, "sft.json").write_text("{}")  # what the warm start had written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ppo_module, "ppo_train", interrupted_warm_start)
+    run.mkdir()
+    assert main(["--output_dir", str(run), "--no_progress"]) == 130
+    line = capsys.readouterr().err.strip()
+    assert line == (
+        f"vln-gym train: interrupted before the first checkpoint; nothing to resume in {run} "
+        "(start over with --overwrite_output_dir)"
+    )
+    with pytest.raises(
+        RunDirError, match=r"saved no checkpoint .*nothing to resume: pass --overwrite_output_dir"
+    ):
+        acquire(run, resume=False, overwrite=False)
+    assert ppo_module._interrupted(str(finished_run)).endswith(
+        f"(continue with --resume_from {finished_run})"
+    )
+
+
+def test_a_refused_run_removes_only_the_empty_dir_it_created(tmp_path):
+    created = tmp_path / "new" / "run"
+    lock, _ = acquire(created, resume=False, overwrite=False)
+    release(lock)  # refused after the claim: nothing written
+    assert not created.exists() and created.parent.is_dir()
+    lock, _ = acquire(created, resume=False, overwrite=False)
+    (created / "metrics.jsonl").write_text("")
+    release(lock)
+    assert (created / "metrics.jsonl").is_file()  # a run's files stay
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    lock, _ = acquire(existing, resume=False, overwrite=False)
+    release(lock)
+    assert existing.is_dir()  # the user's own (empty) folder stays

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from agents.train.checkpoint import list_checkpoints
 from vln_gym.safe_files import writable_folder
 
 LOCK_NAME = ".lock"
@@ -50,18 +51,15 @@ def run_files(output_dir: Path) -> list[str]:
 
 def acquire(output_dir: str | Path, *, resume: bool, overwrite: bool) -> tuple[Path, str]:
     """Take ownership of ``output_dir`` for this run; returns the lock path and a note for the log."""
+    created = not Path(output_dir).exists()
     output_dir = writable_folder(output_dir, "output_dir")  # a read-only path: one line, before any work
     lock = output_dir / LOCK_NAME
-    notes = [_take_lock(lock)]
+    notes = [_take_lock(lock, created)]
     try:
         previous = run_files(output_dir)
         if previous and not resume:
             if not overwrite:
-                shown = ", ".join(previous[:4]) + (", ..." if len(previous) > 4 else "")
-                raise RunDirError(
-                    f"{output_dir}: already holds a run ({shown}); pass --resume_from {output_dir} to "
-                    "continue it, or --overwrite_output_dir to delete it and start over"
-                )
+                raise RunDirError(_holds_a_run(output_dir, previous))
             for name in previous:
                 path = output_dir / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -77,8 +75,25 @@ def acquire(output_dir: str | Path, *, resume: bool, overwrite: bool) -> tuple[P
     return lock, "; ".join(note for note in notes if note)
 
 
-def _take_lock(lock: Path) -> str:
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+def _holds_a_run(output_dir: Path, previous: list[str]) -> str:
+    """The refusal of a fresh run in ``output_dir``: resume it, or (with no checkpoint, as after a Ctrl-C
+    during the warm start) start over."""
+    shown = ", ".join(previous[:4]) + (", ..." if len(previous) > 4 else "")
+    if not list_checkpoints(output_dir):
+        return (
+            f"{output_dir}: already holds a run that saved no checkpoint ({shown}); nothing to resume: "
+            "pass --overwrite_output_dir to delete it and start over, or choose another --output_dir"
+        )
+    return (
+        f"{output_dir}: already holds a run ({shown}); pass --resume_from {output_dir} to continue it, "
+        "or --overwrite_output_dir to delete it and start over"
+    )
+
+
+def _take_lock(lock: Path, created: bool) -> str:
+    """Create the lock (``created``: this run made the output dir, which `release` then removes if the
+    run left nothing in it)."""
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "created": created}
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -109,12 +124,17 @@ def _read_lock(lock: Path) -> dict:
 
 
 def release(lock: Path | None) -> None:
-    """Remove our lock (only if it is still ours)."""
+    """Remove our lock (only if it is still ours), and the output dir if this run created it and left it
+    empty (a run refused after the claim: a config that cannot resume, a model not found)."""
     if lock is None:
         return
-    if _read_lock(lock).get("pid") == os.getpid():
+    holder = _read_lock(lock)
+    if holder.get("pid") == os.getpid():
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
+        if holder.get("created") is True:
+            with contextlib.suppress(OSError):  # not empty: the run's files stay
+                lock.parent.rmdir()
 
 
 def claim_output_dir(config, accelerator) -> Path | None:
