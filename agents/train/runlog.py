@@ -132,13 +132,26 @@ def global_mean_std(accelerator, values: Sequence[float]) -> tuple[float, float]
     return mean, math.sqrt(max(total_sq / count - mean * mean, 0.0))
 
 
+def global_names(accelerator, names: set[str]) -> list[str]:
+    """The union of every process's ``names``, sorted: the metrics that each process then reduces, in the
+    same order everywhere (a name only one process has seen, e.g. an episode metric where only it finished
+    an episode, would otherwise leave the others out of that collective and hang them all)."""
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        names = set().union(*gather_object([sorted(names)]))
+    return sorted(names)
+
+
 def rollout_metrics(accelerator, decisions: Sequence[Decision], stats: RolloutStats) -> dict[str, float]:
     """Reward / episode / validity statistics of one rollout, averaged over processes."""
     metrics: dict[str, float] = {}
     metrics["reward/mean"], metrics["reward/std"] = global_mean_std(
         accelerator, [d.reward for d in decisions]
     )
-    term_names = sorted({name for d in decisions for name in d.info.get("reward_terms", {})})
+    term_names = global_names(
+        accelerator, {name for d in decisions for name in d.info.get("reward_terms", {})}
+    )
     for name in term_names:
         values = [
             d.info["reward_terms"][name]
@@ -156,7 +169,7 @@ def rollout_metrics(accelerator, decisions: Sequence[Decision], stats: RolloutSt
     metrics["episode/carried_over"] = global_sum(accelerator, [stats.carried_over])[0]
     success = [float(d.info.get("success", False)) for d in decisions if d.done]
     metrics["episode/success_rate"] = global_mean_std(accelerator, success)[0]
-    metric_names = sorted({k for m in stats.episode_metrics for k in m} - {"success"})
+    metric_names = global_names(accelerator, {k for m in stats.episode_metrics for k in m} - {"success"})
     for name in metric_names:
         values = [m[name] for m in stats.episode_metrics if name in m]
         metrics[f"episode/{name}"] = global_mean_std(accelerator, values)[0]
