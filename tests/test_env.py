@@ -88,6 +88,22 @@ def test_first_record_pads_history_with_zeros(line_episodes):
     assert tuple(obs["frames"][2, 0, 0]) == _colour(0)
 
 
+def test_observations_are_fresh_writable_arrays(line_episodes):
+    """Each observation owns its frames and mask: writing into one changes neither the next nor the cache."""
+    env = _make(line_episodes, history_frames=3)
+    first, _ = env.reset(options={"episode_index": 1})
+    expected = {key: first[key].copy() for key in ("frames", "frame_mask")}
+    assert expected["frame_mask"].tolist() == [0, 1, 1]
+    first["frames"][:] = 7
+    first["frame_mask"][:] = 9
+    after_step, *_ = env.step(MOVE_FORWARD)
+    after_reset, _ = env.reset(options={"episode_index": 1})
+    for obs in (after_step, after_reset):
+        for key, value in expected.items():
+            assert obs[key].flags.writeable and obs[key].dtype == value.dtype
+            assert np.array_equal(obs[key], value)
+
+
 def test_forward_step_kinematics_and_reward_terms(line_episodes):
     env = _make(line_episodes)
     env.reset(options={"episode_index": 1})

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import threading
 import warnings
+from collections import OrderedDict
 from functools import lru_cache
 from types import ModuleType
 from typing import NamedTuple
@@ -157,6 +159,9 @@ _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 _OPENCV_FRAMES = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman JPEG
 _OPENCV_COMPONENTS = (1, 3)  # greyscale, YCbCr/RGB: libjpeg-turbo gives Pillow's pixels (CMYK: not)
 _STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])
+_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0..SOF15 (not DHT, JPG, DAC)
+_SEGMENT = struct.Struct(">BBH")  # 0xFF, marker, segment length
+_FRAME_FIELDS = struct.Struct(">BHHB")  # precision, height, width, components
 
 
 class JpegFrame(NamedTuple):
@@ -176,19 +181,18 @@ def jpeg_frame_header(data: bytes) -> JpegFrame | None:
         return None
     at, end = 2, len(data)
     while at + 4 <= end:
-        if data[at] != 0xFF:
+        fill, marker, length = _SEGMENT.unpack_from(data, at)
+        if fill != 0xFF:
             return None
-        marker = data[at + 1]
         if marker == 0xFF:  # fill byte
             at += 1
             continue
         if marker in _STANDALONE_MARKERS:
             at += 2
             continue
-        length = int.from_bytes(data[at + 2 : at + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and at + 10 <= end:
-            height, width = (int.from_bytes(data[at + i : at + i + 2], "big") for i in (5, 7))
-            return JpegFrame(marker, data[at + 4], width, height, data[at + 9])
+        if marker in _FRAME_MARKERS and at + 10 <= end:
+            precision, height, width, components = _FRAME_FIELDS.unpack_from(data, at + 4)
+            return JpegFrame(marker, precision, width, height, components)
         if marker == 0xDA or length < 2:  # scan data before any frame header
             return None
         at += 2 + length
@@ -201,12 +205,8 @@ def _opencv_decoded(path: str, target: tuple[int, int]) -> np.ndarray | None:
     problem), not a whole 8-bit baseline or progressive RGB or greyscale JPEG (a file cut short has no
     end marker), over the pixel cap, or sides the scale does not divide (Pillow resizes from the exact
     source box)."""
-    try:
-        with open(path, "rb", buffering=0) as file:
-            if os.fstat(file.fileno()).st_size > 3 * _limits["max_pixels"]:  # a JPEG is smaller
-                return None
-            data = file.readall()
-    except (OSError, ValueError):
+    data = _whole_file(path)
+    if data is None:
         return None
     header = jpeg_frame_header(data)
     if header is None or not (data.endswith(_JPEG_END) or data.rstrip(b"\0").endswith(_JPEG_END)):
@@ -216,14 +216,52 @@ def _opencv_decoded(path: str, target: tuple[int, int]) -> np.ndarray | None:
         return None
     if not 0 < width * height <= _limits["max_pixels"]:
         return None
+    plan = _decode_plan(width, height, target)
+    if plan is None:
+        return None
+    scale, shape, blur = plan
+    rgb = _reduced_jpeg(data, scale, shape)
+    if rgb is None:
+        return None
+    if (shape[1], shape[0]) == target:
+        return rgb.copy()  # ``rgb`` may be a reused work buffer
+    return _blurred_resize(rgb, target, blur, _work.array("blurred", shape))
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)  # O_BINARY: Windows only, no newline translation
+
+
+def _whole_file(path: str) -> bytes | None:
+    """The bytes of ``path`` in one read of the size ``fstat`` gives; ``None`` if it cannot be read, is
+    larger than a JPEG under the pixel cap can be, or changed size while read (Pillow decides then)."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except (OSError, ValueError):
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size > 3 * _limits["max_pixels"]:  # a JPEG is smaller
+            return None
+        data = os.read(fd, size + 1)  # one byte more: a file grown since fstat is not taken
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) == size else None
+
+
+@lru_cache(maxsize=256)
+def _decode_plan(
+    width: int, height: int, target: tuple[int, int]
+) -> tuple[int, tuple[int, int, int], tuple[tuple[int, int], float, float] | None] | None:
+    """``(scale, decoded shape, blur)`` for a ``width x height`` JPEG resized to ``target``: its
+    `dct_scale`, the RGB shape decoded at that scale and `_blur_plan` of the resize after it; ``None``
+    when the scale does not divide the sides."""
     scale = dct_scale((width, height), target)
     if width % scale or height % scale:
         return None
-    rgb = _reduced_jpeg(data, scale, (height // scale, width // scale, 3))
-    if rgb is None:
-        return None
-    frame = opencv_resize(rgb, target, after_dct=scale > 1, work=_work.array("blurred", rgb.shape))
-    return frame.copy() if frame is rgb else frame  # ``rgb`` may be a reused work buffer
+    width, height = width // scale, height // scale
+    return scale, (height, width, 3), _blur_plan(width, height, target, scale > 1)
 
 
 class _WorkBuffers(threading.local):
@@ -290,15 +328,25 @@ def opencv_resize(
     112x112). ``after_dct``: ``frame`` is a DCT-domain downscale, sharper than Pillow's triangle, so a
     side shrunk less than 1.5x more gets `DCT_EXTRA_VARIANCE` on top (240x240: 1.06 -> 0.91).
     ``work``: an array of ``frame``'s shape and dtype to blur into (else a new one)."""
-    cv2 = _cv2()
     height, width = frame.shape[:2]
     if (width, height) == target:
         return frame
-    blur = _blur_plan(width, height, target, after_dct)
+    return _blurred_resize(frame, target, _blur_plan(width, height, target, after_dct), work)
+
+
+def _blurred_resize(
+    frame: np.ndarray,
+    target: tuple[int, int],
+    blur: tuple[tuple[int, int], float, float] | None,
+    work: np.ndarray | None,
+) -> np.ndarray:
+    """`opencv_resize` with its `_blur_plan` given: ``frame`` blurred by ``blur`` (into ``work``) if any,
+    then resized INTER_LINEAR to ``target`` (a new array)."""
+    cv2 = _cv2()
     if blur is not None:
         size, sigma_x, sigma_y = blur
-        frame = cv2.GaussianBlur(frame, size, dst=work, sigmaX=sigma_x, sigmaY=sigma_y)
-    return cv2.resize(frame, target, interpolation=cv2.INTER_LINEAR)
+        frame = cv2.GaussianBlur(frame, size, sigma_x, work, sigma_y)
+    return cv2.resize(frame, target, None, 0.0, 0.0, cv2.INTER_LINEAR)
 
 
 @lru_cache(maxsize=256)
@@ -343,18 +391,53 @@ def _read_only_frame(path: str, size: tuple[int, int] | None) -> np.ndarray:
 
 
 DEFAULT_FRAME_CACHE_SIZE = 1024
-_frame_cache = {"get": lru_cache(maxsize=DEFAULT_FRAME_CACHE_SIZE)(_read_only_frame)}
+_FrameKey = tuple[str, tuple[int, int] | None]  # (path, (height, width) or None)
+
+
+class _FrameCache:
+    """The shared LRU cache of read-only decoded frames, ``(path, size) -> frame``.
+
+    Unlike ``functools.lru_cache`` a miss drops the least recently used frame before it decodes, so the
+    decode reuses the block it frees (glibc hands freed blocks back out) and the observation copies
+    after it write memory still in cache. Dropped after the decode, that block, long out of cache, went
+    to the first observation copy: 7-11 us more per cold step at 224x224 (docs/performance.md).
+    No lock (a fork could inherit it held): each dict operation is atomic, and threads racing on a miss
+    may leave a frame or two over ``maxsize`` until the next miss."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._frames: OrderedDict[_FrameKey, np.ndarray] = OrderedDict()
+
+    def get(self, path: str, size: tuple[int, int] | None) -> np.ndarray:
+        key = (path, size)
+        frames = self._frames
+        frame = frames.pop(key, None)  # a hit is put back last, the most recently used
+        if frame is None:
+            while len(frames) >= self.maxsize:
+                try:
+                    frames.popitem(last=False)
+                except KeyError:  # emptied by another thread
+                    break
+            frame = _read_only_frame(path, size)
+        frames[key] = frame
+        return frame
+
+    def clear(self) -> None:
+        self._frames.clear()
+
+
+_frame_cache = _FrameCache(DEFAULT_FRAME_CACHE_SIZE)
 
 
 def load_frame(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
     """Decoded, read-only frame from the shared cache (the `set_frame_cache_size` most recent path/size
     pairs, 1024 by default)."""
-    return _frame_cache["get"](path, None if size is None else (int(size[0]), int(size[1])))
+    return _frame_cache.get(path, None if size is None else (int(size[0]), int(size[1])))
 
 
 def frame_cache_size() -> int:
     """How many path/size pairs the shared frame cache keeps."""
-    return _frame_cache["get"].cache_info().maxsize
+    return _frame_cache.maxsize
 
 
 def set_frame_cache_size(frames: int) -> None:
@@ -364,9 +447,9 @@ def set_frame_cache_size(frames: int) -> None:
         raise ValueError(f"frame cache size must be an int >= 1, got {frames!r}")
     if frames != frame_cache_size():
         clear_frame_cache()
-        _frame_cache["get"] = lru_cache(maxsize=frames)(_read_only_frame)
+        _frame_cache.maxsize = frames
 
 
 def clear_frame_cache() -> None:
     """Drop every cached frame."""
-    _frame_cache["get"].cache_clear()
+    _frame_cache.clear()

@@ -19,6 +19,7 @@ from vln_gym.geometry import wrap_angle
 from vln_gym.images import load_frame
 
 VIEW_MODES = ("record", "trajectory", "world")
+_UINT8 = np.dtype(np.uint8)
 
 
 class FrameHistory:
@@ -29,7 +30,10 @@ class FrameHistory:
             raise ValueError(f"history_frames must be >= 1, got {length}")
         self.length = length
         self.shape = (length, int(image_size[0]), int(image_size[1]), 3)
+        self._frame_shape = self.shape[1:]
         self._frames: deque[np.ndarray] = deque(maxlen=length)
+        # frame_mask for each number of padded slots, copied out by `observation`
+        self._masks = tuple((np.arange(length) >= pad).astype(np.int8) for pad in range(length + 1))
 
     def reset(self, frames: Sequence[np.ndarray]) -> None:
         self._frames.clear()
@@ -37,8 +41,8 @@ class FrameHistory:
             self.push(frame)
 
     def push(self, frame: np.ndarray) -> None:
-        if frame.shape != self.shape[1:] or frame.dtype != np.uint8:
-            raise ValueError(f"frame must be uint8 {self.shape[1:]}, got {frame.dtype} {frame.shape}")
+        if frame.shape != self._frame_shape or frame.dtype != _UINT8:
+            raise ValueError(f"frame must be uint8 {self._frame_shape}, got {frame.dtype} {frame.shape}")
         self._frames.append(frame)
 
     def frames(self) -> list[np.ndarray]:
@@ -48,14 +52,12 @@ class FrameHistory:
     def observation(self) -> tuple[np.ndarray, np.ndarray]:
         """``(frames uint8 [length, H, W, 3], frame_mask int8 [length])``: new arrays, safe to keep."""
         frames = np.empty(self.shape, dtype=np.uint8)
-        mask = np.zeros(self.length, dtype=np.int8)
         pad = self.length - len(self._frames)
         if pad:
             frames[:pad] = 0
         for slot, frame in enumerate(self._frames, start=pad):
             frames[slot] = frame
-        mask[pad:] = 1
-        return frames, mask
+        return frames, self._masks[pad].copy()
 
 
 def record_frames(episode: Episode, history: int, image_size: tuple[int, int]) -> list[np.ndarray]:
