@@ -98,6 +98,20 @@ def test_bad_snapshots_are_refused(envs):
         env.set_state({**state, "frames": np.zeros((1, 8, 8, 3), dtype=np.uint8)})
     with pytest.raises(RuntimeError, match="reset"):
         VLNEnv(image_size=SIZE, world_episodes=2).get_state()
+    with pytest.raises(ValueError, match=r"needs a get_state\(\) snapshot \(a dict\), got NoneType"):
+        env.set_state(None)
+    partial = {key: value for key, value in state.items() if key not in ("path", "frames")}
+    with pytest.raises(ValueError, match="the snapshot lacks path, frames"):
+        env.set_state(partial)
+
+
+def test_unknown_reset_options_are_refused(envs):
+    """A misspelt key (``episode`` for ``episode_index``) would start a random episode without a word."""
+    env = envs["world"]
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['episode'\]; known: episode_index"):
+        env.reset(options={"episode": 1})
+    assert env.reset(options={"episode_index": 1})[1]["episode_id"] == env.episodes[1].episode_id
+    assert env.reset(options={})[1]["episode_id"]
 
 
 def test_world_env_pickles_and_deep_copies(envs):

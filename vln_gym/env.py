@@ -31,6 +31,9 @@ _METRICS_MEMO_MAX_PATH = 8
 _METRICS_MEMO_SIZE = 65536
 _ACTION_IDS = frozenset((STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT))
 RENDER_VIEWS = ("map", "view", "both")
+RESET_OPTIONS = ("episode_index",)  # the keys reset(options=...) reads; any other is refused
+# the keys set_state reads without a default (get_state writes these and "stopped", "expert", "rng")
+STATE_KEYS = ("episode_index", "position", "heading", "steps", "done", "path", "distances", "frames")
 MAX_WORLD_STEP_RATIO = 2.0  # built-in world: forward_step <= this x success_distance (goals stay reachable)
 
 
@@ -285,6 +288,12 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
+        if options:
+            unknown = [key for key in options if key not in RESET_OPTIONS]
+            if unknown:
+                raise ValueError(
+                    f"reset options: unknown key(s) {unknown}; known: {', '.join(RESET_OPTIONS)}"
+                )
         index = (options or {}).get("episode_index")
         if index is None:
             index = int(self.np_random.integers(len(self.episodes)))
@@ -412,6 +421,11 @@ class VLNEnv(gym.Env[dict[str, Any], Any]):
         Returns ``(observation, info)`` of the restored moment, as ``reset`` does, so the caller has the
         observation in flight. Raises ``ValueError`` for a snapshot that does not fit this env.
         """
+        if not isinstance(state, Mapping):
+            raise ValueError(f"set_state needs a get_state() snapshot (a dict), got {type(state).__name__}")
+        missing = [key for key in STATE_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"set_state: the snapshot lacks {', '.join(missing)} (not from get_state())")
         index = self._checked_index(state.get("episode_index"), "state['episode_index']")
         frames = np.asarray(state["frames"])
         if frames.dtype != np.uint8 or frames.shape[1:] != (*self.image_size, 3):
