@@ -73,7 +73,7 @@ class StepSkipped(Exception):
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo run; ``quick`` is the smoke-test size (well under a minute on 2 cores)."""
+    """Sizes of the demo run; ``quick`` is the smoke-test size (about a minute on 2 cores)."""
 
     quick: bool
     eval_episodes: int
@@ -618,7 +618,7 @@ def claim_output(out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``vln-gym demo [--quick] [--out DIR] [--seed S] [--algo grpo|ppo]``."""
     parser = argparse.ArgumentParser(prog="vln-gym demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke-test size (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="smoke-test size (about a minute)")
     parser.add_argument(
         "--out",
         default="runs/demo",

@@ -475,3 +475,15 @@ def test_policy_settings_from_the_cli_and_yaml_reach_the_checkpoint(tmp_path, en
     three = {**obs, "frames": np.zeros((3, 56, 56, 3), np.uint8), "frame_mask": np.ones(3, np.int8)}
     with pytest.raises(ValueError, match="3 valid frames exceed max_images=2"):
         policy.prepare([three])
+
+
+def test_negative_flags_say_what_they_do(capsys):
+    """``--no_FIELD`` used to repeat FIELD's own help (``--no_constrained_actions``: "decode only answers
+    of the action grammar (default: False)"); the defaults and their effect stay the same."""
+    with pytest.raises(SystemExit):
+        parse_config(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ("constrained_actions", "kl_in_reward", "whiten_advantages", "tensorboard", "progress"):
+        assert f"--no-{name.replace('_', '-')} same as --{name} false" in text
+        assert getattr(parse_config([]), name) is True
+        assert getattr(parse_config([f"--no_{name}"]), name) is False

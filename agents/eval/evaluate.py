@@ -44,6 +44,7 @@ from agents.eval.scripted import AGENT_NAMES, make_agent
 from agents.train.envpool import make_env, make_env_pool
 from agents.train.runner import EpisodeRunner
 from vln_gym.arguments import whole_number
+from vln_gym.data.fields import FORMATS
 from vln_gym.geometry import ACTION_NAMES
 from vln_gym.images import ImageLoadError
 from vln_gym.safe_files import (
@@ -657,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", nargs="+", help="dataset file(s)/folder(s); default: held-out built-in-world episodes"
     )
     data = parser.add_argument_group("data (as for vln-gym validate)")
-    data.add_argument("--format", help="input format (default: per-file auto)")
+    data.add_argument("--format", choices=FORMATS, help="input format (default: per-file auto)")
     data.add_argument("--media-dir", help="folder that relative image paths resolve against")
     data.add_argument("--path-remap", action="append", metavar="OLD=NEW", help="replace an image path prefix")
     data.add_argument("--dataset-info", metavar="FILE", help="a LLaMA-Factory dataset_info.json")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import types
@@ -500,6 +501,16 @@ def _unique_keys_loader() -> type:
     return UniqueKeyLoader
 
 
+def _describe_negative_flags(parser) -> None:
+    """``HfArgumentParser`` gives each ``--no_FIELD`` of a bool defaulting to True the positive flag's
+    help text; say what it does instead."""
+    for action in parser._actions:
+        flag = next((o for o in action.option_strings if o.startswith("--no_")), None)
+        if flag is not None and action.const is False:
+            action.help = f"same as --{action.dest} false"
+            action.default = argparse.SUPPRESS  # the field's default is the positive flag's; not shown twice
+
+
 def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:
     """Flags and/or ``--config FILE.yaml`` (flags win over the file) through ``HfArgumentParser``."""
     import yaml
@@ -510,6 +521,7 @@ def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:
         PPOConfig, prog="vln-gym train", description="PPO/GRPO training of a VLMPolicy through env.step"
     )
     parser.add_argument("--config", default=None, help="YAML file with PPOConfig fields")
+    _describe_negative_flags(parser)
     if "--config" in args:
         index = args.index("--config")
         if index + 1 >= len(args):
