@@ -110,3 +110,15 @@ def test_bad_records_name_file_line_and_field(tmp_path: Path):
         records = [{"video_id": "9-0", "q": "go", "a": answer_actions_error, "frames": ["914/frame_0.jpg"]}]
         path.write_text(json.dumps(records))
         load_episodes(path)
+
+
+def test_a_step_number_in_other_digits_is_a_problem_not_a_crash(tmp_path: Path):
+    """``"²".isdigit()`` holds but ``int("²")`` fails: such an id was an uncaught ValueError (both paths)."""
+    path = write_navila(tmp_path, repeat=None)
+    records = json.loads(path.read_text())
+    records[1]["video_id"] = "914-²"
+    records[2]["video_id"] = "914-١"  # an Arabic-Indic 1: NaVILA's ids are ASCII
+    path.write_text(json.dumps(records))
+    problems = [str(p) for p in validate_files(path).problems]
+    assert f"{path}:1: [1].video_id: '914-²' is not '<episode id>-<step>'" in problems
+    assert f"{path}:1: [2].video_id: '914-١' is not '<episode id>-<step>'" in problems

@@ -95,7 +95,7 @@ def _read_step(record: Any, location: Location, ctx: ReadContext, memo: _LoadMem
         raise DataError(report.problems)
     video_id = _text(record["video_id"], "video_id", report)
     video, _, step = (video_id or "").rpartition("-")
-    if video_id is not None and (not video or not step.isdigit()):
+    if video_id is not None and (not video or not (step.isascii() and step.isdigit())):
         report.add("video_id", f"{video_id!r} is not '<episode id>-<step>'")
     instruction = _text(record["q"], "q", report)
     answer = _text(record["a"], "a", report)
@@ -124,7 +124,13 @@ def _quick_step(record: Any, location: Location, ctx: ReadContext, memo: _LoadMe
         return None
     actions = memo.actions.get(answer)
     video, _, step = video_id.rpartition("-")
-    if actions is None or not video or not step.isdigit() or not instruction or instruction.isspace():
+    if (
+        actions is None
+        or not video
+        or not (step.isascii() and step.isdigit())
+        or not instruction
+        or instruction.isspace()
+    ):
         return None
     base_dir = ctx.base_dir(location.path)
     frames = _known_frames(record.get("frames"), (video, base_dir), ctx, memo)
