@@ -304,3 +304,25 @@ def test_a_refused_run_removes_only_the_empty_dir_it_created(tmp_path):
     lock, _ = acquire(existing, resume=False, overwrite=False)
     release(lock)
     assert existing.is_dir()  # the user's own (empty) folder stays
+
+
+def test_a_resume_on_the_command_line_takes_the_checkpoints_settings(tmp_path, finished_run):
+    """``vln-gym train --resume_from DIR`` alone continues the run DIR holds: every field the flags (or a
+    YAML) do not give is the checkpoint's, so the resume check finds nothing changed."""
+    from agents.ppo_train import parse_config
+
+    saved = json.loads((resolve_checkpoint(finished_run) / "trainer_state.json").read_text())["config"]
+    resumed = parse_config(["--resume_from", str(finished_run)])
+    assert resumed.resume_from == str(finished_run)
+    assert resumed.resume_differences(saved) == []
+    assert (resumed.num_envs, resumed.rollout_steps, resumed.sft_steps) == (
+        saved["num_envs"],
+        saved["rollout_steps"],
+        saved["sft_steps"],
+    )
+    assert parse_config(["--resume-from", str(finished_run), "--seed", "5"]).seed == 5  # flags still win
+    config = tmp_path / "c.yaml"
+    config.write_text(f"resume_from: {finished_run}\nlr: 0.25\n")
+    from_yaml = parse_config(["--config", str(config)])
+    assert from_yaml.lr == 0.25 and from_yaml.num_envs == saved["num_envs"]
+    assert parse_config(["--resume_from", str(tmp_path / "none")]).num_envs == PPOConfig().num_envs

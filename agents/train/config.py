@@ -512,8 +512,8 @@ def _describe_negative_flags(parser) -> None:
 
 
 def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:
-    """Flags and/or ``--config FILE.yaml`` (flags win over the file) through ``HfArgumentParser``."""
-    import yaml
+    """Flags and/or ``--config FILE.yaml`` (flags win over the file) through ``HfArgumentParser``; with
+    ``resume_from``, the fields neither gives are the checkpoint's (a resume continues the run it names)."""
     from transformers import HfArgumentParser
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -522,26 +522,63 @@ def parse_config(argv: Sequence[str] | None = None) -> PPOConfig:
     )
     parser.add_argument("--config", default=None, help="YAML file with PPOConfig fields")
     _describe_negative_flags(parser)
-    if "--config" in args:
-        index = args.index("--config")
-        if index + 1 >= len(args):
-            raise SystemExit("--config needs a YAML file path")
-        path = Path(args[index + 1])
-        try:
-            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_keys_loader()) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(error, "problem", None) or error
-            raise SystemExit(f"{path}{where}: invalid YAML ({problem})") from None
-        if not isinstance(loaded, Mapping):
-            raise SystemExit(f"{path}: expected a mapping of PPOConfig fields, got {type(loaded).__name__}")
-        known = {f.name for f in fields(PPOConfig)}
-        unknown = sorted(set(loaded) - known)
-        if unknown:
-            raise SystemExit(f"{path}: unknown PPOConfig fields: {', '.join(unknown)}")
-        if isinstance(loaded.get("env_kwargs"), Mapping):
-            loaded["env_kwargs"] = json.dumps(loaded["env_kwargs"])
-        parser.set_defaults(**loaded)
+    loaded = _yaml_fields(args)
+    parser.set_defaults(**_checkpoint_fields(_flag_value(args, "resume_from") or loaded.get("resume_from")))
+    parser.set_defaults(**loaded)
     config, _ = parser.parse_args_into_dataclasses(args=args)
     return config
+
+
+def _flag_value(args: Sequence[str], name: str) -> str | None:
+    """The value of ``--name`` (or ``--name-with-dashes``) in ``args``, if given."""
+    finder = argparse.ArgumentParser(add_help=False)
+    finder.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest="value", default=None)
+    return finder.parse_known_args(args)[0].value
+
+
+def _checkpoint_fields(resume_from: str | None) -> dict[str, Any]:
+    """The config fields saved with the checkpoint ``resume_from`` names (a run dir or a checkpoint dir),
+    as defaults; none when there is no such checkpoint (`ppo_train` then names the problem)."""
+    if not resume_from:
+        return {}
+    from agents.train.checkpoint import resolve_checkpoint
+
+    try:
+        state = json.loads((resolve_checkpoint(resume_from) / "trainer_state.json").read_text("utf-8"))
+        saved = dict(state["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    known = {f.name for f in fields(PPOConfig)} - {"resume_from", "overwrite_output_dir"}
+    saved = {key: value for key, value in saved.items() if key in known}
+    if isinstance(saved.get("env_kwargs"), Mapping):
+        saved["env_kwargs"] = json.dumps(saved["env_kwargs"])
+    return saved
+
+
+def _yaml_fields(args: Sequence[str]) -> dict[str, Any]:
+    """The PPOConfig fields of ``--config FILE.yaml`` (none without it); SystemExit with the file (and
+    line) for YAML that is invalid, not a mapping, or names unknown fields."""
+    import yaml
+
+    if "--config" not in args:
+        return {}
+    index = args.index("--config")
+    if index + 1 >= len(args):
+        raise SystemExit("--config needs a YAML file path")
+    path = Path(args[index + 1])
+    try:
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_keys_loader()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or error
+        raise SystemExit(f"{path}{where}: invalid YAML ({problem})") from None
+    if not isinstance(loaded, Mapping):
+        raise SystemExit(f"{path}: expected a mapping of PPOConfig fields, got {type(loaded).__name__}")
+    known = {f.name for f in fields(PPOConfig)}
+    unknown = sorted(set(loaded) - known)
+    if unknown:
+        raise SystemExit(f"{path}: unknown PPOConfig fields: {', '.join(unknown)}")
+    if isinstance(loaded.get("env_kwargs"), Mapping):
+        loaded["env_kwargs"] = json.dumps(loaded["env_kwargs"])
+    return dict(loaded)
