@@ -82,6 +82,7 @@ if rank == 0:
 metrics = rollout_metrics(accelerator, [decision], stats)
 with open(f"{sys.argv[1]}/rank{rank}.json", "w") as handle:  # two processes' stdout may interleave
     json.dump(metrics, handle)
+accelerator.end_training()  # the process group down before exit (else gloo may abort at exit)
 """
 
 
