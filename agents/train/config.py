@@ -549,10 +549,15 @@ def _checkpoint_fields(resume_from: str | None) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     known = {f.name for f in fields(PPOConfig)} - {"resume_from", "overwrite_output_dir"}
-    saved = {key: value for key, value in saved.items() if key in known}
-    if isinstance(saved.get("env_kwargs"), Mapping):
-        saved["env_kwargs"] = json.dumps(saved["env_kwargs"])
-    return saved
+    return _as_defaults({key: value for key, value in saved.items() if key in known})
+
+
+def _as_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """PPOConfig field values (from a YAML file or a checkpoint) as parser defaults: ``env_kwargs`` given
+    as a mapping becomes the JSON text the field holds."""
+    if isinstance(values.get("env_kwargs"), Mapping):
+        values["env_kwargs"] = json.dumps(values["env_kwargs"])
+    return values
 
 
 def _yaml_fields(args: Sequence[str]) -> dict[str, Any]:
@@ -579,6 +584,4 @@ def _yaml_fields(args: Sequence[str]) -> dict[str, Any]:
     unknown = sorted(set(loaded) - known)
     if unknown:
         raise SystemExit(f"{path}: unknown PPOConfig fields: {', '.join(unknown)}")
-    if isinstance(loaded.get("env_kwargs"), Mapping):
-        loaded["env_kwargs"] = json.dumps(loaded["env_kwargs"])
-    return dict(loaded)
+    return _as_defaults(dict(loaded))
