@@ -16,7 +16,7 @@ def test_validate_clean_file_exits_0(tmp_path, capsys):
     make_png(tmp_path / "a.png")
     path = write_lines(tmp_path / "d.jsonl", [sharegpt_record(["a.png"])])
     assert main(["validate", str(path), "--check-images"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["1 records, 1 ok, 0 with problems"]
+    assert capsys.readouterr().out.splitlines() == ["1 record, 1 ok, 0 with problems"]
 
 
 def test_validate_prints_one_line_per_problem_and_exits_1(tmp_path, capsys):
@@ -92,3 +92,17 @@ def test_convert_skip_with_no_good_record_writes_nothing(tmp_path, capsys):
     assert main(["convert", str(path), "--out", str(out), "--on-error", "skip"]) == 1
     assert "no good records to write" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_validate_counts_unreadable_files_apart_from_records(tmp_path, capsys):
+    make_png(tmp_path / "a.png")
+    good = write_lines(tmp_path / "d.jsonl", [sharegpt_record(["a.png"])])
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    assert main(["validate", str(good), str(tmp_path / "nope.jsonl"), str(empty)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"{tmp_path / 'nope.jsonl'}: file: file not found",
+        f"{empty}:1: file: empty JSON array: no records",
+        "1 record, 1 ok, 0 with problems; 2 files read no records",
+    ]

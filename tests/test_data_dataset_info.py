@@ -118,7 +118,7 @@ def test_bad_entries_name_the_file_and_the_entry_field(dataset_dir: Path):
 def test_validate_cli_reads_an_entry(dataset_dir: Path, capsys):
     info = str(dataset_dir / "dataset_info.json")
     assert validate_main(["--dataset-info", info, "--dataset", "vln_custom"]) == 0
-    assert capsys.readouterr().out.strip() == "1 records, 1 ok, 0 with problems"
+    assert capsys.readouterr().out.strip() == "1 record, 1 ok, 0 with problems"
     assert validate_main(["--dataset-info", info, "--dataset", "nope"]) == 1
     assert "no such dataset entry" in capsys.readouterr().err
 

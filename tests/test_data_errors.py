@@ -168,7 +168,8 @@ def test_empty_file(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf \n\n")
     report = validate_files(path)
     assert [str(p) for p in report.problems] == [f"{path}: file: empty file: no records"]
-    assert report.summary() == "1 records, 0 ok, 1 with problems"
+    assert report.summary() == "0 records, 0 ok, 0 with problems; 1 file read no records"
+    assert not report.ok
 
 
 def test_missing_file(tmp_path):
@@ -275,6 +276,18 @@ def test_skip_keeps_good_records_and_reports_the_rest(tmp_path, media, caplog):
     assert "skipped 2 of 4 records with problems" in caplog.text
     assert f"{path}:2: json: invalid JSON" in caplog.text
     assert f"{path}:3: agent_heading: is 99.0 radians" in caplog.text
+
+
+def test_skip_names_inputs_that_read_no_records(tmp_path, media, caplog):
+    path = write_lines(tmp_path / "d.jsonl", [good(id="a")])
+    missing = tmp_path / "nope.jsonl"
+    for load in (load_episodes, lambda *a, **k: list(iter_episodes(*a, **k))):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="vln_gym.data"):
+            episodes = load([path, missing], media_dir=media, on_error="skip")
+        assert [e.episode_id for e in episodes] == ["a"]
+        assert "skipped 0 of 1 records with problems and 1 input that read no records" in caplog.text
+        assert f"{missing}: file: file not found" in caplog.text
 
 
 def test_iter_episodes_streams_and_raises_at_the_first_bad_record(tmp_path, media):

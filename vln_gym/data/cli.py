@@ -163,10 +163,7 @@ def convert_main(argv: list[str]) -> int:
         print(f"{report.summary()}; nothing written (--on-error skip keeps the good records)")
         return 1
     if report.problems:
-        print(
-            f"skipped {report.num_with_problems} of {report.num_records} records with problems:",
-            file=sys.stderr,
-        )
+        print(f"{report.skipped()}:", file=sys.stderr)
         for problem in report.problems:
             print(f"  {problem}", file=sys.stderr)
     if not episodes:

@@ -22,7 +22,7 @@ from vln_gym.data.context import ReadContext
 from vln_gym.data.dataset_info import read_dataset_info
 from vln_gym.data.fields import ON_ERROR, LoadOptions
 from vln_gym.data.habitat import HabitatEpisodes
-from vln_gym.data.problems import DataError, Location, Problem, ValidationReport, format_problems
+from vln_gym.data.problems import DataError, Location, ValidationReport, format_problems
 from vln_gym.data.readers import Item, iter_path, iter_rows
 from vln_gym.episode import Episode
 
@@ -156,14 +156,10 @@ def _lone_surrogate_problems(location, episode: Episode, options: LoadOptions) -
     return problems
 
 
-def log_skipped(problems: list[Problem], skipped: int, total: int) -> None:
-    if skipped:
-        logger.warning(
-            "skipped %d of %d records with problems:\n%s",
-            skipped,
-            total,
-            format_problems(problems, MAX_LOGGED_PROBLEMS),
-        )
+def log_skipped(report: ValidationReport) -> None:
+    """One warning for what a ``"skip"`` load left out: its bad records and the inputs that read none."""
+    if report.problems:
+        logger.warning("%s:\n%s", report.skipped(), format_problems(report.problems, MAX_LOGGED_PROBLEMS))
 
 
 def check_on_error(on_error: str) -> None:
@@ -183,20 +179,16 @@ def iter_episodes(
 def iter_good_episodes(paths: PathsLike, options: LoadOptions, on_error: str) -> Iterator[Episode]:
     """The good episodes, in order: a bad record raises its `DataError` (``"raise"``) or is counted and
     logged with the others once the stream ends or stops (``"skip"``)."""
-    problems: list[Problem] = []
-    skipped = total = 0
+    report = ValidationReport()
     try:
         for item in iter_items(paths, options):
-            total += 1
-            if isinstance(item, DataError):
-                if on_error == "raise":
-                    raise item
-                skipped += 1
-                problems.extend(item.problems)
-                continue
-            yield item[1]
+            if isinstance(item, DataError) and on_error == "raise":
+                raise item
+            report.add(item)
+            if not isinstance(item, DataError):
+                yield item[1]
     finally:
-        log_skipped(problems, skipped, total)
+        log_skipped(report)
 
 
 def load_episodes(
@@ -277,7 +269,7 @@ def settled(episodes: list[Episode], report: ValidationReport, on_error: str) ->
     records logged (``"skip"``)."""
     if report.problems and on_error == "raise":
         raise DataError(report.problems)
-    log_skipped(report.problems, report.num_with_problems, report.num_records)
+    log_skipped(report)
     return episodes
 
 
@@ -293,11 +285,8 @@ def collect_items(items: Iterable[Item]) -> tuple[list[Episode], ValidationRepor
     report = ValidationReport()
     with gc_paused():
         for item in items:
-            report.num_records += 1
-            if isinstance(item, DataError):
-                report.problems.extend(item.problems)
-            else:
-                report.num_ok += 1
+            report.add(item)
+            if not isinstance(item, DataError):
                 episodes.append(item[1])
     return episodes, report
 

@@ -93,11 +93,13 @@ class RecordProblems:
 
 @dataclass
 class ValidationReport:
-    """Outcome of `validate_files`. A file that cannot be read at all counts as one record with problems."""
+    """Outcome of `validate_files`. A file that yields no record at all (missing, unreadable, empty) is
+    counted in ``num_unread_files``, not as a record; its problem is in ``problems``."""
 
     problems: list[Problem] = field(default_factory=list)
     num_records: int = 0
     num_ok: int = 0
+    num_unread_files: int = 0
 
     @property
     def num_with_problems(self) -> int:
@@ -108,7 +110,34 @@ class ValidationReport:
         return not self.problems
 
     def summary(self) -> str:
-        return f"{self.num_records} records, {self.num_ok} ok, {self.num_with_problems} with problems"
+        records = "1 record" if self.num_records == 1 else f"{self.num_records} records"
+        text = f"{records}, {self.num_ok} ok, {self.num_with_problems} with problems"
+        if self.num_unread_files:
+            files = "1 file" if self.num_unread_files == 1 else f"{self.num_unread_files} files"
+            text += f"; {files} read no records"
+        return text
+
+    def skipped(self) -> str:
+        """What a load that skips bad input left out, e.g. ``skipped 2 of 10 records with problems``."""
+        text = f"skipped {self.num_with_problems} of {self.num_records} records with problems"
+        unread = self.num_unread_files
+        if unread:
+            text += f" and {unread} input{'s' if unread != 1 else ''} that read no records"
+        return text
+
+    def add(self, item: Any) -> None:
+        """Count one stream item: a good ``(location, episode)``, or a `DataError` (a bad record, or a
+        whole input's problem: one problem on field ``file``, which the readers give only to a file or
+        folder that yields no record)."""
+        if not isinstance(item, DataError):
+            self.num_records += 1
+            self.num_ok += 1
+            return
+        self.problems.extend(item.problems)
+        if len(item.problems) == 1 and item.problems[0].field == "file":
+            self.num_unread_files += 1
+        else:
+            self.num_records += 1
 
 
 def read_each(records: Iterable, read: Callable[[Any, Location], Any]) -> Iterator:
