@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
+import subprocess
+import sys
 import time
 import zlib
 
@@ -79,6 +82,28 @@ def test_huge_images_are_refused_before_decoding(tmp_path):
     assert decode_image(str(small)).shape == (30, 40, 3)
     with pytest.raises(ValueError, match="max_image_pixels"):
         set_max_image_pixels(0)
+
+
+def _cap_in_a_new_process(value: str) -> subprocess.CompletedProcess:
+    code = "import vln_gym.images as i; print(i._limits['max_pixels'])"
+    env = {**os.environ, "VLN_GYM_MAX_IMAGE_PIXELS": value}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_pixel_cap_is_named_with_every_way_to_raise_it_and_read_from_the_environment(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    _png_header_only(bomb, 12000, 12000)
+    with pytest.raises(ImageLoadError) as refused:
+        decode_image(str(bomb))
+    assert "--max-image-pixels" in str(refused.value) and "VLN_GYM_MAX_IMAGE_PIXELS=N" in str(refused.value)
+    assert _cap_in_a_new_process("200_000_000").stdout.strip() == "200000000"
+    assert _cap_in_a_new_process("").stdout.strip() == "50000000"
+    for bad in ("-5", "lots", "0"):
+        failed = _cap_in_a_new_process(bad)
+        assert failed.returncode != 0
+        assert f"VLN_GYM_MAX_IMAGE_PIXELS must be an int >= 1, got {bad if bad == '0' else repr(bad)}" in (
+            failed.stderr
+        )
 
 
 def test_nul_bytes_and_lone_surrogates_are_field_problems(tmp_path):

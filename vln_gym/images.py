@@ -25,14 +25,34 @@ class ImageLoadError(ValueError):
 
 
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # ~150 MB decoded; VLN frames are 0.1-2 MP, a 4K frame 8.3 MP
-_limits = {"max_pixels": DEFAULT_MAX_IMAGE_PIXELS}
+MAX_PIXELS_VARIABLE = "VLN_GYM_MAX_IMAGE_PIXELS"  # the cap for every command and process (train, evaluate)
+HOW_TO_RAISE_THE_CAP = (
+    f"raise the cap with --max-image-pixels (validate, convert), {MAX_PIXELS_VARIABLE}=N (any command) or "
+    "vln_gym.images.set_max_image_pixels"
+)
+
+
+def _checked_max_pixels(max_pixels: object, name: str) -> int:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {max_pixels!r}")
+    return max_pixels
+
+
+def _max_pixels_from_environment() -> int:
+    """`DEFAULT_MAX_IMAGE_PIXELS`, or the cap ``VLN_GYM_MAX_IMAGE_PIXELS`` sets (digits, ``_`` allowed)."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    value = int(text) if text.replace("_", "").isdecimal() and text.isascii() else text
+    return _checked_max_pixels(value, MAX_PIXELS_VARIABLE)
+
+
+_limits = {"max_pixels": _max_pixels_from_environment()}
 
 
 def set_max_image_pixels(max_pixels: int) -> None:
     """Largest image (width x height) any reader or env decodes; larger files are refused, not decoded."""
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ValueError(f"max_image_pixels must be an int >= 1, got {max_pixels!r}")
-    _limits["max_pixels"] = max_pixels
+    _limits["max_pixels"] = _checked_max_pixels(max_pixels, "max_image_pixels")
     clear_frame_cache()
 
 
@@ -104,7 +124,7 @@ def decode_image(path: str, size: tuple[int, int] | None = None, backend: str = 
                 if width * height > cap:
                     raise ImageLoadError(
                         f"{path}: {width}x{height} = {width * height:,} pixels, over the {cap:,} pixel cap "
-                        "(a decompression bomb or a huge image? set_max_image_pixels raises the cap)"
+                        f"(a decompression bomb or a huge image? {HOW_TO_RAISE_THE_CAP})"
                     )
                 return _decoded(image, target)
     except Image.DecompressionBombError as error:
