@@ -125,6 +125,17 @@ def test_writable_folder_and_check_replaceable(tmp_path):
     (owned / ".hidden").write_text("")
     with pytest.raises(OutputExistsError, match=r"holds \.hidden, which make-world did not write"):
         check_replaceable(owned, {"episodes.jsonl"}, "make-world")
+    with pytest.raises(OutputExistsError, match=r"f: is a file, not a folder make-world wrote"):
+        check_replaceable(blocker, {"episodes.jsonl"}, "make-world")
+
+
+def test_make_world_overwrite_never_replaces_a_file(tmp_path, capsys):
+    precious = tmp_path / "mw_file"
+    precious.write_text("precious\n")
+    argv = ["make-world", "--out", str(precious), "--episodes", "1", "--size", "16", "--overwrite"]
+    assert main(argv) == 2
+    assert "is a file, not a folder make-world wrote" in capsys.readouterr().err
+    assert precious.read_text() == "precious\n"
 
 
 @pytest.mark.parametrize(

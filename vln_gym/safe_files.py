@@ -89,6 +89,8 @@ def check_replaceable(folder: str | Path, owned: Collection[str], command: str) 
     folder. Raises `OutputExistsError` naming the first foreign entries."""
     folder = Path(folder)
     if not folder.is_dir():
+        if os.path.lexists(folder):  # a file (or a dangling link): never the command's own output
+            raise OutputExistsError(f"{folder}: is a file, not a folder {command} wrote; choose another path")
         return
     foreign = sorted(entry.name for entry in folder.iterdir() if entry.name not in owned)
     if foreign:

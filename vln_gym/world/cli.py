@@ -49,10 +49,8 @@ def check_own_folder(out: Path) -> None:
     images, and never the current folder or one above it (the swap would pull it from under the shell)."""
     from vln_gym.world.export import JSONL_NAME
 
-    if not out.is_dir():
-        return
     here = Path.cwd().resolve()
-    if out.resolve() == here or out.resolve() in here.parents:
+    if out.is_dir() and (out.resolve() == here or out.resolve() in here.parents):
         raise OutputExistsError(f"{out}: is the current folder (or holds it); write the dataset elsewhere")
     check_replaceable(out, {JSONL_NAME, "images"}, "make-world")
 
