@@ -206,3 +206,36 @@ def test_load_episodes_names_paths_that_are_not_paths(paths):
         load_episodes(paths)
     with pytest.raises(ValueError, match="paths must be a path or a list of paths"):
         validate_files(paths)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"require_pose": "false"}, "require_pose must be True or False; got 'false'"),
+        ({"check_images": "no"}, "check_images must be True or False; got 'no'"),
+        ({"allow_outside_media": 1}, "allow_outside_media must be True or False; got 1"),
+        ({"forward_step": True}, "forward_step must be a positive number of metres; got True"),
+        ({"forward_step": "0.25"}, "forward_step must be a positive number of metres; got '0.25'"),
+        ({"turn_angle": None}, "turn_angle must be a positive number of degrees; got None"),
+        ({"media_dir": 5}, "media_dir must be a folder path; got 5"),
+        ({"path_remap": [("a", "b")]}, r"path_remap must be a mapping of OLD to NEW"),
+        ({"field_map": "id=x"}, r"field_map must be a mapping of OURS to THEIRS, both strings; got 'id=x'"),
+        ({"field_map": {"id": 5}}, r"field_map must be a mapping"),
+        ({"pose_source": 5}, "pose_source must be a file path or a list of them; got 5"),
+        ({"pose_source": ["a.json.gz", 5]}, "pose_source must be a file path or a list of them; got 5"),
+    ],
+)
+def test_load_options_of_the_wrong_type_are_one_line_each(tmp_path, options, message):
+    data = tmp_path / "d.jsonl"
+    data.write_text("{}\n")
+    with pytest.raises(ValueError, match=message):
+        load_episodes(data, **options)
+
+
+def test_load_options_accept_paths_and_numpy_values(tmp_path):
+    from vln_gym.data.fields import LoadOptions
+
+    options = LoadOptions.create(
+        media_dir=tmp_path, path_remap={"old": tmp_path}, forward_step=np.float32(0.5), require_pose=np.True_
+    )
+    assert options.path_remap == (("old", str(tmp_path)),) and options.forward_step == 0.5

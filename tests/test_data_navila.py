@@ -13,6 +13,7 @@ import vln_gym  # noqa: F401  (registers VLN-v0)
 from vln_gym.data import DataError, load_episodes, validate_files
 from vln_gym.data.cli import convert_main
 from vln_gym.data.navila import answer_actions
+from vln_gym.data.problems import FieldError
 
 FORWARD_75 = "The next action is move forward 75 cm."
 LEFT_30 = "The next action is turn left 30 degree."
@@ -50,6 +51,9 @@ def test_answer_sentences_by_hand():
     assert answer_actions("The next action is turn right 45 degree.", 0.25, 15.0) == (3, 3, 3)
     assert answer_actions(LEFT_30, 0.25, 30.0) == (2,)
     assert answer_actions(STOP, 0.25, 15.0) == (0,)
+    assert answer_actions("The next action is move forward 1000 cm.", 0.25, 15.0) == (1,) * 40
+    with pytest.raises(FieldError, match=r"2500000000 cm.*100000000 primitive steps.*at most 40"):
+        answer_actions("The next action is move forward 2500000000 cm.", 0.25, 15.0)
 
 
 def test_reads_steps_as_one_trajectory_with_integrated_poses(tmp_path: Path):

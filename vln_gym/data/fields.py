@@ -15,6 +15,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from vln_gym.arguments import is_finite_real
 from vln_gym.data.problems import FieldError
 from vln_gym.geometry import ACTION_NAMES, Vec3, lift
 
@@ -99,18 +102,24 @@ class LoadOptions:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
         if heading_unit not in HEADING_UNITS:
             raise ValueError(f"heading_unit must be 'rad' or 'deg'; got {heading_unit!r}")
-        if not (forward_step > 0 and math.isfinite(forward_step)):
+        if not (is_finite_real(forward_step) and forward_step > 0):
             raise ValueError(f"forward_step must be a positive number of metres; got {forward_step!r}")
-        if not (turn_angle > 0 and math.isfinite(turn_angle)):
+        if not (is_finite_real(turn_angle) and turn_angle > 0):
             raise ValueError(f"turn_angle must be a positive number of degrees; got {turn_angle!r}")
-        field_map = dict(field_map or {})
+        flags = {"allow_outside_media": allow_outside_media, "check_images": check_images}
+        _check_flags({**flags, "require_pose": require_pose})
+        if media_dir is not None and not isinstance(media_dir, str | os.PathLike):
+            raise ValueError(f"media_dir must be a folder path; got {_describe(media_dir)}")
+        field_map = _text_mapping("field_map", field_map, "OURS", "THEIRS")
+        path_remap = _text_mapping("path_remap", path_remap, "OLD", "NEW", paths=True)
+        chat_tags = _text_mapping("chat_tags", chat_tags, "TAG", "TEXT")
         unknown = sorted(set(field_map) - set(MAPPABLE_FIELDS))
         if unknown:
             raise ValueError(f"field_map: unknown field(s) {unknown}; known: {', '.join(MAPPABLE_FIELDS)}")
-        unknown_tags = sorted(set(chat_tags or {}) - set(CHAT_TAGS))
+        unknown_tags = sorted(set(chat_tags) - set(CHAT_TAGS))
         if unknown_tags:
             raise ValueError(f"chat_tags: unknown tag(s) {unknown_tags}; known: {', '.join(CHAT_TAGS)}")
-        remap = sorted((str(old), str(new)) for old, new in (path_remap or {}).items())
+        remap = sorted(path_remap.items())
         return cls(
             format=format,
             field_map=tuple(sorted(field_map.items())),
@@ -124,7 +133,7 @@ class LoadOptions:
             check_images=check_images,
             require_pose=require_pose,
             pose_source=_paths(pose_source),
-            chat_tags=tuple(sorted((chat_tags or {}).items())),
+            chat_tags=tuple(sorted(chat_tags.items())),
         )
 
     @cached_property
@@ -170,10 +179,36 @@ ONLY_INT = frozenset({int})  # exactly int: not bool, not 1.0 (both compare equa
 ACTION_IDS = frozenset(range(len(ACTION_NAMES)))
 
 
+def _check_flags(flags: Mapping[str, Any]) -> None:
+    """ValueError naming the first flag that is not a bool (``"false"`` is truthy: never guess)."""
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise ValueError(f"{name} must be True or False; got {_describe(value)}")
+
+
+def _text_mapping(name: str, value: Any, key: str, item: str, paths: bool = False) -> dict[str, str]:
+    """``value`` (a mapping of strings to strings, or of paths with ``paths``; or ``None``) as a dict of
+    strings; ValueError otherwise."""
+    if value is None:
+        return {}
+    kinds = str | os.PathLike if paths else str
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, kinds) and isinstance(v, kinds) for k, v in value.items()
+    ):
+        both = "both strings or paths" if paths else "both strings"
+        raise ValueError(f"{name} must be a mapping of {key} to {item}, {both}; got {_describe(value)}")
+    return {os.fspath(k): os.fspath(v) for k, v in value.items()}
+
+
 def _paths(value: str | Path | Sequence[str | Path] | None) -> tuple[str, ...]:
     if value is None:
         return ()
-    values = [value] if isinstance(value, str | Path) else list(value)
+    values = [value] if isinstance(value, str | os.PathLike) else value
+    if isinstance(values, bytes | Mapping) or not isinstance(values, Sequence | tuple | list):
+        raise ValueError(f"pose_source must be a file path or a list of them; got {_describe(value)}")
+    for path in values:
+        if not isinstance(path, str | os.PathLike):
+            raise ValueError(f"pose_source must be a file path or a list of them; got {_describe(path)}")
     return tuple(str(Path(path).absolute()) for path in values)
 
 

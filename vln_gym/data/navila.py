@@ -37,6 +37,7 @@ _MOVE = re.compile(
 )
 _STOP = re.compile(r"^i think i should stop\b", re.I)
 _ACTION_OF = {"move forward": MOVE_FORWARD, "turn left": TURN_LEFT, "turn right": TURN_RIGHT}
+MAX_PRIMITIVES_PER_ANSWER = 40  # NaVILA's own answers merge at most 3 (75 cm / 45 degrees)
 
 
 def answer_actions(answer: str, forward_step: float, turn_angle: float) -> tuple[int, ...]:
@@ -56,6 +57,12 @@ def answer_actions(answer: str, forward_step: float, turn_angle: float) -> tuple
     count = amount / step
     if amount <= 0 or abs(count - round(count)) > 1e-6:
         raise FieldError("a", f"{text[:80]!r}: {amount} is not a multiple of the {step:g} {unit} step")
+    if round(count) > MAX_PRIMITIVES_PER_ANSWER:
+        raise FieldError(
+            "a",
+            f"{text[:80]!r}: {round(count)} primitive steps of {step:g} {unit}; one answer merges at most "
+            f"{MAX_PRIMITIVES_PER_ANSWER} (NaVILA's own: 3)",
+        )
     return (action,) * round(count)
 
 
