@@ -115,6 +115,20 @@ def test_bad_entries_name_the_file_and_the_entry_field(dataset_dir: Path):
         load_episodes(dataset_info=info)
 
 
+def test_a_deep_or_empty_dataset_info_is_a_problem_not_a_traceback(tmp_path: Path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    with pytest.raises(DataError, match=r"deep\.json: json: JSON nested too deeply"):
+        load_episodes(dataset_info=deep, dataset="x")
+    (tmp_path / "emptydir").mkdir()
+    info = tmp_path / "dataset_info.json"
+    info.write_text(json.dumps({"x": {"file_name": "emptydir", "formatting": "sharegpt"}}))
+    with pytest.raises(DataError, match=r"x\.file_name: .*emptydir is a folder with no files"):
+        load_episodes(dataset_info=info, dataset="x")
+    assert validate_main(["--dataset-info", str(info), "--dataset", "x"]) == 1
+    assert "is a folder with no files" in capsys.readouterr().err
+
+
 def test_validate_cli_reads_an_entry(dataset_dir: Path, capsys):
     info = str(dataset_dir / "dataset_info.json")
     assert validate_main(["--dataset-info", info, "--dataset", "vln_custom"]) == 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vln_gym.data.fields import ALPACA_DEFAULTS, CHAT_TAGS
+from vln_gym.data.jsonio import TOO_DEEP
 from vln_gym.data.problems import DataError, Problem
 
 # LLaMA-Factory column name -> our field name (the field map is ours -> the file's column).
@@ -54,6 +55,10 @@ def _entry(path: Path, name: str) -> dict[str, Any]:
         raise _problem(path, "file", "file not found") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise _problem(path, "json", f"invalid JSON ({error})") from None
+    except RecursionError:
+        raise _problem(path, "json", TOO_DEEP) from None
+    except OSError as error:
+        raise _problem(path, "file", f"cannot read file ({error.strerror or error})") from None
     if not isinstance(info, dict):
         raise _problem(path, "file", "expected an object of named dataset entries")
     if name not in info:
@@ -103,6 +108,8 @@ def read_dataset_info(path: str | Path, name: str) -> DatasetEntry:
     if not data.exists():
         raise _problem(path, f"{name}.file_name", f"{data} does not exist")
     files = sorted(p for p in data.iterdir() if p.is_file()) if data.is_dir() else [data]
+    if not files:
+        raise _problem(path, f"{name}.file_name", f"{data} is a folder with no files")
     return DatasetEntry(
         paths=tuple(str(file) for file in files),
         format=formatting,
