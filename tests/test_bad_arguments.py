@@ -239,3 +239,15 @@ def test_load_options_accept_paths_and_numpy_values(tmp_path):
         media_dir=tmp_path, path_remap={"old": tmp_path}, forward_step=np.float32(0.5), require_pose=np.True_
     )
     assert options.path_remap == (("old", str(tmp_path)),) and options.forward_step == 0.5
+
+
+def test_an_input_given_twice_or_inside_another_is_refused(tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text("{}\n")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ValueError, match=r"d\.jsonl is given twice \(also as .*d\.jsonl\): give it once"):
+        load_episodes([data, tmp_path / "sub" / ".." / "d.jsonl"])
+    with pytest.raises(ValueError, match=r"d\.jsonl is inside the input folder .*: give one of them"):
+        validate_files([tmp_path, data])
+    assert main(["validate", str(data), str(data)]) == 2
+    assert "is given twice" in capsys.readouterr().err

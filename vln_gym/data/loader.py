@@ -71,13 +71,30 @@ def inputs_and_options(
             options["media_dir"] = entry.media_dir
     if paths is None:
         raise ValueError("no input paths given (pass paths, or dataset_info= and dataset=)")
-    return paths, LoadOptions.create(**options)
+    return distinct_inputs(paths), LoadOptions.create(**options)
+
+
+def distinct_inputs(paths: PathsLike) -> list[Path]:
+    """`as_paths` of ``paths``; ValueError when one input is given twice (by any spelling or link) or lies
+    inside an input folder: its records would be read twice, every episode doubled."""
+    inputs = as_paths(paths)
+    seen: dict[Path, Path] = {}  # real path -> the input as given
+    for path in inputs:
+        real = Path(os.path.realpath(path))
+        if real in seen:
+            raise ValueError(f"input {path} is given twice (also as {seen[real]}): give it once")
+        seen[real] = path
+    for real, path in seen.items():
+        outer = next((seen[parent] for parent in real.parents if parent in seen), None)
+        if outer is not None:
+            raise ValueError(f"input {path} is inside the input folder {outer}: give one of them")
+    return inputs
 
 
 def iter_items(paths: PathsLike, options: LoadOptions) -> Iterator[Item]:
     """Every record of every input as ``(location, Episode)`` or `DataError`, duplicate ids flagged."""
     ctx = ReadContext(options)
-    items = itertools.chain.from_iterable(iter_path(path, ctx) for path in as_paths(paths))
+    items = itertools.chain.from_iterable(iter_path(path, ctx) for path in distinct_inputs(paths))
     checked = checked_items(items, options)
     yield from checked if ctx.habitat is None else _noting_unused_pose_source(checked, ctx.habitat)
 
