@@ -84,5 +84,12 @@ def test_bad_parquet_rows_name_the_file_and_row(tmp_path):
     pq.write_table(table, tmp_path / "d.parquet")
     report = validate_files(tmp_path / "d.parquet", media_dir=media)
     assert [str(p) for p in report.problems] == [
-        f"{tmp_path / 'd.parquet'}: [1].agent_heading: expected a number, got null None"
+        f"{tmp_path / 'd.parquet'}: [1].agent_heading: null (required privileged field)"
     ]
+    # Parquet fills a row's missing keys with null: a row with no pose at all is a pose-less record.
+    for key in ("agent_position", "goal_position"):
+        rows[1][key] = None
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    assert validate_files(tmp_path / "d.parquet", media_dir=media).problems  # required by default
+    loaded = load_episodes(tmp_path / "d.parquet", media_dir=media, require_pose=False)
+    assert loaded[1].extra["pose_source"] == "missing" and loaded[0].extra["pose_source"] == "record"

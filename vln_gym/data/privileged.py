@@ -57,13 +57,13 @@ def _pose_from_record(record: Mapping, ctx: ReadContext, report: RecordProblems)
     position, heading, goal = ctx.options.pose_columns
     values: dict[str, Any] = {"pose_source": "record"}
     for column in (position, heading, goal):
-        if column not in record:
-            report.add(column, "missing (required privileged field)")
-    if position in record:
+        if record.get(column) is None:
+            report.add(column, f"{'null' if column in record else 'missing'} (required privileged field)")
+    if record.get(position) is not None:
         values["agent_position"] = report.check(as_position, record[position], position)
-    if heading in record:
+    if record.get(heading) is not None:
         values["agent_heading"] = report.check(as_heading, record[heading], heading, ctx.options.heading_unit)
-    if goal in record:
+    if record.get(goal) is not None:
         values["goal_position"] = report.check(as_position, record[goal], goal)
     return values
 
@@ -127,7 +127,8 @@ def read_privileged(
     values = _quick_pose(record, ctx.options)  # the common case: all three pose fields present and good
     if values is None:
         position, heading, goal = ctx.options.pose_columns
-        if position in record or heading in record or goal in record:
+        # A null pose field is an absent one (Parquet and datasets fill a row's missing keys with null).
+        if any(record.get(column) is not None for column in (position, heading, goal)):
             values = _pose_from_record(record, ctx, report)
         else:
             values = _pose_without_fields(images, ctx, report) or {}
