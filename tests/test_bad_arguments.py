@@ -218,6 +218,8 @@ def test_load_episodes_names_paths_that_are_not_paths(paths):
         ({"forward_step": "0.25"}, "forward_step must be a positive number of metres; got '0.25'"),
         ({"turn_angle": None}, "turn_angle must be a positive number of degrees; got None"),
         ({"media_dir": 5}, "media_dir must be a folder path; got 5"),
+        ({"media_dir": "/nonexistent/media"}, "media_dir /nonexistent/media: does not exist"),
+        ({"media_dir": __file__}, "test_bad_arguments.py: is not a folder"),
         ({"path_remap": [("a", "b")]}, r"path_remap must be a mapping of OLD to NEW"),
         ({"field_map": "id=x"}, r"field_map must be a mapping of OURS to THEIRS, both strings; got 'id=x'"),
         ({"field_map": {"id": 5}}, r"field_map must be a mapping"),

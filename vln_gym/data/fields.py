@@ -110,6 +110,11 @@ class LoadOptions:
         _check_flags({**flags, "require_pose": require_pose})
         if media_dir is not None and not isinstance(media_dir, str | os.PathLike):
             raise ValueError(f"media_dir must be a folder path; got {_describe(media_dir)}")
+        if media_dir is not None and not os.path.isdir(media_dir):
+            reason = "is not a folder" if os.path.exists(media_dir) else "does not exist"
+            raise ValueError(
+                f"media_dir {os.fspath(media_dir)}: {reason} (relative image paths resolve there)"
+            )
         field_map = _text_mapping("field_map", field_map, "OURS", "THEIRS")
         path_remap = _text_mapping("path_remap", path_remap, "OLD", "NEW", paths=True)
         chat_tags = _text_mapping("chat_tags", chat_tags, "TAG", "TEXT")
