@@ -106,3 +106,17 @@ def test_validate_counts_unreadable_files_apart_from_records(tmp_path, capsys):
         f"{empty}:1: file: empty JSON array: no records",
         "1 record, 1 ok, 0 with problems; 2 files read no records",
     ]
+
+
+def test_convert_refuses_a_folder_or_a_dangling_link_as_out_before_reading(tmp_path, capsys):
+    make_png(tmp_path / "a.png")
+    path = write_lines(tmp_path / "d.jsonl", [sharegpt_record(["a.png"])])
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    assert main(["convert", str(path), "--out", str(folder)]) == 2
+    assert "outdir: is a folder; --out names the jsonl file to write" in capsys.readouterr().err
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tmp_path / "elsewhere.jsonl")
+    assert main(["convert", str(path), "--out", str(link)]) == 2
+    assert "link.jsonl: file exists; pass --overwrite" in capsys.readouterr().err
+    assert link.is_symlink() and not (tmp_path / "elsewhere.jsonl").exists()

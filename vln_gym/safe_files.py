@@ -77,7 +77,7 @@ def check_output(
     for item in inputs:
         if _same_or_inside(real, Path(os.path.realpath(item))):
             raise OutputExistsError(f"{target}: is (or holds) the input {item}; write the output elsewhere")
-    exists = any(target.iterdir()) if target.is_dir() else target.exists()
+    exists = any(target.iterdir()) if target.is_dir() else os.path.lexists(target)  # a dangling link too
     if exists and not overwrite:
         kind = "folder is not empty" if target.is_dir() else "file exists"
         raise OutputExistsError(f"{target}: {kind}; pass {flag} to replace it")

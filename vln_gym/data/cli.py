@@ -153,6 +153,8 @@ def convert_main(argv: list[str]) -> int:
     args, paths, options = parsed
     try:
         check_output(args.out, overwrite=args.overwrite, inputs=as_paths(paths))
+        if Path(args.out).is_dir():
+            raise OutputExistsError(f"{args.out}: is a folder; --out names the jsonl file to write")
     except OutputExistsError as error:
         print(f"vln-gym convert: error: {error}", file=sys.stderr)
         return 2
