@@ -39,6 +39,9 @@ def test_bad_record_raises_data_error_or_is_skipped(tmp_path):
         episodes_dataset(path, cache_dir=tmp_path / "cache")
     kept = episodes_dataset(path, cache_dir=tmp_path / "cache2", on_error="skip")
     assert kept["id"] == ["x"]
+    bad = write_lines(tmp_path / "bad.jsonl", ['{"id": "z", "instr'])
+    with pytest.raises(ValueError, match=r"no good record in .*bad\.jsonl \(on_error='skip' left every"):
+        episodes_dataset(bad, cache_dir=tmp_path / "cache3", on_error="skip")
 
 
 def test_env_runs_a_datasets_dataset_and_its_parquet_export(tmp_path):

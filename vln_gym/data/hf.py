@@ -115,6 +115,13 @@ def episodes_dataset(
         if isinstance(error.__cause__, DataError):
             raise error.__cause__ from None
         raise
+    except ValueError as error:  # datasets refuses a generator that yields no row: say why in our words
+        if "corresponds to no data" not in str(error):
+            raise
+        raise ValueError(
+            f"episodes_dataset: no good record in {', '.join(map(str, inputs))} (on_error='skip' left every "
+            "record out; validate_files lists their problems)"
+        ) from None
 
 
 def episode_from_row(row: Mapping[str, Any], media_dir: str | os.PathLike | None = None) -> Episode:
