@@ -126,3 +126,13 @@ def test_a_step_number_in_other_digits_is_a_problem_not_a_crash(tmp_path: Path):
     problems = [str(p) for p in validate_files(path).problems]
     assert f"{path}:1: [1].video_id: '914-²' is not '<episode id>-<step>'" in problems
     assert f"{path}:1: [2].video_id: '914-١' is not '<episode id>-<step>'" in problems
+
+
+def test_a_stop_before_the_last_step_breaks_the_video(tmp_path: Path):
+    path = write_navila(tmp_path, answers=(LEFT_30, STOP, FORWARD_75), repeat=None)
+    report = validate_files(path)
+    assert (report.num_records, report.num_ok) == (3, 0)
+    assert [str(p) for p in report.problems] == [
+        f"{path}:1: [1].a: stop at step 1 of video 914, but step 2 follows; the 3 records of video 914 are "
+        "left out (poses need the whole trajectory)"
+    ]

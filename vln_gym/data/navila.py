@@ -245,6 +245,10 @@ def _trajectory(steps: list[_Step]) -> tuple[tuple[int, ...], dict[int, _Step]] 
                 f"{len(step.frames)} frames at step {number}, expected {len(actions) + 1} "
                 f"(1 + the {len(actions)} primitive actions of the steps before)",
             )
+        if actions and actions[-1] == STOP:
+            return first[number - 1].location.problem(
+                "a", f"stop at step {number - 1} of video {step.video}, but step {number} follows"
+            )
         actions.extend(step.actions)
     return tuple(actions), first
 
