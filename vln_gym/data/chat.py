@@ -91,22 +91,26 @@ def alpaca_as_chat(record: Any, location: Location, ctx: ReadContext) -> Any:
         raise DataError(
             [location.problem(prompt_key, f"missing (alpaca needs '{prompt_key}' or '{query_key}')")]
         )
-    turns = []
+    report = RecordProblems(location)
     history = record.get(history_key) or []
     if not isinstance(history, list) or not all(
         isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)
         for pair in history
     ):
-        raise DataError([location.problem(history_key, "expected a list of [query, response] string pairs")])
-    for query, response in history:
-        turns += [{"from": "human", "value": query}, {"from": "gpt", "value": response}]
-    parts = [record.get(prompt_key), record.get(query_key)]
-    for key, part in zip((prompt_key, query_key), parts, strict=True):
-        if part is not None and not isinstance(part, str):
-            raise DataError([location.problem(key, f"expected a string, got {type(part).__name__}")])
-    turns.append({"from": "human", "value": "\n".join(part for part in parts if part)})
-    if isinstance(record.get(response_key), str):
-        turns.append({"from": "gpt", "value": record[response_key]})
+        report.add(history_key, "expected a list of [query, response] string pairs")
+    # a null column is an absent one, as LLaMA-Factory reads it
+    prompt, query, response = (
+        None if record.get(key) is None else report.check(as_text, record[key], key, allow_empty=True)
+        for key in (prompt_key, query_key, response_key)
+    )
+    if report:
+        raise DataError(report.problems)
+    turns = []
+    for past_query, past_response in history:
+        turns += [{"from": "human", "value": past_query}, {"from": "gpt", "value": past_response}]
+    turns.append({"from": "human", "value": "\n".join(part for part in (prompt, query) if part)})
+    if response is not None:
+        turns.append({"from": "gpt", "value": response})
     converted = {
         key: value
         for key, value in record.items()

@@ -3,6 +3,8 @@
 Keys: ``id``, ``instruction``, ``images`` (relative paths resolve against ``media_dir``, else the file's
 folder), ``agent_position``, ``agent_heading`` (radians), ``goal_position``, ``distance_to_goal``, the
 optional Episode fields, ``source`` (where the record first came from), and any other key into ``extra``.
+``extra`` (a JSON object, or a string holding one, as `episodes_dataset` rows pack it) holds the extra keys
+that are own-format keys themselves (a ShareGPT column ``source``, say): the writer nests those there.
 """
 
 from __future__ import annotations
@@ -18,16 +20,62 @@ from vln_gym.data.context import ReadContext
 from vln_gym.data.fields import OPTIONAL_FIELDS, POSE_FIELDS, PRIVILEGED_FIELDS, as_text
 from vln_gym.data.media import read_images
 from vln_gym.data.privileged import read_privileged
-from vln_gym.data.problems import DataError, Location, RecordProblems
+from vln_gym.data.problems import DataError, FieldError, Location, RecordProblems
 from vln_gym.episode import Episode, new_episode
 from vln_gym.safe_files import atomic_writer
 
 FORMAT_TAG = "vln-gym/1"
 TEXT_FIELDS = ("system_prompt", "prompt", "expert_response")
 OWN_TEXT_KEYS = (*TEXT_FIELDS, "source")
+EXTRA_KEY = "extra"
+# Keys the own format reads itself: an Episode's extra key among them is written nested under EXTRA_KEY.
 RESERVED_KEYS = frozenset(
-    {"format", "id", "instruction", "images", "source", *TEXT_FIELDS, *PRIVILEGED_FIELDS}
+    {"format", "id", "instruction", "images", "source", EXTRA_KEY, *TEXT_FIELDS, *PRIVILEGED_FIELDS}
 )
+
+
+def _nested_extra(value: Any) -> dict[str, Any]:
+    """The keys of an ``extra`` value: a JSON object, or a string holding one (``None``: no keys)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise FieldError(EXTRA_KEY, f"invalid JSON ({error.msg})") from None
+        if not isinstance(value, dict):
+            raise FieldError(
+                EXTRA_KEY,
+                f"expected a JSON object (or a string holding one), got a string holding {_kind(value)}",
+            )
+    elif not isinstance(value, dict):
+        raise FieldError(EXTRA_KEY, f"expected a JSON object (or a string holding one), got {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    """``value``'s JSON type, with an article: ``a list``, ``null``."""
+    kinds = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return kinds.get(type(value), "null" if value is None else "an object")
+
+
+def _extra(record: dict, used: tuple[str, ...], ctx: ReadContext, report: RecordProblems) -> dict[str, Any]:
+    """The record's extra keys: its other top-level keys and those nested under ``extra``."""
+    privileged_columns = ctx.options.privileged_columns
+    extra = {
+        key: value
+        for key, value in record.items()
+        if key not in RESERVED_KEYS and key not in used and key not in privileged_columns
+    }
+    if EXTRA_KEY not in record:  # the common case
+        return extra
+    nested = report.check(_nested_extra, record[EXTRA_KEY])
+    if not nested:
+        return extra
+    both = sorted(extra.keys() & nested.keys())
+    if both:
+        report.add(EXTRA_KEY, f"key(s) {both} also given at the top level (which one is meant?)")
+    return {**nested, **extra}
 
 
 def own_episode(record: Any, location: Location, ctx: ReadContext) -> Episode:
@@ -62,22 +110,10 @@ def own_episode(record: Any, location: Location, ctx: ReadContext) -> Episode:
         if value is not None:
             values[key] = value if type(value) is str else report.check(as_text, value, key, allow_empty=True)
     privileged = read_privileged(record, images, ctx, report)
+    extra = _extra(record, (names["id"], names["instruction"], images_column), ctx, report)
     if report:
         raise DataError(report.problems)
     pose_source = privileged.pop("pose_source")
-    used = (names["id"], names["instruction"], images_column)
-    privileged_columns = ctx.options.privileged_columns
-    extra = {
-        key: value
-        for key, value in record.items()
-        if key not in RESERVED_KEYS and key not in used and key not in privileged_columns
-    }
-    packed = extra.pop("extra", None)  # episodes_dataset rows (and their Parquet files) pack extra as JSON
-    if isinstance(packed, str) and packed:
-        try:
-            extra = {**json.loads(packed), **extra}
-        except json.JSONDecodeError as error:
-            raise DataError([location.problem("extra", f"invalid JSON ({error.msg})")]) from None
     if pose_source != "record":
         extra["pose_source"] = pose_source
     values.setdefault("source", str(location))
@@ -96,7 +132,8 @@ def _relative(path: str, root: str | None) -> str:
 
 
 def episode_record(episode: Episode, media_dir: str | Path | None = None) -> dict[str, Any]:
-    """The own-format object of ``episode`` (image paths relative to ``media_dir`` when under it)."""
+    """The own-format object of ``episode`` (image paths relative to ``media_dir`` when under it); its
+    extra keys are top-level keys, those that are own-format keys nested under ``extra``."""
     root = None if media_dir is None else os.path.abspath(media_dir).rstrip(os.sep) + os.sep
     record: dict[str, Any] = {
         "format": FORMAT_TAG,
@@ -122,14 +159,10 @@ def episode_record(episode: Episode, media_dir: str | Path | None = None) -> dic
         record[name] = value
     if episode.source:
         record["source"] = episode.source
-    for key, value in episode.extra.items():
-        if key in RESERVED_KEYS:
-            raise ValueError(
-                f"episode {episode.episode_id!r}: extra key {key!r} collides with an own-format field"
-            )
-        if key == "pose_source" and value == "record":
-            continue
-        record[key] = value
+    nested = {key: value for key, value in episode.extra.items() if key in RESERVED_KEYS}
+    record.update((key, value) for key, value in episode.extra.items() if key not in RESERVED_KEYS)
+    if nested:
+        record[EXTRA_KEY] = nested
     return record
 
 
