@@ -163,6 +163,13 @@ def test_missing_image_folders_name_the_part_to_remap(tmp_path, media):
     assert problems_of(path, media_dir=media, require_pose=False) == problems_of(path, media_dir=media)
 
 
+def test_a_url_image_says_urls_are_not_fetched(tmp_path, media):
+    path = write_lines(tmp_path / "d.jsonl", [sharegpt_record(["https://example.org/frames/0.jpg"])])
+    (problem,) = problems_of(path, media_dir=media)
+    assert problem.startswith(f"{path}:1: images[0]: image not found: 'https://example.org/frames/0.jpg'")
+    assert problem.endswith("; images are read from local files, URLs are not fetched")
+
+
 def test_empty_file(tmp_path):
     path = tmp_path / "empty.jsonl"
     path.write_bytes(b"\xef\xbb\xbf \n\n")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
@@ -161,6 +162,9 @@ def resolve_image(
     )
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def missing_part(raw: str, path: str) -> str:
     """The written prefix of ``raw`` up to its first component that does not exist under ``path``'s root."""
     parts = raw.replace("\\", "/").split("/")
@@ -179,6 +183,8 @@ def missing_images_problem(
     where = f" (media folder {root})" if root else ""
     more = f" and {len(missing) - 1} more of its images" if len(missing) > 1 else ""
     message = f"image not found: {raw!r} -> {path}{where}{more}"
+    if _URL.match(raw):
+        return f"{name}[{index}]", message + "; images are read from local files, URLs are not fetched"
     if not os.path.isdir(os.path.dirname(path)):
         absent = missing_part(raw, path)
         message += (
