@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,81 @@ def test_a_pose_source_that_no_record_reads_is_reported(tmp_path: Path, caplog):
         load_episodes(own, pose_source=source, on_error="skip", format="sharegpt")  # no good record
     assert {e.extra["pose_source"] for e in joined} == {"habitat-start"}
     assert "was not used" not in caplog.text
+
+
+def test_ids_scene_and_reference_path_of_the_wrong_kind_are_problems(tmp_path: Path):
+    bad = [
+        _episode(episode_id=[1]),
+        _episode(episode_id=1.0),
+        _episode(episode_id=True),
+        _episode(episode_id=11, trajectory_id={"a": 1}),
+        _episode(episode_id=12, scene_id=5),
+        _episode(episode_id=13, reference_path=[]),
+    ]
+    path = _write(tmp_path / "s.json.gz", {"episodes": bad})
+    with pytest.raises(DataError) as caught:
+        read_habitat_episodes(path)
+    assert [(p.field, p.message) for p in caught.value.problems] == [
+        ("episodes[0].episode_id", "expected a non-empty string or an integer, got [1]"),
+        ("episodes[1].episode_id", "expected a non-empty string or an integer, got 1.0"),
+        ("episodes[2].episode_id", "expected a non-empty string or an integer, got True"),
+        ("episodes[3].trajectory_id", "expected a non-empty string or an integer (or null), got {'a': 1}"),
+        ("episodes[4].scene_id", "expected a scene path string (or null), got 5"),
+        ("episodes[5].reference_path", "expected a non-empty list of positions, got []"),
+    ]
+    good = [_episode(episode_id="a", trajectory_id=None, scene_id=None, reference_path=None), _episode()]
+    del good[1]["reference_path"], good[1]["trajectory_id"], good[1]["scene_id"]
+    episodes = read_habitat_episodes(_write(tmp_path / "g.json.gz", {"episodes": good}))
+    for episode in episodes.values():  # null and absent mean the same
+        assert episode.reference_path == ((0.0, 0.0, 0.0),)
+        assert episode.trajectory_id is None and episode.scene_id is None
+
+
+GT = {"7": {"actions": [1, 0], "locations": [[0, 0, 0], [0, 0, -0.25]]}}
+
+
+@pytest.mark.parametrize("gt_name", ["s_gt.json", "s_gt.json.gz"])
+def test_a_decompressed_episode_file_reads_with_its_gt_file(tmp_path: Path, gt_name: str):
+    path = tmp_path / "s" / "s.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"episodes": [_episode()]}, indent=2))
+    gt = tmp_path / "s" / gt_name
+    if gt_name.endswith(".gz"):
+        _write(gt, GT)
+    else:
+        gt.write_text(json.dumps(GT))
+    for source in (path, path.parent):  # the file, or its split folder
+        episode = read_habitat_episodes(source)["7"]
+        assert episode.actions == (1, 0) and episode.locations == ((0, 0, 0), (0, 0, -0.25))
+    # The gt file found beside it is the one read.
+    gt.write_bytes(gzip.compress(b"{") if gt_name.endswith(".gz") else b"{")
+    with pytest.raises(DataError, match=re.escape(f"{gt_name}:1: json: truncated JSON")):
+        read_habitat_episodes(path)
+
+
+def test_gt_file_of_the_same_kind_wins_and_a_gzip_named_json_is_refused(tmp_path: Path):
+    path = _write(tmp_path / "s.json.gz", {"episodes": [_episode()]})
+    _write(tmp_path / "s_gt.json.gz", GT)
+    (tmp_path / "s_gt.json").write_text("not read")
+    assert read_habitat_episodes(path)["7"].actions == (1, 0)
+    misnamed = tmp_path / "m.json"
+    misnamed.write_bytes(path.read_bytes())
+    with pytest.raises(DataError, match=r"m\.json: file: is gzip-compressed: name it \*\.json\.gz"):
+        read_habitat_episodes(misnamed)
+    with pytest.raises(DataError, match=r"folder has no empty\.json\.gz or empty\.json"):
+        read_habitat_episodes((tmp_path / "empty").mkdir() or tmp_path / "empty")
+
+
+def test_truncated_episode_files_say_truncated(tmp_path: Path):
+    path = tmp_path / "t.json.gz"
+    path.write_bytes(gzip.compress(b'{"episodes": ['))
+    with pytest.raises(DataError) as caught:
+        read_habitat_episodes(path)
+    assert str(caught.value) == f"{path}:1: json: truncated JSON (Expecting value at column 15)"
+    path.write_bytes(gzip.compress(json.dumps({"episodes": [_episode()]}).encode())[:-12])
+    with pytest.raises(DataError, match=r"t\.json\.gz: file: truncated gzip file"):
+        read_habitat_episodes(path)
+    plain = tmp_path / "p.json"
+    plain.write_text('{"episodes": [\n  {"episode_id": 1,')
+    with pytest.raises(DataError, match=r"p\.json:2: json: truncated JSON"):
+        read_habitat_episodes(plain)

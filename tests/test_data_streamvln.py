@@ -171,3 +171,35 @@ def test_r2r_ce_poses_join_navila_and_vln_ego_layouts(tmp_path: Path, r2r_ce_spl
     forwards = [gt["actions"][:step].count(1) for step in range(len(gt["actions"]))]
     assert [e.agent_position for e in ego] == [tuple(gt["locations"][n]) for n in forwards]
     assert {e.extra["pose_source"] for e in ego} == {"habitat-gt"}
+
+
+def test_an_id_that_is_not_a_string_or_integer_is_a_problem(tmp_path: Path):
+    entries = [
+        write_trajectory(tmp_path, "images/a_r2r_000001", [1], ["go"], entry_id=bad)
+        for bad in (None, [1, 2], True, "")
+    ]
+    named = write_trajectory(tmp_path, "images/a_r2r_000001", [1], ["go"], entry_id="traj-9")
+    unnamed = write_trajectory(tmp_path, "images/a_r2r_000001", [1], ["go"])
+    del unnamed["id"]
+    path = write_annotations(tmp_path, [*entries, named])
+    report = validate_files(path)
+    assert [(p.field, p.message) for p in report.problems] == [
+        ("[0].id", "expected a non-empty string or an integer, got None"),
+        ("[1].id", "expected a non-empty string or an integer, got [1, 2]"),
+        ("[2].id", "expected a non-empty string or an integer, got True"),
+        ("[3].id", "expected a non-empty string or an integer, got ''"),
+    ]
+    assert report.num_ok == 2  # the named entry's two decisions
+    assert load_episodes(write_annotations(tmp_path, [named]))[0].episode_id == "traj-9/step_0"
+    # No id at all: the Habitat episode id at the end of the video folder.
+    assert load_episodes(write_annotations(tmp_path, [unnamed]))[0].episode_id == "1/step_0"
+
+
+def test_a_stop_before_the_last_action_is_a_problem(tmp_path: Path):
+    entry = write_trajectory(tmp_path, "images/a_r2r_000001", [0, 1, 0], ["go"])
+    path = write_annotations(tmp_path, [entry])
+    report = validate_files(path)
+    assert [str(p) for p in report.problems] == [
+        f"{path}:2: [0].actions: STOP at index 1 before the end (STOP ends the episode)"
+    ]
+    assert report.num_ok == 0

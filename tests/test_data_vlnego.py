@@ -159,3 +159,14 @@ def test_broken_frame_fails_its_step_and_the_later_ones(tmp_path):
     assert [str(p) for p in report.problems] == [f"{folder / 'step_2.png'}: images: not an image file"]
     assert (report.num_records, report.num_ok) == (4, 2)
     assert len(load_episodes(tmp_path)) == 4  # frames are only decoded with check_images
+
+
+@pytest.mark.parametrize("content", ["", "  \n", "[]", "[\n]\n"])
+def test_an_empty_action_list_is_reported_as_such(tmp_path, content):
+    folder = make_trajectory(tmp_path / "ep_1" / "traj_1", [])
+    (folder / "action_list.json").write_text(content)
+    report = validate_files(tmp_path)
+    assert [(p.path, p.field, p.message) for p in report.problems] == [
+        (str(folder / "action_list.json"), "actions", "empty action list")
+    ]
+    assert (report.num_records, report.num_unread_files) == (1, 0)

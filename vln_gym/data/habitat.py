@@ -1,11 +1,12 @@
 """Habitat VLN-CE episode files (R2R-CE, RxR-CE) as a pose source for frame datasets.
 
-``{split}.json.gz`` (or ``{split}_{role}.json.gz`` for RxR-CE) holds ``episodes`` with ``start_position``,
-``start_rotation`` (quaternion ``[x, y, z, w]``, a rotation about +y), ``goals[0].position/radius``,
-``reference_path``, ``instruction.instruction_text`` and ``info.geodesic_distance``. The ``*_gt.json.gz``
-next to it gives, per episode id, the expert ``actions`` (ending with STOP) and ``locations``: the start and
-the position after every MOVE_FORWARD (turns add none). Positions are taken from ``locations``, never
-integrated: Habitat slides along walls, so a few forward steps are shorter than ``forward_step`` or bent.
+``{split}.json.gz`` (or ``{split}_{role}.json.gz`` for RxR-CE; a decompressed ``{split}.json`` reads the
+same way) holds ``episodes`` with ``start_position``, ``start_rotation`` (quaternion ``[x, y, z, w]``, a
+rotation about +y), ``goals[0].position/radius``, ``reference_path``, ``instruction.instruction_text`` and
+``info.geodesic_distance``. The ``*_gt.json.gz`` (or ``*_gt.json``) next to it gives, per episode id, the
+expert ``actions`` (ending with STOP) and ``locations``: the start and the position after every
+MOVE_FORWARD (turns add none). Positions are taken from ``locations``, never integrated: Habitat slides
+along walls, so a few forward steps are shorter than ``forward_step`` or bent.
 
 These files hold no images. `HabitatEpisodes` is joined to StreamVLN / NaVILA / VLN-Ego records by
 episode id (``pose_source=``); `HabitatEpisode.poses` gives every step's privileged fields.
@@ -22,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from vln_gym.data.fields import LoadOptions, as_actions, as_nonnegative, as_path, as_position, as_text
+from vln_gym.data.jsonio import BOM, TOO_DEEP, json_error_message
 from vln_gym.data.problems import DataError, FieldError, Problem
 from vln_gym.data.trajectory import Poses, integrated_poses
 from vln_gym.geometry import MOVE_FORWARD, Vec3, apply_action
 
-GT_SUFFIX = "_gt.json.gz"
+GZIP_SUFFIX = ".json.gz"
+PLAIN_SUFFIX = ".json"
+GZIP_MAGIC = b"\x1f\x8b"
 QUATERNION_TOLERANCE = 1e-3
 
 
@@ -94,18 +98,64 @@ class HabitatEpisode:
         )
 
 
-def _read_gzip_json(path: Path) -> Any:
+def _read_bytes(path: Path) -> bytes:
+    """The JSON text of ``path``: gunzipped for ``*.gz``, as stored otherwise."""
+    compressed = path.name.endswith(".gz")
     try:
-        with gzip.open(path, "rb") as handle:
-            raw = handle.read()
+        if compressed:
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError([Problem(str(path), None, "file", "file not found")]) from None
-    except (OSError, EOFError) as error:
-        raise DataError([Problem(str(path), None, "file", f"not a readable gzip file ({error})")]) from None
+    except EOFError as error:
+        raise DataError([Problem(str(path), None, "file", f"truncated gzip file ({error})")]) from None
+    except OSError as error:
+        kind = "gzip file" if compressed else "file"
+        raise DataError([Problem(str(path), None, "file", f"not a readable {kind} ({error})")]) from None
+    if raw.startswith(GZIP_MAGIC):
+        raise DataError([Problem(str(path), None, "file", "is gzip-compressed: name it *.json.gz")])
+    return raw
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON value of a ``.json.gz`` or plain ``.json`` file; `DataError` naming the file otherwise."""
+    raw = _read_bytes(path)
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise DataError([Problem(str(path), None, "json", f"invalid JSON ({error})")]) from None
+        text = raw.removeprefix(BOM).decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise DataError([Problem(str(path), line, "json", f"not valid UTF-8 ({error.reason})")]) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError([Problem(str(path), error.lineno, "json", json_error_message(text, error))]) from None
+    except RecursionError:
+        raise DataError([Problem(str(path), None, "json", TOO_DEEP)]) from None
+
+
+def _as_id(value: Any, name: str, optional: bool = False) -> str | None:
+    """An id given as a string or an integer (not a bool), as text; ``None`` when optional and null."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        allowed = "a non-empty string or an integer" + (" (or null)" if optional else "")
+        raise FieldError(name, f"expected {allowed}, got {value!r:.60}")
+    return str(value)
+
+
+def _scene_id(value: Any, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise FieldError(name, f"expected a scene path string (or null), got {value!r:.60}")
+    return value
+
+
+def _reference_path(record: dict, where: str) -> tuple[Vec3, ...]:
+    """``reference_path``; absent or null: the start position alone (an empty list is an error)."""
+    value = record.get("reference_path")
+    if value is None:
+        return (as_position(record["start_position"], f"{where}.start_position"),)
+    return as_path(value, f"{where}.reference_path")
 
 
 def _episode(record: Any, where: str) -> HabitatEpisode:
@@ -122,22 +172,19 @@ def _episode(record: Any, where: str) -> HabitatEpisode:
     info = record.get("info") if isinstance(record.get("info"), dict) else {}
     geodesic = info.get("geodesic_distance")
     radius = goals[0].get("radius")
-    start = as_position(record["start_position"], f"{where}.start_position")
     return HabitatEpisode(
-        episode_id=str(record["episode_id"]),
-        trajectory_id=None if record.get("trajectory_id") is None else str(record["trajectory_id"]),
-        scene_id=record.get("scene_id") if isinstance(record.get("scene_id"), str) else None,
+        episode_id=_as_id(record["episode_id"], f"{where}.episode_id"),
+        trajectory_id=_as_id(record.get("trajectory_id"), f"{where}.trajectory_id", optional=True),
+        scene_id=_scene_id(record.get("scene_id"), f"{where}.scene_id"),
         instruction=as_text(text, f"{where}.instruction.instruction_text"),
-        start_position=start,
+        start_position=as_position(record["start_position"], f"{where}.start_position"),
         start_heading=heading_from_quaternion(record["start_rotation"], f"{where}.start_rotation"),
         goal_position=as_position(goals[0].get("position"), f"{where}.goals[0].position"),
         goal_radius=None if radius is None else as_nonnegative(radius, f"{where}.goals[0].radius"),
         geodesic_distance=None
         if geodesic is None
         else as_nonnegative(geodesic, f"{where}.info.geodesic_distance"),
-        reference_path=as_path(
-            record.get("reference_path") or [record["start_position"]], f"{where}.reference_path"
-        ),
+        reference_path=_reference_path(record, where),
     )
 
 
@@ -156,40 +203,45 @@ def _with_gt(episode: HabitatEpisode, gt: Any, where: str) -> HabitatEpisode:
     return dataclasses.replace(episode, actions=actions, locations=locations)
 
 
+def _stem(path: Path) -> tuple[str, str]:
+    """``val_seen.json.gz`` -> ``("val_seen", ".json.gz")``; ``val_seen.json`` likewise."""
+    for suffix in (GZIP_SUFFIX, PLAIN_SUFFIX):
+        if path.name.endswith(suffix):
+            return path.name.removesuffix(suffix), suffix
+    return path.name, GZIP_SUFFIX
+
+
 def gt_path_for(path: Path) -> Path:
-    """``val_seen.json.gz`` -> ``val_seen_gt.json.gz`` (same folder)."""
-    name = path.name.removesuffix(".json.gz")
-    return path.with_name(name + GT_SUFFIX)
+    """The ``_gt`` file beside an episode file: ``val_seen.json.gz`` -> ``val_seen_gt.json.gz``,
+    ``val_seen.json`` -> ``val_seen_gt.json``; when only the other kind exists (one of the two files
+    decompressed), that one."""
+    name, suffix = _stem(path)
+    same = path.with_name(f"{name}_gt{suffix}")
+    other = path.with_name(f"{name}_gt{PLAIN_SUFFIX if suffix == GZIP_SUFFIX else GZIP_SUFFIX}")
+    return other if not same.is_file() and other.is_file() else same
 
 
 def resolve_episode_file(path: str | Path) -> Path:
-    """An episode file, or the split folder holding ``<folder name>.json.gz``."""
+    """An episode file, or the split folder holding ``<folder name>.json.gz`` (else ``.json``)."""
     path = Path(path)
-    if path.is_dir():
-        candidate = path / f"{path.name}.json.gz"
-        if not candidate.is_file():
-            raise DataError(
-                [
-                    Problem(
-                        str(path),
-                        None,
-                        "pose_source",
-                        f"folder has no {candidate.name} (a VLN-CE split folder)",
-                    )
-                ]
-            )
-        return candidate
-    return path
+    if not path.is_dir():
+        return path
+    candidates = [path / f"{path.name}{suffix}" for suffix in (GZIP_SUFFIX, PLAIN_SUFFIX)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    message = f"folder has no {candidates[0].name} or {candidates[1].name} (a VLN-CE split folder)"
+    raise DataError([Problem(str(path), None, "pose_source", message)])
 
 
 def read_habitat_episodes(path: str | Path, gt_path: str | Path | None = None) -> dict[str, HabitatEpisode]:
-    """Episodes of a VLN-CE file by episode id, with gt actions/locations when ``*_gt.json.gz`` exists.
+    """Episodes of a VLN-CE file by episode id, with gt actions/locations when its ``_gt`` file exists.
 
     ``gt_path`` defaults to the ``_gt`` file next to ``path``; an explicit one must exist. Raises
     `DataError` naming the file and the field (``episodes[i].start_rotation``) for every bad episode.
     """
     path = resolve_episode_file(path)
-    data = _read_gzip_json(path)
+    data = _read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("episodes"), list):
         raise DataError([Problem(str(path), None, "episodes", "expected an object with an 'episodes' list")])
     episodes: dict[str, HabitatEpisode] = {}
@@ -212,7 +264,7 @@ def read_habitat_episodes(path: str | Path, gt_path: str | Path | None = None) -
 
 
 def _join_gt(episodes: dict[str, HabitatEpisode], gt_file: Path) -> list[Problem]:
-    gt = _read_gzip_json(gt_file)
+    gt = _read_json(gt_file)
     if not isinstance(gt, dict):
         return [Problem(str(gt_file), None, "file", "expected an object keyed by episode id")]
     problems = []

@@ -37,7 +37,7 @@ def fast_loads(data: bytes) -> Any:
         return REFUSED
 
 
-def _decode_error(text: str, error: json.JSONDecodeError) -> str:
+def json_error_message(text: str, error: json.JSONDecodeError) -> str:
     where = f"{error.msg}{'' if error.msg.endswith(' at') else ' at'} column {error.colno}"
     # The scanner only reports an unterminated string when it reached the end of the text.
     if error.pos >= len(text.rstrip()) or error.msg.startswith("Unterminated string"):
@@ -116,7 +116,7 @@ def _stdlib_line(name: str, number: int, raw: bytes) -> Iterator[Item]:
     try:
         yield Location(name, number), json.loads(text)
     except json.JSONDecodeError as error:
-        yield Problem(name, number, "json", _decode_error(text, error))
+        yield Problem(name, number, "json", json_error_message(text, error))
     except RecursionError:
         yield Problem(name, number, "json", TOO_DEEP)
 
@@ -160,7 +160,7 @@ def _stdlib_array(name: str, data: bytes) -> Iterator[Item]:
             value, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as error:
             line_of_error = text.count("\n", 0, error.pos) + 1
-            yield Problem(name, line_of_error, f"[{index}]", _decode_error(text, error))
+            yield Problem(name, line_of_error, f"[{index}]", json_error_message(text, error))
             return
         except RecursionError:  # the element's end cannot be found: the records before it stand
             yield Problem(name, line, f"[{index}]", TOO_DEEP)

@@ -5,7 +5,8 @@ As StreamVLN's trajectory writer saves them and its ``vln_action_dataset.py`` re
 with ``actions = [-1, a1, ..., aN]`` (-1: no action before the first frame; 0 STOP, 1 MOVE_FORWARD 0.25 m,
 2 TURN_LEFT 15 deg, 3 TURN_RIGHT 15 deg) and ``rgb/001.jpg ... rgb/{N+1:03d}.jpg``, one frame per entry.
 Frame k (0-based) is the view before ``a(k+1)``; the writer never stores the final STOP, so, as the
-reader does, a STOP is appended and the last frame is the decision to stop. Every frame is one decision:
+reader does, a STOP is appended and the last frame is the decision to stop (a STOP before the last action
+is an error: STOP ends the episode). ``id`` is a string or an integer. Every frame is one decision:
 an Episode with the frames up to it and the expert actions from it. Several instructions make several
 trajectories (``<id>/i<n>/step_<k>``). ``video`` resolves against ``media_dir`` (default: the folder of
 annotations.json). Poses: from a Habitat episode file (``pose_source=``, joined on the episode id at the
@@ -48,10 +49,21 @@ def _actions(value: Any) -> tuple[int, ...]:
     if len(value) < 2:
         raise FieldError("actions", "holds only the initial frame: no decision to make")
     try:
-        return tuple(as_actions(value[1:], "actions"))
+        actions = as_actions(value[1:], "actions")
     except FieldError as error:  # name the entry's own index (the list starts with -1)
         index = int(error.field.removeprefix("actions[").rstrip("]")) + 1
         raise FieldError(f"actions[{index}]", error.message) from None
+    if STOP in actions[:-1]:
+        index = actions.index(STOP) + 1
+        raise FieldError("actions", f"STOP at index {index} before the end (STOP ends the episode)")
+    return actions
+
+
+def _record_id(value: Any) -> str:
+    """An entry's ``id``: a non-empty string or an integer (not a bool), as text."""
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise FieldError("id", f"expected a non-empty string or an integer, got {value!r:.60}")
+    return str(value)
 
 
 def _frames(video: str, location: Location, ctx: ReadContext, count: int) -> tuple[str, ...]:
@@ -80,6 +92,7 @@ def _episodes(record: Any, location: Location, ctx: ReadContext) -> list[Episode
             report.add(key, "missing (a StreamVLN entry has id, video, instructions, actions)")
     if report:
         raise DataError(report.problems)
+    record_id = report.check(_record_id, record["id"]) if "id" in record else None
     video = report.check(as_text, record["video"], "video")
     actions = report.check(_actions, record["actions"])
     if actions and actions[-1] != STOP:
@@ -97,7 +110,8 @@ def _episodes(record: Any, location: Location, ctx: ReadContext) -> list[Episode
         poses = report.check(trajectory_poses, actions, episode_id, ctx.options, ctx.habitat, "video")
     if report:
         raise DataError(report.problems)
-    record_id = str(record.get("id", episode_id or Path(video).name))
+    if record_id is None:  # no id: the Habitat episode id, else the video folder's name
+        record_id = episode_id or Path(video).name
     extra = {key: value for key, value in record.items() if key not in (*KEYS, "id")}
     extra["pose_source"] = poses.source
     result = []

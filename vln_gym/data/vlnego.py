@@ -27,7 +27,7 @@ from pathlib import Path
 
 from vln_gym.data.fields import LoadOptions, as_actions
 from vln_gym.data.habitat import HabitatEpisodes, trajectory_poses
-from vln_gym.data.jsonio import iter_json_records
+from vln_gym.data.jsonio import BOM, iter_json_records
 from vln_gym.data.media import ImageChecker, is_inside
 from vln_gym.data.problems import DataError, FieldError, Location, Problem
 from vln_gym.data.trajectory import Poses
@@ -37,6 +37,7 @@ ACTIONS_FILE = "action_list.json"
 INSTRUCTION_FILE = "instruction.txt"
 STEP_FILE = re.compile(r"^step_(\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
 EPISODE_FOLDER = re.compile(r"^ep_(\d+)$")
+EMPTY_ARRAY = re.compile(rb"(?:\[\s*\])?")
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,22 @@ def habitat_episode_id(folder: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def read_trajectory(folder: Path, options: LoadOptions, habitat: HabitatEpisodes | None = None) -> Trajectory:
-    """Read and integrate one trajectory folder; raises `DataError` naming the file and line."""
-    actions_path = folder / ACTIONS_FILE
+def _holds_no_actions(path: Path) -> bool:
+    """The file is empty (blank) or holds an empty JSON array."""
+    try:
+        text = path.read_bytes().removeprefix(BOM).strip()
+    except OSError:
+        return False
+    return EMPTY_ARRAY.fullmatch(text) is not None
+
+
+def _read_actions(actions_path: Path) -> tuple[list[int], list[int], list[Problem]]:
+    """The actions of ``action_list.json`` with the line of each, and its problems."""
     actions, lines, problems = [], [], []
     for item in iter_json_records(actions_path):
         if isinstance(item, Problem):
+            if item.field == "file" and _holds_no_actions(actions_path):
+                item = Problem(item.path, item.line, "actions", "empty action list")
             problems.append(item)
             continue
         location, value = item
@@ -84,6 +95,12 @@ def read_trajectory(folder: Path, options: LoadOptions, habitat: HabitatEpisodes
             problems.append(location.problem("action", error.message))
     if not problems and not actions:
         problems.append(Problem(str(actions_path), None, "actions", "empty action list"))
+    return actions, lines, problems
+
+
+def read_trajectory(folder: Path, options: LoadOptions, habitat: HabitatEpisodes | None = None) -> Trajectory:
+    """Read and integrate one trajectory folder; raises `DataError` naming the file and line."""
+    actions, lines, problems = _read_actions(folder / ACTIONS_FILE)
     if problems:
         raise DataError(problems)
     frames: dict[int, str] = {}
