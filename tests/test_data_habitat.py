@@ -152,6 +152,29 @@ def test_a_pose_source_that_no_record_reads_is_reported(tmp_path: Path, caplog):
     assert "was not used" not in caplog.text
 
 
+def test_a_pose_source_that_cannot_be_read_fails_the_load_once(tmp_path: Path, capsys):
+    """It was a traceback for NaVILA (even with on_error='skip'), once per trajectory for VLN-Ego, and
+    passed unread (exit 0) for records with their own poses."""
+    from test_data_helpers import make_png, own_record, write_lines
+    from test_data_navila import write_navila
+
+    from agents.cli import main
+
+    broken = tmp_path / "fake.json.gz"
+    broken.write_bytes(b"no gzip here")
+    missing = tmp_path / "nope.json.gz"
+    navila = write_navila(tmp_path / "navila", video="914")
+    make_png(tmp_path / "a.png")
+    own = write_lines(tmp_path / "own.jsonl", [own_record("ep-1", ["a.png"])])
+    for data, source in ((navila, broken), (own, missing)):
+        with pytest.raises(DataError, match=re.escape(str(source))):
+            load_episodes(data, pose_source=source, on_error="skip")
+        assert main(["validate", str(data), "--pose-source", str(source)]) == 1
+        out, err = capsys.readouterr()
+        assert out.splitlines()[0].startswith(f"{source}: file: ") and len(out.splitlines()) == 1
+        assert "the pose source cannot be read; no record was read" in err
+
+
 def test_ids_scene_and_reference_path_of_the_wrong_kind_are_problems(tmp_path: Path):
     bad = [
         _episode(episode_id=[1]),

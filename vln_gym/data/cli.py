@@ -9,7 +9,7 @@ from pathlib import Path
 from vln_gym.data.fields import FORMATS, MAPPABLE_FIELDS, LoadOptions
 from vln_gym.data.loader import PathsLike, as_paths, collect_episodes, inputs_and_options
 from vln_gym.data.ownjsonl import write_episodes_jsonl
-from vln_gym.data.problems import DataError
+from vln_gym.data.problems import DataError, ValidationReport
 from vln_gym.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from vln_gym.safe_files import OutputExistsError, check_output
 
@@ -119,13 +119,28 @@ def _parse(
     return args, paths, load_options
 
 
+def _collected(prog: str, paths: PathsLike, options: LoadOptions) -> tuple[list, ValidationReport] | None:
+    """`collect_episodes`, or ``None`` once the problems of a pose source that cannot be read (which fails
+    the whole load) are printed."""
+    try:
+        return collect_episodes(paths, options)
+    except DataError as error:
+        for problem in error.problems:
+            print(problem)
+        print(f"{prog}: error: the pose source cannot be read; no record was read", file=sys.stderr)
+        return None
+
+
 def validate_main(argv: list[str]) -> int:
     """``vln-gym validate PATH...``: one line per problem, then a summary; exit 0 clean, 1 otherwise."""
     parsed = _parse(_parser("vln-gym validate", "Check VLN dataset files; one line per problem."), argv)
     if isinstance(parsed, int):
         return parsed
     _, paths, options = parsed
-    report = collect_episodes(paths, options)[1]
+    collected = _collected("vln-gym validate", paths, options)
+    if collected is None:
+        return 1
+    report = collected[1]
     for problem in report.problems:
         print(problem)
     print(report.summary())
@@ -158,7 +173,10 @@ def convert_main(argv: list[str]) -> int:
     except OutputExistsError as error:
         print(f"vln-gym convert: error: {error}", file=sys.stderr)
         return 2
-    episodes, report = collect_episodes(paths, options)
+    collected = _collected("vln-gym convert", paths, options)
+    if collected is None:
+        return 1
+    episodes, report = collected
     if report.problems and args.on_error == "raise":
         for problem in report.problems:
             print(problem)

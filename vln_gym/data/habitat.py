@@ -284,11 +284,12 @@ class HabitatEpisodes:
     def __init__(self, paths: tuple[str, ...]):
         self.paths = paths
         self._episodes: dict[str, HabitatEpisode] | DataError | None = None
+        self._looked_up = False
 
     @property
     def used(self) -> bool:
-        """Some record of the load looked up its episode (the files were read)."""
-        return self._episodes is not None
+        """Some record of the load looked up its episode."""
+        return self._looked_up
 
     @property
     def episodes(self) -> dict[str, HabitatEpisode]:
@@ -307,6 +308,7 @@ class HabitatEpisodes:
 
     def get(self, episode_id: str, name: str) -> HabitatEpisode:
         """The episode with id ``episode_id``; `FieldError` on column ``name`` when there is none."""
+        self._looked_up = True
         try:
             return self.episodes[str(episode_id)]
         except KeyError:
