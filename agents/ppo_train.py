@@ -240,6 +240,15 @@ def collect(config: PPOConfig, policy, runner: EpisodeRunner, iteration: int, ra
     return streams, stats
 
 
+def _refuse_finished(resume: Path, iteration: int, num_iterations: int) -> None:
+    """ValueError for a resume of a run that has no iteration left (it printed a null checkpoint)."""
+    if iteration >= num_iterations:
+        raise ValueError(
+            f"{resume}: the run is already at iteration {iteration} of num_iterations {num_iterations}: "
+            "nothing to train; raise --num_iterations to continue it"
+        )
+
+
 # ---------------------------------------------------------------- the training run
 def ppo_train(
     config: PPOConfig, on_iteration: Callable[[dict[str, Any]], None] | None = None
@@ -306,6 +315,7 @@ def train(config: PPOConfig, accelerator, on_iteration=None) -> dict[str, Any]:
         in_flight = load_runner_state(resume, rank)
         if in_flight is not None and config.algo == "ppo":
             runner.load_state(in_flight)
+        _refuse_finished(resume, start_iteration, config.num_iterations)
     elif config.sft_steps > 0:
         sft = sft_warm_start(policy, scorer, pool, config, accelerator)
         accelerator.print(

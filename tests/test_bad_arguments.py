@@ -73,6 +73,13 @@ def test_argument_helpers():
         ({"gamma": 2.0}, r"gamma: must be in \[0, 1\]"),
         ({"lam": math.nan}, "lam: must be a finite number"),
         ({"clip_range": -0.1}, "clip_range: must be > 0"),
+        ({"sft_samples": 0}, r"sft_samples: must be >= 1 \(got 0\)"),
+        ({"seed": 2**64}, r"seed: must be in 0\.\.2\*\*63-1"),
+        ({"env_kwargs": {"max_steps": -1}}, "env_kwargs: max_steps must be an integer >= 1, got -1"),
+        (
+            {"env_kwargs": {"forward_step": 0}},
+            "env_kwargs: forward_step must be a finite number of metres > 0",
+        ),
         ({"save_every": -1}, "save_every: must be >= 0"),
         ({"temperature": 0.0}, "temperature: must be > 0"),
         ({"keep_checkpoints": -1}, "keep_checkpoints: must be >= 0"),
@@ -80,7 +87,7 @@ def test_argument_helpers():
         ({"use_lora": "maybe"}, "use_lora: must be true or false"),
         ({"output_dir": 5}, "output_dir: must be a string"),
         ({"min_pixels": 100, "max_pixels": 10}, "min_pixels: must be <= max_pixels"),
-        ({"seed": -5}, "seed: must be >= 0"),
+        ({"seed": -5}, r"seed: must be in 0\.\.2\*\*63-1"),
     ],
 )
 def test_ppo_config_refuses_wrong_types_and_ranges(kwargs, message):
@@ -97,7 +104,7 @@ def test_yaml_values_of_the_wrong_type_are_one_line(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("num_envs: 2.7\n")
     assert main(["train", "--config", str(config), "--output_dir", str(tmp_path / "run")]) == 2
-    assert "PPOConfig.num_envs: must be an integer (got 2.7)" in capsys.readouterr().err
+    assert f"{config}:1: num_envs: must be an integer (got 2.7)" in capsys.readouterr().err
 
 
 def test_make_env_names_an_unknown_id_or_keyword():

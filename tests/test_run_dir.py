@@ -326,3 +326,45 @@ def test_a_resume_on_the_command_line_takes_the_checkpoints_settings(tmp_path, f
     from_yaml = parse_config(["--config", str(config)])
     assert from_yaml.lr == 0.25 and from_yaml.num_envs == saved["num_envs"]
     assert parse_config(["--resume_from", str(tmp_path / "none")]).num_envs == PPOConfig().num_envs
+
+
+def test_a_copied_run_resumes_in_its_own_dir_and_a_finished_one_is_refused(
+    tmp_path, env_kwargs, finished_run
+):
+    """The checkpoint's saved output_dir is the original run's: a resume of a copy wrote into the
+    original, rotated its checkpoints and rewrote its metrics."""
+    from agents.ppo_train import parse_config
+
+    copy = _copy(finished_run, tmp_path)
+    assert parse_config(["--resume_from", str(copy)]).output_dir == str(copy)
+    checkpoint = resolve_checkpoint(copy)
+    assert parse_config(["--resume_from", str(checkpoint)]).output_dir == str(copy)
+    assert parse_config(["--resume_from", str(copy), "--output_dir", "elsewhere"]).output_dir == "elsewhere"
+    before = sorted(p.name for p in finished_run.iterdir())
+    config = small_config(tmp_path, env_kwargs, resume_from=str(copy), output_dir=str(copy))
+    with pytest.raises(ValueError, match=r"already at iteration 2 of num_iterations 2: nothing to train"):
+        ppo_train(config)
+    assert sorted(p.name for p in finished_run.iterdir()) == before
+
+
+def test_config_files_name_the_file_and_line_of_a_bad_value(tmp_path):
+    from agents.ppo_train import parse_config
+
+    good = tmp_path / "good.yaml"
+    good.write_text("num_iterations: 7\nalgo: grpo\nlr: 1e-4\n")
+    for argv in (["--config", str(good)], [f"--config={good}"]):
+        config = parse_config(argv)
+        assert (config.num_iterations, config.algo, config.lr) == (7, "grpo", 1e-4)
+    for text, message in (
+        ('algo: ppo\nnum_envs: "four"\n', r"bad\.yaml:2: num_envs: must be an integer \(got 'four'\)"),
+        ("num_envs: 2.5\n", r"bad\.yaml:1: num_envs: must be an integer \(got 2\.5\)"),
+        ('use_lora: "maybe"\n', r"bad\.yaml:1: use_lora: must be true or false"),
+    ):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            parse_config(["--config", str(bad)])
+    with pytest.raises(FileNotFoundError, match=r"nope\.yaml"):
+        parse_config(["--config", str(tmp_path / "nope.yaml")])
+    with pytest.raises(SystemExit, match="--config needs a YAML file path"):
+        parse_config(["--config"])

@@ -275,6 +275,7 @@ class PPOConfig:
             ("grad_accum", 1 <= self.grad_accum <= self.minibatch_size, "must be in 1..minibatch_size"),
             ("ppo_epochs", self.ppo_epochs >= 1, "must be >= 1"),
             ("sft_steps", self.sft_steps >= 0, "must be >= 0"),
+            ("sft_samples", self.sft_samples >= 1, "must be >= 1"),
             ("sft_batch_size", self.sft_batch_size >= 1, "must be >= 1"),
             ("sft_explore", 0.0 <= self.sft_explore < 1.0, "must be in [0, 1)"),
             ("torch_threads", self.torch_threads is None or self.torch_threads >= 1, "must be >= 1"),
@@ -343,7 +344,7 @@ class PPOConfig:
             ("kl_coef", self.kl_coef >= 0, "must be >= 0"),
             ("kl_clamp", self.kl_clamp > 0, "must be > 0"),
             ("vf_coef", self.vf_coef >= 0, "must be >= 0"),
-            ("seed", self.seed >= 0, "must be >= 0"),
+            ("seed", 0 <= self.seed < 2**63, "must be in 0..2**63-1"),
             ("save_every", self.save_every >= 0, "must be >= 0"),
             ("keep_checkpoints", self.keep_checkpoints >= 0, "must be >= 0 (0: all)"),
             ("max_nonfinite", self.max_nonfinite >= 1, "must be >= 1"),
@@ -418,6 +419,19 @@ def env_units(env_kwargs: Mapping[str, Any]) -> tuple[float, float, int | None]:
     )
 
 
+def _unit_problem(env_kwargs: Mapping[str, Any]) -> str | None:
+    """What is wrong with the env's ``max_steps`` / ``forward_step`` / ``turn_angle`` (the env checks them
+    too, but only after the model is loaded; the decision budget check needs them sound first)."""
+    max_steps = env_kwargs.get("max_steps")
+    if max_steps is not None and not (is_whole(max_steps) and max_steps >= 1):
+        return f"max_steps must be an integer >= 1, got {max_steps!r}"
+    for key, unit in (("forward_step", "metres"), ("turn_angle", "degrees")):
+        value = env_kwargs.get(key)
+        if value is not None and not (is_finite_real(value) and value > 0):
+            return f"{key} must be a finite number of {unit} > 0, got {value!r}"
+    return None
+
+
 def unreachable_goals(
     env_kwargs: Mapping[str, Any], constrained_actions: bool, actions_per_turn: int = 1
 ) -> str | None:
@@ -426,6 +440,9 @@ def unreachable_goals(
     Checked when the steps per decision are bounded (discrete actions: one; text under constrained
     decoding: ``actions_per_turn``): ``max_steps * actions_per_turn * forward_step`` must reach the world's
     ``min_path_length``. Data-driven envs and free text (any amount) are not checked."""
+    unit = _unit_problem(env_kwargs)
+    if unit is not None:
+        return unit
     if (
         any(key in env_kwargs for key in ("data_files", "episodes", "server"))  # served: the server's world
         or env_kwargs.get("views", "world") != "world"
@@ -544,12 +561,17 @@ def _checkpoint_fields(resume_from: str | None) -> dict[str, Any]:
     from agents.train.checkpoint import resolve_checkpoint
 
     try:
-        state = json.loads((resolve_checkpoint(resume_from) / "trainer_state.json").read_text("utf-8"))
+        checkpoint = resolve_checkpoint(resume_from)
+        state = json.loads((checkpoint / "trainer_state.json").read_text("utf-8"))
         saved = dict(state["config"])
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-    known = {f.name for f in fields(PPOConfig)} - {"resume_from", "overwrite_output_dir"}
-    return _as_defaults({key: value for key, value in saved.items() if key in known})
+    known = {f.name for f in fields(PPOConfig)} - {"resume_from", "overwrite_output_dir", "output_dir"}
+    values = {key: value for key, value in saved.items() if key in known}
+    # The run continues where its checkpoint is, never in the dir it was first written to (a copied or
+    # moved run would write into, and rotate the checkpoints of, the original).
+    values["output_dir"] = str(checkpoint.parent)
+    return _as_defaults(values)
 
 
 def _as_defaults(values: dict[str, Any]) -> dict[str, Any]:
@@ -561,18 +583,22 @@ def _as_defaults(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _yaml_fields(args: Sequence[str]) -> dict[str, Any]:
-    """The PPOConfig fields of ``--config FILE.yaml`` (none without it); SystemExit with the file (and
-    line) for YAML that is invalid, not a mapping, or names unknown fields."""
+    """The PPOConfig fields of ``--config FILE.yaml`` or ``--config=FILE.yaml`` (none without it);
+    SystemExit naming the file (and line) for YAML that is invalid, not a mapping or names unknown fields,
+    ValueError for a value of the wrong type (OSError: the file cannot be read)."""
     import yaml
 
-    if "--config" not in args:
-        return {}
-    index = args.index("--config")
-    if index + 1 >= len(args):
+    if args and args[-1] == "--config":
         raise SystemExit("--config needs a YAML file path")
-    path = Path(args[index + 1])
+    given = _flag_value(args, "config")
+    if given is None:
+        return {}
+    path = Path(given)
     try:
-        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_keys_loader()) or {}
+        text = path.read_text(encoding="utf-8")
+        loaded = yaml.load(text, Loader=_unique_keys_loader()) or {}
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not valid UTF-8 ({error.reason})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -584,4 +610,35 @@ def _yaml_fields(args: Sequence[str]) -> dict[str, Any]:
     unknown = sorted(set(loaded) - known)
     if unknown:
         raise SystemExit(f"{path}: unknown PPOConfig fields: {', '.join(unknown)}")
-    return _as_defaults(dict(loaded))
+    lines = _key_lines(text)
+    values = {name: _yaml_value(name, value) for name, value in loaded.items()}
+    for name, value in values.items():
+        problem = None if name == "env_kwargs" else _type_problem(name, value)
+        if problem:
+            raise ValueError(f"{path}:{lines.get(name, '?')}: {name}: {problem} (got {value!r})")
+    return _as_defaults(values)
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The 1-based line of each top-level key of a YAML mapping."""
+    import yaml
+
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {key.value: key.start_mark.line + 1 for key, _ in node.value if isinstance(key, yaml.ScalarNode)}
+
+
+def _yaml_value(name: str, value: Any) -> Any:
+    """A YAML value as its field takes it: PyYAML reads ``1e-4`` (no dot) as a string, so a string for a
+    number field is a number when it reads as one (the flag ``--lr 1e-4`` would)."""
+    plain = _field_kinds().get(name, (set(), False))[0]
+    if not isinstance(value, str) or str in plain:
+        return value
+    for kind in (int, float):
+        if kind in plain:
+            try:
+                return kind(value)
+            except ValueError:
+                continue
+    return value
