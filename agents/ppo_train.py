@@ -444,6 +444,8 @@ def _interrupted(output_dir: str) -> str:
             f"interrupted; the checkpoints in {output_dir} are whole (continue with --resume_from "
             f"{output_dir})"
         )
+    if not Path(output_dir).exists():  # the run created the dir and removed it again, empty
+        return "interrupted before the first checkpoint; nothing was kept (run the same command again)"
     return (
         f"interrupted before the first checkpoint; nothing to resume in {output_dir} (start over with "
         "--overwrite_output_dir)"

@@ -288,6 +288,9 @@ def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(
     assert ppo_module._interrupted(str(finished_run)).endswith(
         f"(continue with --resume_from {finished_run})"
     )
+    assert ppo_module._interrupted(str(tmp_path / "removed")).endswith(
+        "nothing was kept (run the same command again)"
+    )
 
 
 def test_a_refused_run_removes_only_the_empty_dir_it_created(tmp_path):
