@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -229,6 +230,24 @@ def test_broken_framing_is_answered_then_closed(thread_server, garbage):
     env = RemoteVLNEnv(address)  # the server survives
     assert env.reset(seed=0)[1]["episode_id"]
     env.close()
+
+
+def test_a_message_stalled_midway_times_out_and_frees_the_worker(thread_server, monkeypatch):
+    """A peer that sends part of a prefix and stops held a server worker forever; idling between
+    messages stays allowed."""
+    monkeypatch.setattr(envserver, "MESSAGE_TIMEOUT_S", 0.5)
+    _, address = thread_server
+    sock, _ = raw_connection(address)
+    sock.sendall(b"VL")  # two bytes of a 16-byte prefix, then nothing
+    sock.settimeout(10)
+    started = time.monotonic()
+    assert sock.recv(1) == b""  # the server gave up on the message and closed the connection
+    assert time.monotonic() - started < 5
+    idle = RemoteVLNEnv(address)
+    idle.reset(seed=0)
+    time.sleep(1.0)  # longer than the message timeout, between messages
+    assert idle.step(1)[4]["episode_id"]
+    idle.close()
 
 
 def test_token_is_required_beyond_loopback_and_checked():

@@ -67,6 +67,9 @@ _TAGS = ("__a", "__t", "__np", "__f", "__r")
 MEMO_MIN_LENGTH = 8  # a tuple this long, resent unchanged (the same object), goes as {"__r": 1}
 MEMO_MAX_ENTRIES = 256
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+# Seconds a message may take once its first byte came (a peer that stalls mid-message would hold a server
+# worker forever); between messages a connection may idle as long as it likes (a training update).
+MESSAGE_TIMEOUT_S = 300.0
 JPEG_PATH = "$.result[0].frames"  # the observation's frames in a reset / step / set_state answer
 
 
@@ -427,10 +430,20 @@ class Channel:
         return _send_all(self.sock, chunks)
 
     def receive(self) -> Tuple[Any, int]:
-        """``(value, bytes read)``; `EOFError` when the other end closed cleanly between messages."""
-        prefix = self._file.read(_PREFIX.size)
-        if not prefix:
+        """``(value, bytes read)``; `EOFError` when the other end closed cleanly between messages; a message
+        not whole within `MESSAGE_TIMEOUT_S` of its first byte raises ``socket.timeout`` (an OSError)."""
+        first = self._file.read(1)
+        if not first:
             raise EOFError("connection closed")
+        previous = self.sock.gettimeout()
+        self.sock.settimeout(MESSAGE_TIMEOUT_S if previous is None else min(previous, MESSAGE_TIMEOUT_S))
+        try:
+            return self._rest_of_message(first)
+        finally:
+            self.sock.settimeout(previous)
+
+    def _rest_of_message(self, first: bytes) -> Tuple[Any, int]:
+        prefix = first + self._file.read(_PREFIX.size - 1)
         if len(prefix) < _PREFIX.size:
             raise FramingError("connection closed inside a message prefix")
         magic, header_length, payload_length = _PREFIX.unpack(prefix)
