@@ -304,6 +304,10 @@ def test_iter_episodes_streams_and_raises_at_the_first_bad_record(tmp_path, medi
     with pytest.raises(DataError, match=r"d\.jsonl:2: json: invalid JSON"):
         next(stream)
     assert [e.episode_id for e in iter_episodes(path, media_dir=media, on_error="skip")] == ["a", "c"]
+    with pytest.raises(ValueError, match="on_error"):
+        iter_episodes(path, on_error="x")  # refused at the call, not at the first next()
+    with pytest.raises(ValueError, match="forward_step"):
+        iter_episodes(path, forward_step=-1)
 
 
 def test_single_pretty_printed_object_in_a_json_file(tmp_path, media):

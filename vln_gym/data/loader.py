@@ -190,9 +190,10 @@ def check_on_error(on_error: str) -> None:
 def iter_episodes(
     paths: PathsLike | None = None, *, on_error: str = "raise", **options: Any
 ) -> Iterator[Episode]:
-    """Stream episodes (``options`` as for `load_episodes`); raises at the first bad record unless skip."""
+    """Stream episodes (``options`` as for `load_episodes`); raises at the first bad record unless skip.
+    Bad options and inputs are refused at the call, before the first episode is asked for."""
     check_on_error(on_error)
-    yield from iter_good_episodes(*inputs_and_options(paths, **options), on_error)
+    return iter_good_episodes(*inputs_and_options(paths, **options), on_error)
 
 
 def iter_good_episodes(paths: PathsLike, options: LoadOptions, on_error: str) -> Iterator[Episode]:
