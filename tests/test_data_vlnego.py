@@ -69,6 +69,19 @@ def test_missing_frame_and_bad_action_are_reported(tmp_path):
     assert any("ep_1/traj_1: images: missing frame(s) step_1" in line for line in lines)
     assert f"{bad / 'action_list.json'}:3: [1].action: expected an action id 0-3" in "\n".join(lines)
     assert report.num_ok == 0
+    # The 3 steps of the trajectory with a missing frame are 3 bad records; the unreadable action list,
+    # whose steps cannot be counted, is one.
+    assert (report.num_records, len(report.problems)) == (4, 2)
+
+
+def test_a_missing_instruction_counts_every_step_of_its_trajectory(tmp_path):
+    folder = make_trajectory(tmp_path / "ep_1" / "traj_1", [1, 1, 2, 0])
+    (folder / "instruction.txt").unlink()
+    report = validate_files(tmp_path)
+    assert (report.num_records, report.num_ok) == (4, 0)
+    assert [str(p) for p in report.problems] == [
+        f"{folder / 'instruction.txt'}: instruction: missing instruction.txt"
+    ]
 
 
 def test_folder_without_trajectories(tmp_path):

@@ -226,12 +226,22 @@ def iter_vln_ego(root: Path, options: LoadOptions, cache: TrajectoryCache, check
         return
     for folder in folders:
         try:
-            instruction = _read_instruction(folder)
             trajectory = cache.get(str(folder.absolute()))
-        except DataError as error:
+        except DataError as error:  # no action list to count the steps by: one bad record
             yield error
             continue
+        try:
+            instruction = _read_instruction(folder)
+        except DataError as error:
+            yield from _all_steps_bad(error, len(trajectory.actions))
+            continue
         yield from _trajectory_episodes(trajectory, instruction, options, checker)
+
+
+def _all_steps_bad(error: DataError, steps: int) -> Iterator[DataError]:
+    """A trajectory's problem, then one empty `DataError` per further step: every step a bad record."""
+    yield error
+    yield from (DataError([]) for _ in range(steps - 1))
 
 
 def _trajectory_episodes(
@@ -241,16 +251,8 @@ def _trajectory_episodes(
     missing = [step for step in range(count) if step not in trajectory.frames]
     if missing:
         shown = ", ".join(f"step_{step}" for step in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        yield DataError(
-            [
-                Problem(
-                    trajectory.folder,
-                    None,
-                    "images",
-                    f"missing frame(s) {shown} ({count} actions in {ACTIONS_FILE})",
-                )
-            ]
-        )
+        message = f"missing frame(s) {shown} ({count} actions in {ACTIONS_FILE})"
+        yield from _all_steps_bad(DataError([Problem(trajectory.folder, None, "images", message)]), count)
         return
     frames = tuple(trajectory.frames[step] for step in range(count))
     broken_at = None
