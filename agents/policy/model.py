@@ -38,6 +38,83 @@ from vln_gym.actions import ACTION_PROMPT
 POLICY_CONFIG_FILE = "policy_config.json"
 VALUE_HEAD_FILE = "value_head.safetensors"
 POLICY_FORMAT_VERSION = 1
+# What `VLMPolicy.save_pretrained` writes and loading reads beside the weights; each entry lists the names
+# one file may have (the first is what this version writes, the others older transformers' names).
+PROCESSOR_FILES = (
+    ("tokenizer.json",),
+    ("tokenizer_config.json",),
+    ("processor_config.json", "preprocessor_config.json"),
+    ("chat_template.jinja", "chat_template.json"),
+)
+
+
+class PolicyFileError(ValueError):
+    """A saved policy's file is missing, truncated or corrupt; the message names the file."""
+
+
+def _read_json_file(path: Path) -> object:
+    """The JSON in ``path``; `PolicyFileError` naming it when missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyFileError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise PolicyFileError(f"{path}: corrupt or truncated (unreadable JSON: {error})") from None
+
+
+def _first_present(path: Path, names: Sequence[str]) -> Path:
+    """``path / name`` for the first of ``names`` that exists, else `PolicyFileError` naming the first."""
+    for name in names:
+        if (path / name).is_file():
+            return path / name
+    raise PolicyFileError(f"{path / names[0]}: missing")
+
+
+def _weight_files(path: Path, use_lora: bool) -> list[Path]:
+    """The weight files of a saved policy: the adapter, or the full model (one file or the shards its index
+    lists) with its config.json, and the value head."""
+    if use_lora:
+        return [path / "adapter_config.json", path / "adapter_model.safetensors", path / VALUE_HEAD_FILE]
+    weights = _first_present(path, ("model.safetensors", "model.safetensors.index.json"))
+    files = [path / "config.json", weights, path / VALUE_HEAD_FILE]
+    if weights.name.endswith(".index.json"):
+        index = _read_json_file(weights)
+        shards = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(shards, dict):
+            raise PolicyFileError(f"{weights}: corrupt (no weight_map object)")
+        files += [path / str(name) for name in sorted(set(shards.values()))]
+    return files
+
+
+def _check_whole(file: Path) -> None:
+    """Refuse a missing file, JSON that does not parse, or a safetensors file whose header or length is off
+    (reads the header only)."""
+    if not file.is_file():
+        raise PolicyFileError(f"{file}: missing")
+    if file.suffix == ".json":
+        _read_json_file(file)
+    elif file.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise PolicyFileError(f"{file}: corrupt or truncated ({error})") from None
+
+
+def check_saved_policy(path: str | Path) -> PolicyConfig:
+    """A saved policy directory's config, after checking that every file loading it reads is there and whole
+    (policy_config.json, the weights, config.json, the value head, the tokenizer and processor files).
+    Raises `PolicyFileError` naming the first missing, truncated or corrupt file; loads no weights."""
+    path = Path(path)
+    if not path.is_dir():
+        raise PolicyFileError(f"{path}: missing")
+    config = PolicyConfig.load(path / POLICY_CONFIG_FILE)
+    files = _weight_files(path, config.use_lora) + [_first_present(path, names) for names in PROCESSOR_FILES]
+    for file in files:
+        _check_whole(file)
+    return config
 
 
 def _set_pixel_budget(image_processor, min_pixels: int | None, max_pixels: int | None) -> None:
@@ -170,15 +247,20 @@ class PolicyConfig:
 
     @classmethod
     def load(cls, path: Path) -> PolicyConfig:
-        data = json.loads(path.read_text())
+        """Read ``policy_config.json``; `PolicyFileError` naming ``path`` when it is unreadable or invalid."""
+        data = _read_json_file(path)
+        if not isinstance(data, dict):
+            raise PolicyFileError(f"{path}: expected a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{path}: unknown field(s) {unknown}")
+            raise PolicyFileError(f"{path}: unknown field(s) {unknown}")
         if data.get("format_version") != POLICY_FORMAT_VERSION:
-            raise ValueError(
+            raise PolicyFileError(
                 f"{path}: format_version {data.get('format_version')!r}, expected {POLICY_FORMAT_VERSION}"
             )
+        if "base_model" not in data:
+            raise PolicyFileError(f"{path}: base_model: missing")
         return cls(**data)
 
 
@@ -288,7 +370,8 @@ class VLMPolicy(torch.nn.Module):
         settings above are ignored except ``torch_dtype``, ``device``, ``seed`` and a non-None
         ``constrained_actions``), the adapter (or full weights) and value head are restored, and the base
         model named in the config must still be loadable. ``constrained_actions=None`` means False when
-        starting fresh and the saved value when reloading.
+        starting fresh and the saved value when reloading. Its files are checked first (`check_saved_policy`):
+        a missing, truncated or corrupt one raises `PolicyFileError` (a ValueError) naming it.
         Anything else starts fresh: random value head (seeded by ``seed`` when given), new LoRA adapter.
         ``max_pixels`` / ``min_pixels`` override the image processor's pixel budget per frame. ``seed`` also
         seeds sampling.
@@ -298,7 +381,7 @@ class VLMPolicy(torch.nn.Module):
         path = Path(model_name_or_path)
         saved = (path / POLICY_CONFIG_FILE).is_file()
         if saved:
-            config = PolicyConfig.load(path / POLICY_CONFIG_FILE)
+            config = check_saved_policy(path)
             if constrained_actions is not None:
                 config.constrained_actions = constrained_actions
         else:
@@ -355,9 +438,7 @@ class VLMPolicy(torch.nn.Module):
             )
         value_head = ValueHead(hidden_size_of(_base_model(model).config))
         if saved:
-            from safetensors.torch import load_file
-
-            value_head.load_state_dict(load_file(path / VALUE_HEAD_FILE))
+            _load_value_head(value_head, path / VALUE_HEAD_FILE)
         policy = cls(model, processor, value_head, config, reference_model=reference, seed=seed)
         if device is not None:
             policy.to(device)
@@ -842,6 +923,17 @@ class VLMPolicy(torch.nn.Module):
         return self._score(
             prompts, response_ids, temperature, model=self.reference_model, with_values=False
         ).logprobs
+
+
+def _load_value_head(value_head: ValueHead, file: Path) -> None:
+    """Load the saved value head; `PolicyFileError` naming ``file`` when its tensors do not fit."""
+    from safetensors.torch import load_file
+
+    try:
+        value_head.load_state_dict(load_file(file))
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PolicyFileError(f"{file}: does not fit this model ({first})") from None
 
 
 def _sub_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

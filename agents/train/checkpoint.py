@@ -17,13 +17,15 @@ leaves every previous checkpoint whole; ``OUTPUT_DIR/latest`` names the newest c
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import random
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,9 @@ class CheckpointError(ValueError):
 STATE_FILE = "trainer_state.json"
 LATEST_FILE = "latest"
 PREFIX = "checkpoint-"
+EARLIER = "resume from an earlier checkpoint"
+
+logger = logging.getLogger("agents.train")
 
 
 # ---------------------------------------------------------------- RNG
@@ -170,10 +175,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
         candidate = path / name
         if (candidate / STATE_FILE).is_file():
             return candidate
+        found = list_checkpoints(path)
+        if found:
+            _warn_once(f"{latest} names {candidate}, which is missing or incomplete; using {found[-1]}")
+            return found[-1]
+        raise FileNotFoundError(f"{latest}: names {candidate}, which is missing; no other checkpoint is here")
     found = list_checkpoints(path)
     if found:
         return found[-1]
     raise FileNotFoundError(f"{path}: no checkpoint here ({STATE_FILE} not found, no {PREFIX}* dirs)")
+
+
+@lru_cache(maxsize=64)
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning once per process (a resume resolves its checkpoint more than once)."""
+    logger.warning("warning: %s", message)
 
 
 def _read_json(path: Path) -> Any:
@@ -252,10 +268,17 @@ def _write_runner_state(directory: Path, rank: int, state: RunnerState) -> None:
     )
 
 
+def holds_episodes(trainer_state: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint with this (checked) trainer state saved the episodes in flight (PPO does, GRPO
+    does not)."""
+    return trainer_state["config"].get("algo", "ppo") == "ppo"
+
+
 def load_runner_state(checkpoint: str | Path, rank: int) -> RunnerState | None:
-    """The episodes in flight saved for process ``rank``; ``None`` when the checkpoint has none (GRPO)."""
+    """The episodes in flight saved for process ``rank``; ``None`` for a checkpoint that holds none (GRPO).
+    A PPO checkpoint without them is refused (its episodes would be dropped)."""
     path = Path(checkpoint) / f"envs-rank{rank}.json"
-    if not path.is_file():
+    if not path.is_file() and not holds_episodes(load_trainer_state(checkpoint)):
         return None
     saved = _read_json(path)
     try:
@@ -265,10 +288,43 @@ def load_runner_state(checkpoint: str | Path, rank: int) -> RunnerState | None:
                 for i, snap in enumerate(saved["snapshots"])
             ]
         return RunnerState(snapshots, saved["returns"], saved["lengths"], saved["episodes_started"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
         raise CheckpointError(
-            f"{path.with_suffix('.npz')}: episodes in flight unreadable ({error})"
+            f"{path.with_suffix('.npz')}: episodes in flight unreadable ({error}); {EARLIER}"
         ) from None
+
+
+def _check_episodes_files(checkpoint: Path, rank: int) -> None:
+    """Process ``rank``'s episodes in flight: the JSON parses and the .npz archive opens (frames unread)."""
+    _read_json(checkpoint / f"envs-rank{rank}.json")
+    frames = checkpoint / f"envs-rank{rank}.npz"
+    if not frames.is_file():
+        raise CheckpointError(f"{frames}: missing")
+    try:
+        with zipfile.ZipFile(frames) as archive:
+            archive.namelist()
+    except (OSError, zipfile.BadZipFile) as error:
+        raise CheckpointError(f"{frames}: corrupt or truncated ({error}); {EARLIER}") from None
+
+
+def check_checkpoint_files(checkpoint: str | Path, trainer_state: Mapping[str, Any], world: int) -> None:
+    """Pre-flight: every file a resume reads is there (the saved policy's files whole too, see
+    `agents.policy.model.check_saved_policy`), so nothing is loaded from a cut-short or damaged checkpoint.
+    Raises `CheckpointError` naming the first bad file."""
+    from agents.policy.model import PolicyFileError, check_saved_policy
+
+    checkpoint = Path(checkpoint)
+    try:
+        check_saved_policy(checkpoint / "policy")
+    except PolicyFileError as error:
+        raise CheckpointError(f"{error}; {EARLIER}") from None
+    for name in ("optimizer.pt", "scheduler.pt"):
+        if not (checkpoint / name).is_file():
+            raise CheckpointError(f"{checkpoint / name}: missing")
+    for rank in range(world):
+        load_rng_state(checkpoint, rank)
+        if holds_episodes(trainer_state):
+            _check_episodes_files(checkpoint, rank)
 
 
 # ---------------------------------------------------------------- a run's checkpoint, from every process
@@ -344,8 +400,8 @@ def save_run(
 
 # ---------------------------------------------------------------- resuming
 def resume_point(config, world: int) -> tuple[Path | None, dict[str, Any]]:
-    """The checkpoint to resume from and its trainer state; refuses another model / LoRA shape / world size
-    before anything is loaded."""
+    """The checkpoint to resume from and its trainer state; refuses another model / LoRA shape / world size,
+    and a missing, truncated or corrupt file, before anything is loaded."""
     if not config.resume_from:
         return None, {"iteration": 0}
     resume = resolve_checkpoint(config.resume_from)
@@ -361,6 +417,7 @@ def resume_point(config, world: int) -> tuple[Path | None, dict[str, Any]]:
     changed = config.resume_differences(saved["config"])
     if changed:
         raise ValueError(f"{resume}: a resume cannot change " + "; ".join(changed))
+    check_checkpoint_files(resume, saved, world)
     return resume, saved
 
 
@@ -370,5 +427,5 @@ def verify_digest(policy, saved: dict[str, Any], rank: int, resume: Path) -> Non
     if rank < len(digests) and parameter_digest(policy) != digests[rank]:
         raise CheckpointError(
             f"{resume / 'policy'}: the weights do not match the digest saved in {resume / STATE_FILE} "
-            "(corrupt or edited files); resume from an earlier checkpoint"
+            f"(corrupt or edited files); {EARLIER}"
         )
