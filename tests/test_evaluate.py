@@ -57,9 +57,17 @@ def test_aggregate_metrics_mean_std_ci_hand_computed():
     # sample std of (1, 0) = sqrt(0.5); rates get Wilson intervals: 1 of 2 -> [0.0945, 0.9055]
     assert result["std"]["success_rate"] == pytest.approx(math.sqrt(0.5))
     assert result["ci95"]["success_rate"] == pytest.approx([0.09453, 0.90547], abs=1e-5)
-    # other metrics: mean +- 1.96 std / sqrt(n); SPL of (0.8, 0.0): std 0.5657, half width 0.784
-    assert result["ci95"]["spl"] == pytest.approx([0.4 - 0.784, 0.4 + 0.784], abs=1e-3)
+    # other metrics: mean +- 1.96 std / sqrt(n), clipped at their bounds; SPL of (0.8, 0.0): std 0.5657,
+    # half width 0.784: [-0.384, 1.184] clipped to [0, 1]
+    assert result["ci95"]["spl"] == [0.0, 1.0]
     assert result["std"]["navigation_error"] == pytest.approx(math.sqrt(2.0))
+    # NE of (1, 3): half width 1.96 * sqrt(2) / sqrt(2) = 1.96 -> [0.04, 3.96], inside [0, inf): unclipped
+    assert result["ci95"]["navigation_error"] == pytest.approx([2.0 - 1.96, 2.0 + 1.96])
+    # the reward (8, -4) is unbounded: [2 - 11.76, 2 + 11.76]; NE (0.5, 3.5) would reach below 0: clipped
+    assert result["ci95"]["reward"] == pytest.approx([2.0 - 11.76, 2.0 + 11.76], abs=1e-2)
+    near = aggregate_metrics([_episode_metrics(1.0, 0.8, 0.1, 1), _episode_metrics(0.0, 0.0, 3.5, 30)])
+    assert near["ci95"]["navigation_error"] == pytest.approx([0.0, 1.8 + 3.332], abs=1e-3)
+    assert near["ci95"]["steps"] == pytest.approx([0.0, 15.5 + 28.42], abs=1e-2)
     mixed = aggregate_metrics(
         [_episode_metrics(1.0, 1.0, 0.0, 1), _episode_metrics(1.0, 1.0, 0.0, 1, "geodesic")]
     )

@@ -11,7 +11,8 @@ episode metrics (SR, SPL, NE) say little there; these say whether each decision 
 - ``progress``: metres of distance to the goal gained by the decision (negative: moved away).
 
 Decisions whose expert is unknown are left out of the three matches (``decisions_with_expert`` says how
-many were scored). Rates get Wilson 95% intervals, means the normal approximation.
+many were scored). Rates get Wilson 95% intervals, means the normal approximation (the time-decayed match's
+clipped to [0, 1]).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rewards.terms import decayed_match
 
 MATCH_KEYS = ("first_action_accuracy", "sequence_accuracy", "time_decayed_match")
 RATE_KEYS = ("first_action_accuracy", "sequence_accuracy", "invalid_answer_rate")
+BOUNDS = {"time_decayed_match": (0.0, 1.0)}  # progress (metres gained) may be negative
 
 
 def decision_record(
@@ -66,6 +68,10 @@ def aggregate_decisions(decisions: Sequence[Mapping[str, Any]]) -> dict[str, Any
             result[key], ci95[key] = math.nan, [math.nan, math.nan]
             continue
         result[key] = sum(values) / len(values)
-        ci95[key] = wilson_interval(sum(values), len(values)) if key in RATE_KEYS else mean_interval(values)
+        ci95[key] = (
+            wilson_interval(sum(values), len(values))
+            if key in RATE_KEYS
+            else mean_interval(values, bounds=BOUNDS.get(key, (-math.inf, math.inf)))
+        )
     result["ci95"] = ci95
     return result

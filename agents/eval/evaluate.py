@@ -6,7 +6,8 @@ Outputs in ``--out DIR`` (byte-identical for the same arguments and seed; no tim
   ndtw, sdtw, steps, invalid_action_rate, reward`` (the episode's summed env reward) over episodes,
   ``episodes`` (count), ``distance_kind``,
   plus ``std`` (sample std, ddof 1) and ``ci95`` (Wilson score interval for the success rates, normal
-  approximation mean +- 1.96 std / sqrt(n) for the other metrics).
+  approximation mean +- 1.96 std / sqrt(n) for the other metrics, clipped at the metric's natural bounds:
+  ``METRIC_BOUNDS``), ``env_kwargs`` (the ``gym.make`` kwargs the episodes ran with) and ``env_source``.
 - ``episodes.jsonl``: one line per episode: index, id, instruction, actions applied, agent outputs, path,
   reference path, goal, metrics, reward and the sum of each reward term.
 - ``report.md`` + PNGs: top-down trajectory plots, first-person frames along the first episode, histogram
@@ -17,16 +18,29 @@ number of envs, and both the env and the agent are reseeded per episode from ``(
 do not depend on ``--num-envs``.
 
 Held-out built-in-world episodes: with no ``--data``, evaluation uses ``HELDOUT_WORLD_KWARGS`` (a world
-seed the trainer never trains on; see that constant).
+seed the trainer never trains on; see that constant). A policy checkpoint evaluated without env kwargs
+runs its training env (``trainer_state.json``'s ``config.env_kwargs``) on those held-out episodes; env
+units other than its action grammar's are refused (`agents.eval.trained_env`).
+
+The result set is written whole or not at all: into a hidden folder inside ``--out``, then moved in (with
+Ctrl-C held off for those renames), the previous run's files moved out and deleted (``--overwrite``, a
+folder of evaluate's own files only). A failed or interrupted run removes an ``--out`` it created.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import math
+import os
+import shutil
+import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +53,9 @@ from agents.eval import report
 from agents.eval.ablation import ABLATIONS, ablated_factory, check_ablation
 from agents.eval.agent import Agent, AgentError
 from agents.eval.decisions import aggregate_decisions, decision_record
-from agents.eval.intervals import wilson_interval
+from agents.eval.intervals import clip_interval, wilson_interval
 from agents.eval.scripted import AGENT_NAMES, make_agent
+from agents.eval.trained_env import TrainedPolicy, check_units, held_out_env, read_trained_policy
 from agents.train.envpool import make_env, make_env_pool
 from agents.train.runner import EpisodeRunner
 from vln_gym.arguments import whole_number
@@ -51,6 +66,7 @@ from vln_gym.safe_files import (
     atomic_write_text,
     atomic_writer,
     check_output,
+    check_replaceable,
     writable_folder,
 )
 
@@ -72,12 +88,43 @@ MEAN_KEYS: dict[str, str] = {
     "invalid_action_rate": "invalid_action_rate",
     "reward": "reward",
 }
+_UNIT = (0.0, 1.0)
+_NONNEGATIVE = (0.0, math.inf)
+# Where each mean lies (its 95% interval is clipped there); the reward's sign is the reward terms' to choose.
+METRIC_BOUNDS: dict[str, tuple[float, float]] = {
+    "success_rate": _UNIT,
+    "spl": _UNIT,
+    "oracle_success_rate": _UNIT,
+    "navigation_error": _NONNEGATIVE,
+    "trajectory_length": _NONNEGATIVE,
+    "ndtw": _UNIT,
+    "sdtw": _UNIT,
+    "steps": _NONNEGATIVE,
+    "invalid_action_rate": _UNIT,
+    "reward": (-math.inf, math.inf),
+}
+# What `write_outputs` writes into --out (all an --overwrite may replace), and its hidden build folders.
+OUTPUT_NAMES = (
+    "metrics.json",
+    "episodes.jsonl",
+    "report.md",
+    "trajectories.png",
+    "maps.png",
+    "frames.png",
+    "navigation_error.png",
+    "videos",
+)
+STAGING_PREFIX = ".vln-gym-evaluate-"
 _DATA_KWARGS = ("data_files", "format", "field_map", "media_dir", "path_remap", "data_options")  # VLNEnv's
 _LOAD_OPTIONS = ("heading_unit", "allow_outside_media")  # load_episodes options the env takes in data_options
 
 
 class EvaluationError(ValueError):
     """Bad evaluation input (arguments, env kwargs, data) reported as one line."""
+
+
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `evaluate`; the message says what ``--out`` holds now."""
 
 
 @dataclass
@@ -99,8 +146,8 @@ RATE_KEYS = ("success_rate", "oracle_success_rate")  # per-episode 0/1: Wilson s
 
 def aggregate_metrics(per_episode: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Mean of each metric (``MEAN_KEYS``) over episodes, with ``std`` (ddof 1; 0 for one episode) and
-    ``ci95``: the Wilson interval for the rates (``RATE_KEYS``), mean +- 1.96 * std / sqrt(n) for the
-    rest; ``distance_kind`` is the common kind or ``"mixed"``."""
+    ``ci95``: the Wilson interval for the rates (``RATE_KEYS``), mean +- 1.96 * std / sqrt(n) clipped to
+    ``METRIC_BOUNDS`` for the rest; ``distance_kind`` is the common kind or ``"mixed"``."""
     if not per_episode:
         raise EvaluationError("no episodes to aggregate")
     n = len(per_episode)
@@ -115,7 +162,9 @@ def aggregate_metrics(per_episode: Sequence[Mapping[str, Any]]) -> dict[str, Any
         result[key] = mean
         std[key] = spread
         ci95[key] = (
-            wilson_interval(float(values.sum()), n) if key in RATE_KEYS else [mean - half, mean + half]
+            wilson_interval(float(values.sum()), n)
+            if key in RATE_KEYS
+            else clip_interval(mean - half, mean + half, METRIC_BOUNDS[key])
         )
     kinds = sorted({str(m.get("distance_kind", "euclidean")) for m in per_episode})
     result["episodes"] = n
@@ -228,10 +277,73 @@ def _as_evaluation_error(check: Callable[..., Any], *args: Any, **kwargs: Any) -
 
 
 def _check_run(seed: Any, out_dir: str | Path | None, overwrite: bool, inputs: Sequence[Any]) -> None:
-    """The seed, and an ``out_dir`` that is neither existing results (without ``overwrite``) nor an input."""
+    """The seed, and an ``out_dir`` that is a folder, neither an input nor existing results (without
+    ``overwrite``; with it, a folder of evaluate's own files only)."""
     _as_evaluation_error(whole_number, "seed", seed, low=0)
-    if out_dir is not None:
-        _as_evaluation_error(check_output, out_dir, overwrite=overwrite, inputs=inputs)
+    if out_dir is None:
+        return
+    out = Path(out_dir)
+    if os.path.lexists(out) and not out.is_dir():
+        raise EvaluationError(f"--out {out}: is a file, not a folder")
+    _as_evaluation_error(check_output, out, overwrite=overwrite, inputs=inputs)
+    if overwrite:
+        _as_evaluation_error(check_replaceable, out, _owned_entries(out), "vln-gym evaluate")
+
+
+def _owned_entries(out: Path) -> set[str]:
+    """The names in ``out`` that evaluate wrote: `OUTPUT_NAMES`, and build folders a killed run left."""
+    names = [entry.name for entry in out.iterdir()] if out.is_dir() else []
+    stale = {name for name in names if name.startswith(STAGING_PREFIX)}
+    return set(OUTPUT_NAMES) | stale
+
+
+def _evaluation_env(
+    trained: TrainedPolicy | None, env_kwargs: Mapping[str, Any] | None, data: Any
+) -> tuple[dict[str, Any], str]:
+    """The env kwargs to evaluate with and where they come from (a line of the report): those given, else a
+    policy checkpoint's training env on the held-out world, else the held-out world's defaults."""
+    if env_kwargs is not None or data is not None:
+        return dict(env_kwargs or {}), "as given (env kwargs / data)"
+    if trained is None:
+        return {}, "the held-out built-in world's defaults"
+    if trained.env_kwargs is None:
+        return {}, (
+            f"the held-out built-in world's defaults: no trainer_state.json next to {trained.policy_dir} "
+            "says what the policy trained on"
+        )
+    source = f"the training env of {trained.env_source}, on the held-out world"
+    return held_out_env(trained.env_kwargs, HELDOUT_WORLD_KWARGS), source
+
+
+def _recorded_env(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` as metrics.json records them: JSON values (dataclasses as objects, in-memory episodes
+    counted)."""
+
+    def default(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        return str(value)
+
+    recorded = {
+        key: f"{len(value)} episodes given in memory" if key == "episodes" else value
+        for key, value in kwargs.items()
+    }
+    return json.loads(json.dumps(_plain(recorded), default=default))
+
+
+def _select_episodes(env: Any, num_episodes: int | None, episode_indices: Sequence[int] | None) -> list[int]:
+    """``episode_indices`` (checked against the env's episode list), else the first ``num_episodes``."""
+    available = len(env.episodes)
+    if episode_indices is None:
+        count = available if num_episodes is None else min(int(num_episodes), available)
+        episode_indices = list(range(count))
+    indices = [int(i) for i in episode_indices]
+    bad = [i for i in indices if not 0 <= i < available]
+    if bad:
+        raise EvaluationError(f"episode index {bad[0]} out of range (the env has {available} episodes)")
+    if not indices:
+        raise EvaluationError("no episodes selected (--episodes must be >= 1)")
+    return indices
 
 
 def evaluate(
@@ -260,79 +372,148 @@ def evaluate(
     Episodes: ``episode_indices`` when given, else the first ``num_episodes`` (``None`` = all) of the
     episode list. With neither ``data`` nor ``episodes`` / ``data_files`` in ``env_kwargs``, the built-in
     world's held-out episodes (``HELDOUT_WORLD_KWARGS``; ``world_seed`` / ``world_episodes`` in
-    ``env_kwargs`` override them). ``data`` loads through ``vln_gym.data.load_episodes``
+    ``env_kwargs`` override them); ``env_kwargs=None`` with a ``policy`` checkpoint: its training env on
+    them. ``data`` loads through ``vln_gym.data.load_episodes``
     with load options (``format``, ``field_map``, ``media_dir``, ``path_remap``, ``heading_unit``) taken
     from ``env_kwargs``. ``ablate`` (``frames`` | ``instruction``) runs the agent with that input removed
     (`agents.eval.ablation`: a unimodal baseline). Writes the output files when ``out_dir`` is given; an
     ``out_dir`` that holds anything is refused (before any episode runs) unless ``overwrite``, and it may
-    never hold the data.
+    never hold the data. Ctrl-C raises `EvaluationInterrupted` (a ``KeyboardInterrupt``).
     """
     check_ablation(ablate)
-    kwargs = env_build_kwargs(env_kwargs or {}, data)
+    trained = read_trained_policy(checkpoint) if agent == "policy" and checkpoint is not None else None
+    env_kwargs, env_source = _evaluation_env(trained, env_kwargs, data)
+    kwargs = env_build_kwargs(env_kwargs, data)
     if video:
         _require_moviepy()
         kwargs.update(render_mode="rgb_array", render_view=kwargs.get("render_view", "both"))
     _check_run(seed, out_dir, overwrite, kwargs.get("data_files", []))
-    probe = make_probe_env(kwargs)
-    try:
+    if num_envs < 1:
+        raise EvaluationError(f"--num-envs must be >= 1, got {num_envs}")
+    with _claimed_output(out_dir):
+        probe = make_probe_env(kwargs)
+        try:
+            if out_dir is not None:
+                _as_evaluation_error(writable_folder, out_dir)  # once the data loads, before any episode
+            env = probe.unwrapped
+            world_mode = env.views == "world"
+            indices = _select_episodes(env, num_episodes, episode_indices)
+            if trained is not None:
+                check_units(trained, env.forward_step, env.turn_angle)
+            chosen = [env.episodes[i] for i in indices]
+            radii = [
+                env.success_distance if e.success_distance is None else float(e.success_distance)
+                for e in chosen
+            ]
+            factory = _agent_factory(
+                agent,
+                checkpoint=checkpoint,
+                world_mode=world_mode,
+                trust_checkpoint=trust_checkpoint,
+                seed=seed,
+                forward_steps=forward_steps,
+                forward_step=env.forward_step,
+                turn_angle=env.turn_angle,
+            )
+            if ablate is not None:
+                factory = ablated_factory(factory, ablate)
+            first_agent = factory(0)
+            kwargs.setdefault("action_space", first_agent.action_space)
+            if kwargs["action_space"] == "discrete" and first_agent.action_space == "text":
+                raise EvaluationError(
+                    f"agent {first_agent.name!r} answers in text; it needs action_space='text'"
+                )
+            text_env = kwargs["action_space"] == "text"
+            recorded = _recorded_env(kwargs)
+            if _has_data(kwargs):  # loaded and validated once (here), not again by every sub-env
+                kwargs = {k: v for k, v in kwargs.items() if k not in _DATA_KWARGS}
+                kwargs["episodes"] = list(env.episodes)
+        finally:
+            probe.close()
+        pool = make_env_pool("VLN-v0", kwargs, min(num_envs, len(indices)), vectorization_mode)
+        try:
+            result = _run(
+                EpisodeRunner(pool), factory, first_agent, indices, radii, seed, text_env, on_episode, video
+            )
+        finally:
+            pool.close()
+        result.metrics = {
+            "agent": label or first_agent.name,
+            "seed": seed,
+            **result.metrics,
+            "env_kwargs": recorded,
+            "env_source": env_source,
+        }
+        result.plotted = plotted_indices(len(result.episodes), seed)
+        if plots and world_mode:
+            result.maps = world_maps(
+                [result.episodes[i] for i in result.plotted], [chosen[i] for i in result.plotted]
+            )
         if out_dir is not None:
-            _as_evaluation_error(writable_folder, out_dir)  # once the data loads, before any episode
-        env = probe.unwrapped
-        world_mode = env.views == "world"
-        available = len(env.episodes)
-        if episode_indices is None:
-            count = available if num_episodes is None else min(int(num_episodes), available)
-            episode_indices = list(range(count))
-        indices = [int(i) for i in episode_indices]
-        bad = [i for i in indices if not 0 <= i < available]
-        if bad:
-            raise EvaluationError(f"episode index {bad[0]} out of range (the env has {available} episodes)")
-        if not indices:
-            raise EvaluationError("no episodes selected (--episodes must be >= 1)")
-        if num_envs < 1:
-            raise EvaluationError(f"--num-envs must be >= 1, got {num_envs}")
-        chosen = [env.episodes[i] for i in indices]
-        radii = [
-            env.success_distance if e.success_distance is None else float(e.success_distance) for e in chosen
-        ]
-        factory = _agent_factory(
-            agent,
-            checkpoint=checkpoint,
-            world_mode=world_mode,
-            trust_checkpoint=trust_checkpoint,
-            seed=seed,
-            forward_steps=forward_steps,
-            forward_step=env.forward_step,
-            turn_angle=env.turn_angle,
-        )
-        if ablate is not None:
-            factory = ablated_factory(factory, ablate)
-        first_agent = factory(0)
-        kwargs.setdefault("action_space", first_agent.action_space)
-        if kwargs["action_space"] == "discrete" and first_agent.action_space == "text":
-            raise EvaluationError(f"agent {first_agent.name!r} answers in text; it needs action_space='text'")
-        text_env = kwargs["action_space"] == "text"
-        if _has_data(kwargs):  # loaded and validated once (here), not again by every sub-env
-            kwargs = {k: v for k, v in kwargs.items() if k not in _DATA_KWARGS}
-            kwargs["episodes"] = list(env.episodes)
-    finally:
-        probe.close()
-    pool = make_env_pool("VLN-v0", kwargs, min(num_envs, len(indices)), vectorization_mode)
-    try:
-        result = _run(
-            EpisodeRunner(pool), factory, first_agent, indices, radii, seed, text_env, on_episode, video
-        )
-    finally:
-        pool.close()
-    result.metrics = {"agent": label or first_agent.name, "seed": seed, **result.metrics}
-    result.plotted = plotted_indices(len(result.episodes), seed)
-    if plots and world_mode:
-        result.maps = world_maps(
-            [result.episodes[i] for i in result.plotted], [chosen[i] for i in result.plotted]
-        )
-    if out_dir is not None:
-        result.out_dir = write_outputs(result, out_dir, plots=plots)
+            result.out_dir = write_outputs(result, out_dir, plots=plots)
     return result
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist (what creating ``path`` creates)."""
+    missing = None
+    for candidate in [path, *path.parents]:
+        if os.path.lexists(candidate):
+            break
+        missing = candidate
+    return missing
+
+
+def _remove_created(out: Path, created: Path) -> None:
+    """Remove ``out`` and its parents up to ``created`` while they are empty (never anything inside)."""
+    folder = out
+    while True:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): keep it and everything above
+            return
+        if folder == created:
+            return
+        folder = folder.parent
+
+
+@contextlib.contextmanager
+def _claimed_output(out_dir: str | Path | None) -> Iterator[None]:
+    """Around a run that writes ``out_dir``: a failure removes the folders the run created (when empty,
+    as they are unless the results were written); Ctrl-C becomes `EvaluationInterrupted` saying what
+    ``out_dir`` holds."""
+    if out_dir is None:
+        yield
+        return
+    out = Path(os.path.abspath(out_dir))
+    created = _first_missing(out)
+    earlier = out.is_dir() and any(out.iterdir())
+    try:
+        yield
+    except BaseException as error:
+        if created is not None:
+            _remove_created(out, created)
+        if isinstance(error, KeyboardInterrupt) and not isinstance(error, EvaluationInterrupted):
+            kept = "the earlier results in {} are kept" if earlier else "nothing written to {}"
+            raise EvaluationInterrupted(kept.format(out_dir)) from None
+        raise
+
+
+@contextlib.contextmanager
+def _sigint_held(detail: str) -> Iterator[None]:
+    """Hold Ctrl-C off while the block runs (main thread only); one that came then raises
+    `EvaluationInterrupted` (``detail``) after it."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise EvaluationInterrupted(detail)
 
 
 def _require_moviepy() -> None:
@@ -569,9 +750,36 @@ def _verdict(record: Mapping[str, Any]) -> str:
 
 
 def write_outputs(result: EvaluationResult, out_dir: str | Path, *, plots: bool = True) -> Path:
-    """metrics.json, episodes.jsonl, PNGs and report.md into ``out_dir``."""
+    """metrics.json, episodes.jsonl, PNGs and report.md into ``out_dir``, as one set: built in a hidden
+    folder inside it, then moved in; the earlier results there (`OUTPUT_NAMES`) are moved out and deleted,
+    so none of them stays beside the new ones."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=STAGING_PREFIX))
+    try:
+        _write_files(result, staging, plots=plots)
+        _swap_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # after the swap: the earlier results
+    return out
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Move evaluate's entries of ``out`` into ``staging/.earlier`` and those of ``staging`` into ``out``,
+    with Ctrl-C held off until all are moved."""
+    earlier = staging / ".earlier"
+    earlier.mkdir()
+    new = sorted(entry.name for entry in staging.iterdir() if entry.name in OUTPUT_NAMES)
+    with _sigint_held(f"the results are complete in {out}"):
+        for name in sorted(_owned_entries(out) - {staging.name}):
+            if os.path.lexists(out / name):
+                os.replace(out / name, earlier / name)
+        for name in new:
+            os.replace(staging / name, out / name)
+
+
+def _write_files(result: EvaluationResult, out: Path, *, plots: bool) -> None:
+    """Every output file of ``result`` into the folder ``out``."""
     atomic_write_text(out / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
     with atomic_writer(out / "episodes.jsonl") as handle:
         for record in result.episodes:
@@ -618,8 +826,15 @@ def write_outputs(result: EvaluationResult, out_dir: str | Path, *, plots: bool 
         sections.append(("Videos", text + ", ".join(links)))
     m = result.metrics
     title = f"Evaluation: {m['agent']} ({m['episodes']} episodes, seed {m['seed']})"
-    report.write_markdown(out / "report.md", sections, title=title)
-    return out
+    report.write_markdown(out / "report.md", [_env_section(m), *sections], title=title)
+
+
+def _env_section(metrics: Mapping[str, Any]) -> tuple[str, str]:
+    """The report's line on the env the episodes ran in (when metrics.json records it)."""
+    if "env_kwargs" not in metrics:
+        return "Env", "not recorded"
+    kwargs = json.dumps(metrics["env_kwargs"], sort_keys=True)
+    return "Env", f'`gym.make("VLN-v0", **env_kwargs)` with env_kwargs `{kwargs}`: {metrics["env_source"]}.'
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -652,7 +867,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--agent", required=True, help=f"one of: {', '.join(AGENT_NAMES)}")
     parser.add_argument("--checkpoint", help="VLMPolicy checkpoint dir (policy) or SB3 .zip (sb3)")
     parser.add_argument(
-        "--env-kwargs", default="{}", help="JSON object of gym.make('VLN-v0', ...) keyword arguments"
+        "--env-kwargs",
+        help="JSON object of gym.make('VLN-v0', ...) keyword arguments (default: the held-out built-in "
+        "world; for a policy checkpoint, its training env on that world)",
     )
     parser.add_argument(
         "--data", nargs="+", help="dataset file(s)/folder(s); default: held-out built-in-world episodes"
@@ -739,23 +956,31 @@ def data_env_kwargs(args: argparse.Namespace, env_kwargs: Mapping[str, Any]) -> 
     return kwargs
 
 
+def _cli_env_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
+    """--env-kwargs with the data flags added; ``None`` when neither gives any (the default env)."""
+    given = None
+    if args.env_kwargs is not None:
+        try:
+            given = json.loads(args.env_kwargs)
+        except json.JSONDecodeError as error:
+            raise EvaluationError(f"--env-kwargs is not JSON ({error.msg} at char {error.pos})") from error
+        if not isinstance(given, dict):
+            raise EvaluationError("--env-kwargs must be a JSON object")
+    env_kwargs = data_env_kwargs(args, given or {})
+    return env_kwargs if given is not None or env_kwargs else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``vln-gym evaluate``: exit 0 on success, 2 with one stderr line on bad input."""
+    """``vln-gym evaluate``: exit 0 on success, 2 with one stderr line on bad input, 130 on Ctrl-C."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # usage errors (one line, code 2) and --help (code 0)
         return int(stop.code or 0)
     prog = "vln-gym evaluate"
     progress = None
+    out = Path(args.out or f"runs/eval/{args.agent}")
     try:
-        try:
-            env_kwargs = json.loads(args.env_kwargs)
-        except json.JSONDecodeError as error:
-            raise EvaluationError(f"--env-kwargs is not JSON ({error.msg} at char {error.pos})") from error
-        if not isinstance(env_kwargs, dict):
-            raise EvaluationError("--env-kwargs must be a JSON object")
-        env_kwargs = data_env_kwargs(args, env_kwargs)
-        out = Path(args.out or f"runs/eval/{args.agent}")
+        env_kwargs = _cli_env_kwargs(args)
         if args.agent in ("policy", "sb3"):
             import torch
 
@@ -782,6 +1007,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AgentError, EvaluationError, ImageLoadError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:
+        detail = str(stop) if isinstance(stop, EvaluationInterrupted) else f"nothing written to {out}"
+        print(f"{prog}: interrupted; {detail}", file=sys.stderr)
+        return 130
     finally:
         if progress is not None:
             progress.close()

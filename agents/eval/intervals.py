@@ -1,4 +1,5 @@
-"""95% intervals for evaluation metrics: Wilson score for 0/1 rates, normal approximation for means."""
+"""95% intervals for evaluation metrics: Wilson score for 0/1 rates, normal approximation for means (clipped
+at the quantity's natural bounds, e.g. >= 0 for a length, [0, 1] for SPL)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,15 @@ def sample_std(values: Sequence[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def mean_interval(values: Sequence[float], z: float = 1.96) -> list[float]:
-    """``mean -+ z * std / sqrt(n)``."""
+def mean_interval(
+    values: Sequence[float], z: float = 1.96, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> list[float]:
+    """``mean -+ z * std / sqrt(n)``, clipped to ``bounds`` (the values' possible range)."""
     mean = sum(values) / len(values)
     half = z * sample_std(values) / math.sqrt(len(values))
-    return [mean - half, mean + half]
+    return clip_interval(mean - half, mean + half, bounds)
+
+
+def clip_interval(low: float, high: float, bounds: tuple[float, float]) -> list[float]:
+    """``[low, high]`` clipped to ``bounds``: a mean of quantities in ``bounds`` cannot leave them."""
+    return [max(bounds[0], low), min(bounds[1], high)]

@@ -80,15 +80,22 @@ def metrics_table(
     return "\n".join(lines)
 
 
+INTERVAL_METHOD = (
+    "95% intervals: Wilson score for the success rates; mean +- 1.96 std / sqrt(n) for the rest, clipped at "
+    "each metric's natural bounds (>= 0 for lengths, steps and navigation error; [0, 1] for SPL, nDTW, SDTW "
+    "and the invalid-action rate; the reward is unbounded)."
+)
+
+
 def confidence_table(metrics: Mapping[str, Any]) -> str:
-    """Markdown table of mean, std and 95% CI for each metric of one metrics.json dict."""
+    """Markdown table of mean, std and 95% CI for each metric of one metrics.json dict, and the method."""
     lines = ["| metric | mean | std | 95% CI |", "|---|---|---|---|"]
     for key in TABLE_COLUMNS:
         if key == "episodes" or key not in metrics.get("std", {}):
             continue
         low, high = metrics["ci95"][key]
         lines.append(f"| {key} | {metrics[key]:.4f} | {metrics['std'][key]:.4f} | [{low:.4f}, {high:.4f}] |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", INTERVAL_METHOD])
 
 
 DECISION_ROWS = (
@@ -119,7 +126,11 @@ def decision_table(decision: Mapping[str, Any]) -> str:
     for key, meaning in DECISION_ROWS:
         low, high = decision["ci95"][key]
         lines.append(f"| {key} | {meaning} | {decision[key]:.4f} | [{low:.4f}, {high:.4f}] |")
-    return "\n".join([*lines, "", METRICS_BY_MODE])
+    method = (
+        "95% intervals: Wilson score for the accuracies and the invalid-answer rate; "
+        "mean +- 1.96 std / sqrt(n) for the time-decayed match (clipped to [0, 1]) and progress (unbounded)."
+    )
+    return "\n".join([*lines, "", method, "", METRICS_BY_MODE])
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
