@@ -86,6 +86,20 @@ def test_runner_steps_only_live_envs(mode):
         pool.close()
 
 
+def test_async_workers_leave_ctrl_c_to_the_parent():
+    """A terminal's Ctrl-C reaches every process of the group: the workers ignore it (each printed a
+    traceback and died) and the parent, which closes the pool, decides."""
+    import os
+    import signal
+
+    pool = make_env_pool("VLN-v0", WORLD, 1, "async")
+    try:
+        os.kill(pool._processes[0].pid, signal.SIGINT)
+        assert pool.reset({0: (0, None)})[0][1]["episode_id"]  # the worker is alive and answers
+    finally:
+        pool.close()
+
+
 def test_async_pool_reports_the_worker_error():
     from agents.train.envpool import EnvPoolError
 

@@ -14,6 +14,7 @@ Snapshots are the envs' own ``get_state()`` / ``set_state()`` (``VLNEnv``: plain
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
@@ -67,7 +68,10 @@ def _has_reset(env: gym.Env) -> bool:
 
 
 def _worker(env_fn: Callable[[], gym.Env], pipe: Any) -> None:
-    """Worker loop: build the env, answer ``(command, args)`` with ``(True, result)`` / ``(False, error)``."""
+    """Worker loop: build the env, answer ``(command, args)`` with ``(True, result)`` / ``(False, error)``.
+    Ctrl-C is the parent's to handle (it closes the pool): a terminal's SIGINT reaches every process of the
+    group, and each worker printed its own KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         env = env_fn()
         pipe.send((True, None))
