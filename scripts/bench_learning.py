@@ -267,7 +267,7 @@ def pooled(rows_per_seed: list[dict], agent: str) -> dict:
         "success": float(np.mean(success)),
         "success_ci": wilson_interval(sum(success), len(success)),
         "spl": float(np.mean(spl)),
-        "spl_ci": mean_interval(spl),
+        "spl_ci": mean_interval(spl, bounds=(0.0, 1.0)),  # SPL lies in [0, 1]
         "reward": float(np.mean([r for rows in rows_per_seed for r in rows[agent]["reward"]])),
         "per_seed_success": [float(np.mean(rows[agent]["success"])) for rows in rows_per_seed],
         "episodes": len(success),

@@ -52,6 +52,10 @@ def test_pooled_success_interval_covers_every_seed_episode(bench):
     assert 0.0 < lo < 3 / 8 < hi < 1.0
     spl_lo, spl_hi = row["spl_ci"]
     assert row["spl"] == pytest.approx(1.8 / 8) and spl_lo < row["spl"] < spl_hi
+    rare = bench.pooled(
+        [{"sft": {"success": [1.0] + [0.0] * 99, "spl": [1.0] + [0.0] * 99, "reward": [0] * 100}}], "sft"
+    )
+    assert rare["spl_ci"][0] == 0.0  # clipped: mean - 1.96 sem is below 0, SPL cannot be
 
 
 def test_medium_preset_uses_the_medium_level():
