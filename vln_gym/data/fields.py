@@ -209,8 +209,8 @@ def _paths(value: str | Path | Sequence[str | Path] | None) -> tuple[str, ...]:
     if value is None:
         return ()
     values = [value] if isinstance(value, str | os.PathLike) else value
-    if isinstance(values, bytes | Mapping) or not isinstance(values, Sequence | tuple | list):
-        raise ValueError(f"pose_source must be a file path or a list of them; got {_describe(value)}")
+    if not isinstance(values, Sequence) or isinstance(values, bytes):
+        values = [values]  # named below as the value that is not a path
     for path in values:
         if not isinstance(path, str | os.PathLike):
             raise ValueError(f"pose_source must be a file path or a list of them; got {_describe(path)}")
