@@ -49,7 +49,7 @@ from agents.train.checkpoint import (
 from agents.train.config import PPOConfig, parse_config
 from agents.train.envpool import make_env_pool
 from agents.train.rollout import RolloutStats, collect_grpo, collect_ppo
-from agents.train.rundir import RunDirError, claim_output_dir, release
+from agents.train.rundir import RUN_FILES, RunDirError, claim_output_dir, release
 from agents.train.runlog import NonFiniteGuard, RunLogger, global_mean_std, global_sum, rollout_metrics
 from agents.train.runner import EpisodeRunner
 from agents.train.sft import SFTReport, collect_expert_pairs, supervised_warm_start
@@ -444,7 +444,7 @@ def _interrupted(output_dir: str) -> str:
             f"interrupted; the checkpoints in {output_dir} are whole (continue with --resume_from "
             f"{output_dir})"
         )
-    if not Path(output_dir).exists():  # the run created the dir and removed it again, empty
+    if not any((Path(output_dir) / name).exists() for name in RUN_FILES):  # removed, or nothing written
         return "interrupted before the first checkpoint; nothing was kept (run the same command again)"
     return (
         f"interrupted before the first checkpoint; nothing to resume in {output_dir} (start over with "

@@ -120,3 +120,16 @@ def test_convert_refuses_a_folder_or_a_dangling_link_as_out_before_reading(tmp_p
     assert main(["convert", str(path), "--out", str(link)]) == 2
     assert "link.jsonl: file exists; pass --overwrite" in capsys.readouterr().err
     assert link.is_symlink() and not (tmp_path / "elsewhere.jsonl").exists()
+
+
+def test_validate_takes_the_pixel_cap_from_the_environment_unless_the_flag_gives_one(
+    tmp_path, capsys, monkeypatch
+):
+    make_png(tmp_path / "a.png")  # 4 x 3 = 12 pixels
+    path = write_lines(tmp_path / "d.jsonl", [sharegpt_record(["a.png"])])
+    monkeypatch.setenv("VLN_GYM_MAX_IMAGE_PIXELS", "3")
+    assert main(["validate", str(path), "--check-images"]) == 1
+    assert "pixel cap" in capsys.readouterr().out
+    assert main(["validate", str(path), "--check-images", "--max-image-pixels", "50000000"]) == 0
+    monkeypatch.delenv("VLN_GYM_MAX_IMAGE_PIXELS")
+    assert main(["validate", str(path), "--check-images"]) == 0  # back to the default cap

@@ -62,6 +62,17 @@ def test_policy_without_env_kwargs_runs_its_training_env_on_the_held_out_world(t
     assert len(record["outputs"]) <= 12  # the easy level's decision budget, not the default 500
     assert '"world_config": "easy"' in (out / "report.md").read_text()
     assert "trainer_state.json" in result.metrics["env_source"]
+    assert "episodes not used" not in result.metrics["env_source"]
+
+
+def test_a_policy_trained_on_data_files_is_told_its_episodes_are_not_used(trained_run, tmp_path):
+    state_file = trained_run / "checkpoint-000001" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["config"]["env_kwargs"]["data_files"] = "train.jsonl"
+    state_file.write_text(json.dumps(state))
+    result = evaluate("policy", checkpoint=trained_run, num_episodes=1, plots=False)
+    assert "data_files" not in result.metrics["env_kwargs"]
+    assert result.metrics["env_source"].endswith("(its episodes not used: --data evaluates on a dataset)")
 
 
 def test_policy_on_env_kwargs_with_other_units_is_refused_naming_both(trained_run, tmp_path, capsys):

@@ -299,9 +299,20 @@ def test_a_refused_run_removes_only_the_empty_dir_it_created(tmp_path):
     release(lock)  # refused after the claim: nothing written
     assert not created.exists() and created.parent.is_dir()
     lock, _ = acquire(created, resume=False, overwrite=False)
-    (created / "metrics.jsonl").write_text("")
+    (created / "metrics.jsonl").write_text("")  # failed before its first iteration: nothing logged
+    (created / "tb").mkdir()
+    (created / "tb" / "events.out").write_text("header")
     release(lock)
-    assert (created / "metrics.jsonl").is_file()  # a run's files stay
+    assert not created.exists()  # else the same command's rerun is refused ("saved no checkpoint")
+    lock, _ = acquire(created, resume=False, overwrite=False)
+    (created / "metrics.jsonl").write_text('{"iteration": 1}\n')
+    release(lock)
+    assert (created / "metrics.jsonl").is_file()  # a run's logged files stay
+    lock, _ = acquire(created, resume=True, overwrite=True)
+    (created / "metrics.jsonl").write_text("")
+    (created / "sft.json").write_text("{}")
+    release(lock)
+    assert (created / "sft.json").is_file()  # a warm start's results stay
     existing = tmp_path / "mine"
     existing.mkdir()
     lock, _ = acquire(existing, resume=False, overwrite=False)

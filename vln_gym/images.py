@@ -38,7 +38,7 @@ def _checked_max_pixels(max_pixels: object, name: str) -> int:
     return max_pixels
 
 
-def _max_pixels_from_environment() -> int:
+def max_pixels_from_environment() -> int:
     """`DEFAULT_MAX_IMAGE_PIXELS`, or the cap ``VLN_GYM_MAX_IMAGE_PIXELS`` sets (digits, ``_`` allowed)."""
     text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
     if not text:
@@ -47,7 +47,7 @@ def _max_pixels_from_environment() -> int:
     return _checked_max_pixels(value, MAX_PIXELS_VARIABLE)
 
 
-_limits = {"max_pixels": _max_pixels_from_environment()}
+_limits = {"max_pixels": max_pixels_from_environment()}
 
 
 def set_max_image_pixels(max_pixels: int) -> None:

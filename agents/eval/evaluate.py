@@ -55,7 +55,13 @@ from agents.eval.agent import Agent, AgentError
 from agents.eval.decisions import aggregate_decisions, decision_record
 from agents.eval.intervals import clip_interval, wilson_interval
 from agents.eval.scripted import AGENT_NAMES, make_agent
-from agents.eval.trained_env import TrainedPolicy, check_units, held_out_env, read_trained_policy
+from agents.eval.trained_env import (
+    DATA_SOURCE_KEYS,
+    TrainedPolicy,
+    check_units,
+    held_out_env,
+    read_trained_policy,
+)
 from agents.train.envpool import make_env, make_env_pool
 from agents.train.runner import EpisodeRunner
 from vln_gym.arguments import whole_number
@@ -312,6 +318,8 @@ def _evaluation_env(
             "says what the policy trained on"
         )
     source = f"the training env of {trained.env_source}, on the held-out world"
+    if any(key in trained.env_kwargs for key in DATA_SOURCE_KEYS):
+        source += " (its episodes not used: --data evaluates on a dataset)"
     return held_out_env(trained.env_kwargs, HELDOUT_WORLD_KWARGS), source
 
 

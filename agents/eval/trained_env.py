@@ -21,8 +21,8 @@ from typing import Any
 from agents.eval.agent import AgentError
 from agents.eval.scripted import _check_policy_checkpoint
 
-# Keys of a training env that name its episodes (data, a server's world), not its settings.
-EPISODE_SOURCE_KEYS = (
+# Keys of a training env that name episodes other than the built-in world's (data, a server).
+DATA_SOURCE_KEYS = (
     "data_files",
     "episodes",
     "format",
@@ -32,9 +32,9 @@ EPISODE_SOURCE_KEYS = (
     "data_options",
     "views",
     "server",
-    "world_seed",
-    "world_episodes",
 )
+# Keys of a training env that name its episodes, not its settings.
+EPISODE_SOURCE_KEYS = (*DATA_SOURCE_KEYS, "world_seed", "world_episodes")
 
 
 @dataclass(frozen=True)

@@ -124,8 +124,10 @@ def _read_lock(lock: Path) -> dict:
 
 
 def release(lock: Path | None) -> None:
-    """Remove our lock (only if it is still ours), and the output dir if this run created it and left it
-    empty (a run refused after the claim: a config that cannot resume, a model not found)."""
+    """Remove our lock (only if it is still ours), and the output dir if this run created it and left
+    nothing in it (a run refused or failed before its first iteration was logged: a config that cannot
+    resume, a model not found, data the env refuses) but an empty metrics.jsonl and its TensorBoard dir;
+    those would make the same command's rerun a refusal ("holds a run that saved no checkpoint")."""
     if lock is None:
         return
     holder = _read_lock(lock)
@@ -133,8 +135,20 @@ def release(lock: Path | None) -> None:
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
         if holder.get("created") is True:
-            with contextlib.suppress(OSError):  # not empty: the run's files stay
-                lock.parent.rmdir()
+            _remove_unlogged_run(lock.parent)
+
+
+def _remove_unlogged_run(folder: Path) -> None:
+    """``folder`` removed if it holds at most an empty metrics.jsonl and tb/ (nothing logged, no
+    checkpoint); anything else stays, the folder too."""
+    metrics = folder / "metrics.jsonl"
+    names = {entry.name for entry in folder.iterdir()} if folder.is_dir() else set()
+    if not names <= {"metrics.jsonl", "tb"} or (metrics.exists() and metrics.stat().st_size > 0):
+        return
+    metrics.unlink(missing_ok=True)
+    shutil.rmtree(folder / "tb", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def claim_output_dir(config, accelerator) -> Path | None:

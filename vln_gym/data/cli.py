@@ -10,7 +10,12 @@ from vln_gym.data.fields import FORMATS, MAPPABLE_FIELDS, LoadOptions
 from vln_gym.data.loader import PathsLike, as_paths, collect_episodes, inputs_and_options
 from vln_gym.data.ownjsonl import write_episodes_jsonl
 from vln_gym.data.problems import DataError, ValidationReport
-from vln_gym.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
+from vln_gym.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    MAX_PIXELS_VARIABLE,
+    max_pixels_from_environment,
+    set_max_image_pixels,
+)
 from vln_gym.safe_files import OutputExistsError, check_output
 
 
@@ -76,8 +81,9 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-image-pixels",
         type=int,
-        default=DEFAULT_MAX_IMAGE_PIXELS,
-        help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_IMAGE_PIXELS:,})",
+        default=None,
+        help=f"refuse images larger than this many pixels (default: {MAX_PIXELS_VARIABLE} if set, else "
+        f"{DEFAULT_MAX_IMAGE_PIXELS:,})",
     )
     return parser
 
@@ -105,7 +111,8 @@ def _parse(
             "require_pose": not args.no_require_pose,
             "pose_source": args.pose_source,
         }
-        set_max_image_pixels(args.max_image_pixels)
+        given = args.max_image_pixels
+        set_max_image_pixels(max_pixels_from_environment() if given is None else given)
         # Option values are checked here, before any data file is read.
         paths, load_options = inputs_and_options(
             args.paths or None, args.dataset_info, args.dataset, **options

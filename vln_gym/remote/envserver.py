@@ -67,8 +67,8 @@ _TAGS = ("__a", "__t", "__np", "__f", "__r")
 MEMO_MIN_LENGTH = 8  # a tuple this long, resent unchanged (the same object), goes as {"__r": 1}
 MEMO_MAX_ENTRIES = 256
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
-# Seconds a message may take once its first byte came (a peer that stalls mid-message would hold a server
-# worker forever); between messages a connection may idle as long as it likes (a training update).
+# Seconds a peer may stay silent inside a message (one that stalls mid-message would hold a server worker
+# forever); between messages a connection may idle as long as it likes (a training update).
 MESSAGE_TIMEOUT_S = 300.0
 JPEG_PATH = "$.result[0].frames"  # the observation's frames in a reset / step / set_state answer
 
@@ -430,8 +430,9 @@ class Channel:
         return _send_all(self.sock, chunks)
 
     def receive(self) -> Tuple[Any, int]:
-        """``(value, bytes read)``; `EOFError` when the other end closed cleanly between messages; a message
-        not whole within `MESSAGE_TIMEOUT_S` of its first byte raises ``socket.timeout`` (an OSError)."""
+        """``(value, bytes read)``; `EOFError` when the other end closed cleanly between messages; a peer
+        silent for `MESSAGE_TIMEOUT_S` inside a message raises ``socket.timeout`` (an OSError; the bound is
+        per read, not on the message's whole time)."""
         first = self._file.read(1)
         if not first:
             raise EOFError("connection closed")
