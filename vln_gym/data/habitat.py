@@ -306,6 +306,10 @@ class HabitatEpisodes:
             raise self._episodes
         return self._episodes
 
+    def read(self) -> None:
+        """Read the files now (a load does, before any record): `DataError` naming a broken one."""
+        self.episodes  # noqa: B018  (the property reads them once)
+
     def get(self, episode_id: str, name: str) -> HabitatEpisode:
         """The episode with id ``episode_id``; `FieldError` on column ``name`` when there is none."""
         self._looked_up = True

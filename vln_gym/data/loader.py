@@ -92,11 +92,12 @@ def distinct_inputs(paths: PathsLike) -> list[Path]:
 
 
 def iter_items(paths: PathsLike, options: LoadOptions) -> Iterator[Item]:
-    """Every record of every input as ``(location, Episode)`` or `DataError`, duplicate ids flagged."""
+    """Every record of every input (``paths`` and ``options`` from `inputs_and_options`, which checked
+    them) as ``(location, Episode)`` or `DataError`, duplicate ids flagged."""
     ctx = ReadContext(options)
     if ctx.habitat is not None:
-        ctx.habitat.episodes  # noqa: B018  a pose source that cannot be read fails the whole load, once
-    items = itertools.chain.from_iterable(iter_path(path, ctx) for path in distinct_inputs(paths))
+        ctx.habitat.read()  # a pose source that cannot be read fails the whole load, once
+    items = itertools.chain.from_iterable(iter_path(path, ctx) for path in as_paths(paths))
     checked = checked_items(items, options)
     yield from checked if ctx.habitat is None else _noting_unused_pose_source(checked, ctx.habitat)
 
