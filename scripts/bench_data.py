@@ -7,6 +7,9 @@ Every format gets ``--records`` decisions (episodes); image files exist (the loa
 shared as real datasets share frames between records. ``*_over_json`` = load time / plain ``json.loads`` time
 of the same file (the standard library: the baseline of issue 16); the loader parses with msgspec where it
 can, so ``*_over_msgspec`` = load time / plain msgspec parse time of the same file is printed beside it.
+A load pauses the cyclic garbage collector (`vln_gym.data.loader.gc_paused`), a plain ``json.loads`` loop
+does not: ``*_over_json_paused`` is the load against ``json.loads`` with the collector paused too (like
+for like: what is left is the readers' own work).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import msgspec
 from PIL import Image
 
 from vln_gym.data import episodes_dataset, load_episodes, validate_files, write_episodes_jsonl
+from vln_gym.data.loader import gc_paused
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "fixtures" / "vln-ego-sample"
@@ -136,11 +140,22 @@ def _plain_parse(path: Path, loads: Callable[[bytes], Any]) -> float:
     return _timed(lambda: loads(path.read_bytes()))[0]
 
 
+def _paused(loads: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """``loads`` with the cyclic garbage collector paused, as `load_episodes` pauses it for a whole load."""
+
+    def paused_loads(data: bytes) -> Any:
+        with gc_paused():
+            return loads(data)
+
+    return paused_loads
+
+
 def _measure(figures: dict, name: str, path: Path, records: int, **options) -> list:
     seconds, episodes = _timed(lambda: load_episodes(path, **options))
     assert len(episodes) == records, (name, len(episodes), records)
     figures[f"{name}_load_s"] = seconds
     figures[f"{name}_over_json"] = seconds / _plain_parse(path, json.loads)
+    figures[f"{name}_over_json_paused"] = seconds / _plain_parse(path, _paused(json.loads))
     figures[f"{name}_over_msgspec"] = seconds / _plain_parse(path, msgspec.json.Decoder().decode)
     return episodes
 

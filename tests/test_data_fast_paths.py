@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_data_helpers import make_png, own_record, sharegpt_record, write_lines
 
-from vln_gym.data import chat, jsonio, media, navila, ownjsonl, privileged
+from vln_gym.data import chat, jsonio, media, navila, ownjsonl, privileged, readers
 from vln_gym.data.fields import as_actions, as_heading, as_number, as_position
 from vln_gym.data.loader import collect_episodes, gc_paused, inputs_and_options
 from vln_gym.data.problems import FieldError
@@ -142,6 +142,7 @@ def slow_paths(monkeypatch):
         monkeypatch.setattr(media.ImageChecker, "__init__", forgetful_init)
         monkeypatch.setattr(navila, "_LoadMemo", _ForgetfulMemo)
         monkeypatch.setattr(privileged, "_quick_pose", lambda record, options: None)
+        monkeypatch.setitem(readers.QUICK, "on", False)  # every ShareGPT record by chat_episode
         for module in (chat, ownjsonl):  # the dataclass __init__ instead of new_episode
             monkeypatch.setattr(module, "new_episode", lambda values: Episode(**values))
 
@@ -403,3 +404,139 @@ def test_duplicate_ids_in_a_one_line_json_array(tmp_path):
     assert [str(p) for p in report.problems] == [
         f"{path}:1: [1].id: duplicate id 'dup' (first at {path}:1 [0])"
     ]
+
+
+# Values a ShareGPT record's parts take: what the common-record path must leave to `chat_episode`.
+ROLES = ["human", "gpt", "user", "assistant", "model", "system", "observation", "bob", None, 3, ["human"]]
+TEXTS = ["<image>", "go <image> <image>", "", "   ", 5, None, [{"type": "text", "text": "<image>"}]]
+REFERENCES = ["f/0.png", "f/1.png", "f/2.png", "f/nope.png", "f/link.png", "../outside.png", "", " ", 3, None]
+IDS = ["a", "b", "", 3, True, None, 2.5, ["a"]]
+STRINGS = ["go to the door", "", "  ", 5, None]
+POSES = [[1.0, 0.0, 2.0], [1, 0, 2], [1.0, 2.0], [math.nan, 0.0, 0.0], "x", None, [True, 0.0, 0.0]]
+
+
+def _change_turns(record: dict, change: int, rng: random.Random) -> None:
+    turns = record.get("conversations")
+    turns = turns if isinstance(turns, list) else []
+    turn = rng.choice([t for t in turns if isinstance(t, dict)] or [{}])
+    if change == 0:
+        turn[rng.choice(["from", "role"])] = rng.choice(ROLES)
+    elif change == 1:
+        turn[rng.choice(["value", "content"])] = rng.choice(TEXTS)
+    elif change == 2:
+        turn.pop(rng.choice(["from", "value"]), None)
+    elif change == 3:
+        turns.insert(rng.randrange(3), {"from": rng.choice(ROLES), "value": "hi"})
+    elif change == 4:
+        record["conversations"] = rng.choice([[], "hi", None, turns[:1]])
+    elif len(turns) == 2 and isinstance(turns[1], dict):
+        turns[1]["value"] = rng.choice(["<image>", "see <image>"])  # placeholders count in every turn
+
+
+def _chat_variant(rng: random.Random, index: int) -> dict:
+    """A ShareGPT record, common (about half) or with one to three parts changed to something else."""
+    images = [f"f/{k}.png" for k in range(rng.randint(1, 4))]
+    record = sharegpt_record(images, id=f"r{index}", expert_actions=[1, 2, 0])
+    for _ in range(rng.choice([0, 0, 0, 1, 1, 2, 3])):
+        change = rng.randrange(15)
+        if change in (0, 1, 2, 3, 4, 13):
+            _change_turns(record, change, rng)
+        elif change == 5:
+            record["images"] = rng.choice([[], "f/0.png", None, [rng.choice(REFERENCES) for _ in images]])
+        elif change == 6:
+            images[rng.randrange(len(images))] = rng.choice(REFERENCES)
+        elif change == 7 and rng.random() < 0.2:
+            record.pop("id", None)  # a generated id
+        elif change == 7:
+            record["id"] = rng.choice(IDS)
+        elif change in (8, 9):
+            record[rng.choice(["instruction", "system"])] = rng.choice(STRINGS)
+        elif change == 10:
+            record[rng.choice(["agent_position", "goal_position", "agent_heading"])] = rng.choice(POSES)
+        elif change == 11:
+            record[rng.choice(["meta", "messages", "format", "source"])] = rng.choice(STRINGS)
+        elif change == 12:
+            record[rng.choice(["distance_to_goal", "expert_actions", "scene_id"])] = rng.choice(POSES)
+        else:
+            record["messages"] = [
+                {"role": "user", "content": "<image>"},
+                {"role": "assistant", "content": "x"},
+            ]
+            record.pop("conversations", None)
+    return record
+
+
+def _renamed(record: dict, names: dict) -> dict:
+    """``record`` with its keys, its turns' keys and its role names renamed by ``names``."""
+    renamed = {names.get(key, key): value for key, value in record.items()}
+    for key in ("conversations", "messages"):
+        turns = renamed.get(names.get(key, key))
+        if isinstance(turns, list):
+            turns[:] = [
+                {names.get(k, k): names.get(v, v) if isinstance(v, str) else v for k, v in turn.items()}
+                if isinstance(turn, dict)
+                else turn
+                for turn in turns
+            ]
+    return renamed
+
+
+TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user"}
+SWAPPED = {"user_tag": "gpt", "assistant_tag": "human", "observation_tag": "bob"}
+SAME = {"user_tag": "human", "assistant_tag": "human"}  # the full reader takes a second user turn as none
+SKIPPED = {"observation_tag": "human"}  # a skipped role before a user one
+
+
+@pytest.mark.parametrize(
+    "options, names",
+    [
+        ({}, {}),
+        ({"check_images": True, "require_pose": False}, {}),
+        ({"allow_outside_media": True}, {}),
+        ({"chat_tags": TAGS}, {"from": "role", "value": "content", "human": "user"}),
+        ({"chat_tags": SWAPPED}, {"human": "gpt", "gpt": "human"}),
+        ({"chat_tags": SAME}, {"gpt": "human"}),  # no record is common: every one by the full reader
+        ({"chat_tags": SKIPPED}, {}),
+        (
+            {"field_map": {"conversations": "messages", "id": "meta"}},
+            {"conversations": "messages", "id": "meta"},
+        ),
+        ({"field_map": {"instruction": "system"}, "heading_unit": "deg"}, {}),
+    ],
+)
+def test_common_sharegpt_records_in_one_pass_equal_the_full_reader(tmp_path, monkeypatch, options, names):
+    """`quick_chat_episode` gives `chat_episode`'s Episode for every record it reads, and leaves every other
+    record (and its problems) to it: the same episodes and problems, in order, with it on and off."""
+    root = tmp_path / "data"
+    for index in range(3):
+        make_png(root / "f" / f"{index}.png")
+    make_png(tmp_path / "outside.png")
+    (root / " ").write_bytes((root / "f" / "0.png").read_bytes())  # named by a blank reference: still bad
+    (root / "f" / "link.png").symlink_to(root / "f" / "0.png")
+    rng = random.Random(7)
+    records = [_chat_variant(rng, index % 300) for index in range(400)]
+    records += [  # one part changed each, the rest common
+        sharegpt_record(["f/0.png"], id=""),
+        sharegpt_record(["f/0.png"], id=7),
+        sharegpt_record(["f/1.png"]),
+        sharegpt_record(["f/1.png"], id="s1", instruction="   "),
+        sharegpt_record(["f/1.png"], id="s2", system=None),
+        sharegpt_record(["f/1.png"], id="s3", system=""),
+        sharegpt_record(["f/2.png", " "], id="s4"),
+    ]
+    records = [_renamed(record, names) for record in records] + [[1, 2], "3", "null"]  # not objects
+    path = write_lines(root / "chat.jsonl", records)
+    read_quickly = []
+    quick = readers.quick_chat_episode
+    monkeypatch.setattr(
+        readers, "quick_chat_episode", lambda *a: read_quickly.append(quick(*a)) or read_quickly[-1]
+    )
+    fast = _outcome(path, options)
+    common = sum(episode is not None for episode in read_quickly)
+    if options.get("chat_tags") in (SAME, SKIPPED):
+        assert common == 0
+    else:
+        assert common >= 30 and len(fast[0]) >= 30
+    assert len(fast[1]) >= 30
+    monkeypatch.setitem(readers.QUICK, "on", False)
+    assert fast == _outcome(path, options)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vln_gym.data.chat import alpaca_as_chat, chat_episode
+from vln_gym.data.chat_quick import ChatPlan, quick_chat_episode
 from vln_gym.data.context import ReadContext
 from vln_gym.data.jsonio import iter_json_records, iter_parquet_records
 from vln_gym.data.navila import iter_navila
@@ -51,7 +52,11 @@ def detect_format(record: Any, ctx: ReadContext) -> str | None:
     return None
 
 
-def _episode(record: Any, location: Location, ctx: ReadContext, fmt: str) -> Episode:
+def _episode(record: Any, location: Location, ctx: ReadContext, fmt: str, plan: ChatPlan | None) -> Episode:
+    if plan is not None:  # ShareGPT: the common record in one pass, any other by every rule
+        episode = quick_chat_episode(record, location, ctx, plan)
+        if episode is not None:
+            return episode
     if fmt == "vln-gym":
         return own_episode(record, location, ctx)
     if fmt == "alpaca":
@@ -87,12 +92,14 @@ def iter_rows(rows: Iterable[Any], name: str, ctx: ReadContext) -> Iterator[Item
 # Formats whose episodes need more than one record (NaVILA steps of one video) or give several per record
 # (a StreamVLN trajectory): their readers take the whole record stream.
 STREAM_READERS = {"navila": iter_navila, "streamvln": iter_streamvln}
+QUICK = {"on": True}  # the common-record paths (`quick_chat_episode`); the tests turn them off to compare
 
 
 def iter_records(records: Iterable, ctx: ReadContext) -> Iterator[Item]:
     """Items of ``(location, record)`` pairs (or `Problem` s), the format detected from the first record."""
     fmt = ctx.options.format
     detected = None if fmt == "auto" else fmt
+    plan = None
     stream = iter(records)
     for item in stream:
         if isinstance(item, Problem):
@@ -109,8 +116,10 @@ def iter_records(records: Iterable, ctx: ReadContext) -> Iterator[Item]:
         if detected in STREAM_READERS:
             yield from STREAM_READERS[detected](itertools.chain([(location, record)], stream), ctx)
             return
+        if plan is None and detected == "sharegpt" and QUICK["on"]:
+            plan = ChatPlan.of(ctx.options)
         try:
-            yield location, _episode(record, location, ctx, detected)
+            yield location, _episode(record, location, ctx, detected, plan)
         except DataError as error:
             yield error
 

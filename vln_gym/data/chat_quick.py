@@ -1,0 +1,152 @@
+"""The common ShareGPT record read in one pass: a user turn, an assistant turn, string texts, a list of image
+paths, poses of their own. `quick_chat_episode` gives the Episode that `vln_gym.data.chat.chat_episode`
+gives such a record, or ``None`` for any other record, which `chat_episode` then reads with every rule
+(and reports its problems). It may only ever answer ``None`` where it is unsure: the tests hold its
+Episodes equal to the full reader's on generated records of every shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vln_gym.data.chat import IMAGE_TAG, instruction_from_prompt, roles_for
+from vln_gym.data.context import ReadContext
+from vln_gym.data.fields import LoadOptions
+from vln_gym.data.media import read_images
+from vln_gym.data.privileged import read_privileged
+from vln_gym.data.problems import Location, RecordProblems
+from vln_gym.episode import Episode, episode_of_fields
+
+
+@dataclass(frozen=True)
+class ChatPlan:
+    """The column names and roles one load reads its ShareGPT records with (from its `LoadOptions`)."""
+
+    turns: str
+    images: str
+    instruction: str
+    id: str
+    system: str
+    role_keys: tuple[str, ...]
+    content_keys: tuple[str, ...]
+    user: frozenset[str]
+    assistant: frozenset[str]
+    not_extra: frozenset[str]  # the columns an Episode field holds; the others go to ``extra``
+    check_images: bool
+
+    @classmethod
+    def of(cls, options: LoadOptions) -> ChatPlan:
+        roles = roles_for(options.chat_tags)
+        names = options.names
+        own = (options.turn_columns[0], options.column("images"), names["instruction"], names["id"])
+        return cls(
+            *own,
+            system=names["system"],
+            role_keys=roles.role_keys,
+            content_keys=roles.content_keys,
+            # the full reader's order: a skipped role first, then user, then assistant
+            user=roles.user - roles.skipped,
+            assistant=roles.assistant - roles.skipped - roles.user,
+            not_extra=frozenset((*own, names["system"])) | options.privileged_columns,
+            check_images=options.check_images,
+        )
+
+
+def _role_and_text(turn: Any, plan: ChatPlan) -> tuple[Any, str] | None:
+    """A turn's role and its string text, found by the full reader's rule (the first key present)."""
+    if type(turn) is not dict:
+        return None
+    role = text = None
+    for key in plan.role_keys:
+        if key in turn:
+            role = turn[key]
+            break
+    for key in plan.content_keys:
+        if key in turn:
+            text = turn[key]
+            break
+    return (role, text) if type(text) is str else None
+
+
+def _image_paths(raw: Any, base_dir: str, ctx: ReadContext, plan: ChatPlan) -> tuple[str, ...] | None:
+    """The resolved paths of a record's image list: known references from the load's cache, a new plain
+    reference looked up once; anything else through `read_images` (``None`` if it found a problem)."""
+    good = ctx.images.good[base_dir]
+    try:
+        paths = tuple(map(good.get, raw))
+    except TypeError:  # an unhashable reference
+        return None
+    if all(paths):  # a path is a non-empty string: all() answers sooner than ``None not in``
+        return paths
+    if not plan.check_images:
+        start = paths.index(None)  # a record adds its newest frames at the end
+        for reference in raw[start:]:
+            if reference not in good and type(reference) is str and reference.strip():
+                found = ctx.images.plain_file(reference, base_dir, ctx.options)
+                if found is not None:
+                    good[reference] = found
+        paths = paths[:start] + tuple(map(good.get, raw[start:]))
+        if all(paths):
+            return paths
+    report = RecordProblems(Location("", None))
+    paths = read_images(raw, plan.images, base_dir=base_dir, ctx=ctx, report=report)
+    return None if report.problems else paths
+
+
+def _texts(record: dict, plan: ChatPlan, prompt: str) -> tuple[str, str, str | None] | None:
+    """``(episode id, instruction, system prompt)`` by the full reader's rules, or ``None``."""
+    episode_id = record.get(plan.id)
+    if type(episode_id) is not str or not episode_id:
+        return None  # a generated, an integer or a bad id: the full reader
+    instruction = record.get(plan.instruction)
+    if instruction is None and plan.instruction not in record:
+        instruction = instruction_from_prompt(prompt)
+    elif type(instruction) is not str:
+        return None
+    if not instruction.strip():
+        return None
+    system = record.get(plan.system)
+    if plan.system in record and type(system) is not str:
+        return None
+    return episode_id, instruction, system
+
+
+def quick_chat_episode(record: Any, location: Location, ctx: ReadContext, plan: ChatPlan) -> Episode | None:
+    """The Episode of a common ShareGPT record (see the module), or ``None``."""
+    if type(record) is not dict:
+        return None
+    turns = record.get(plan.turns)
+    if type(turns) is not list or len(turns) != 2:
+        return None
+    user, assistant = _role_and_text(turns[0], plan), _role_and_text(turns[1], plan)
+    if user is None or assistant is None:
+        return None
+    (user_role, prompt), (assistant_role, response) = user, assistant
+    if type(user_role) is not str or user_role not in plan.user:
+        return None
+    if type(assistant_role) is not str or assistant_role not in plan.assistant:
+        return None
+    raw_images = record.get(plan.images)
+    if type(raw_images) is not list or not raw_images:
+        return None
+    if prompt.count(IMAGE_TAG) + response.count(IMAGE_TAG) != len(raw_images):
+        return None
+    images = _image_paths(raw_images, ctx.base_dir(location.path), ctx, plan)
+    texts = _texts(record, plan, prompt)
+    if images is None or texts is None:
+        return None
+    report = RecordProblems(location)
+    values = read_privileged(record, images, ctx, report)
+    if report.problems:
+        return None
+    not_extra = plan.not_extra
+    extra = {key: value for key, value in record.items() if key not in not_extra}
+    extra["pose_source"] = values.pop("pose_source")
+    values["episode_id"], values["instruction"] = texts[0], texts[1]  # the full reader's order of fields
+    values["images"] = images
+    values["system_prompt"] = texts[2]
+    values["prompt"] = prompt
+    values["expert_response"] = response
+    values["source"] = str(location)
+    values["extra"] = extra
+    return episode_of_fields(values)
