@@ -133,21 +133,23 @@ def _timed(function, repeat: int = 3) -> tuple[float, object]:
     return best, result
 
 
-def _plain_parse(path: Path, loads: Callable[[bytes], Any]) -> float:
-    """Seconds of the plain parse with ``loads``: per line (jsonl) or of the whole file."""
-    if path.suffix == ".jsonl":
-        return _timed(lambda: [loads(line) for line in path.read_bytes().splitlines() if line.strip()])[0]
-    return _timed(lambda: loads(path.read_bytes()))[0]
+def _plain_parse(path: Path, loads: Callable[[bytes], Any], paused: bool = False) -> float:
+    """Seconds of the plain parse with ``loads``: per line (jsonl) or of the whole file; ``paused``: with the
+    cyclic garbage collector paused for the whole parse, as `load_episodes` pauses it for a whole load."""
 
+    def parse() -> Any:
+        if path.suffix == ".jsonl":
+            return [loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        return loads(path.read_bytes())
 
-def _paused(loads: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    """``loads`` with the cyclic garbage collector paused, as `load_episodes` pauses it for a whole load."""
+    if not paused:
+        return _timed(parse)[0]
 
-    def paused_loads(data: bytes) -> Any:
+    def paused_parse() -> Any:
         with gc_paused():
-            return loads(data)
+            return parse()
 
-    return paused_loads
+    return _timed(paused_parse)[0]
 
 
 def _measure(figures: dict, name: str, path: Path, records: int, **options) -> list:
@@ -155,7 +157,7 @@ def _measure(figures: dict, name: str, path: Path, records: int, **options) -> l
     assert len(episodes) == records, (name, len(episodes), records)
     figures[f"{name}_load_s"] = seconds
     figures[f"{name}_over_json"] = seconds / _plain_parse(path, json.loads)
-    figures[f"{name}_over_json_paused"] = seconds / _plain_parse(path, _paused(json.loads))
+    figures[f"{name}_over_json_paused"] = seconds / _plain_parse(path, json.loads, paused=True)
     figures[f"{name}_over_msgspec"] = seconds / _plain_parse(path, msgspec.json.Decoder().decode)
     return episodes
 

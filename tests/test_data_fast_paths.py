@@ -481,6 +481,7 @@ def _renamed(record: dict, names: dict) -> dict:
     return renamed
 
 
+SYSTEM_TURN = {"from": "system", "value": "<image> Be brief."}  # VLM-R1 reads a leading one as the system
 TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user"}
 SWAPPED = {"user_tag": "gpt", "assistant_tag": "human", "observation_tag": "bob"}
 SAME = {"user_tag": "human", "assistant_tag": "human"}  # the full reader takes a second user turn as none
@@ -502,11 +503,14 @@ SKIPPED = {"observation_tag": "human"}  # a skipped role before a user one
             {"conversations": "messages", "id": "meta"},
         ),
         ({"field_map": {"instruction": "system"}, "heading_unit": "deg"}, {}),
+        ({}, {"images": "image"}),  # VLM-R1, detected
+        ({"format": "vlm-r1", "check_images": True}, {"images": "image"}),
     ],
 )
 def test_common_sharegpt_records_in_one_pass_equal_the_full_reader(tmp_path, monkeypatch, options, names):
-    """`quick_chat_episode` gives `chat_episode`'s Episode for every record it reads, and leaves every other
-    record (and its problems) to it: the same episodes and problems, in order, with it on and off."""
+    """`quick_chat_episode` gives `chat_episode`'s Episode for every ShareGPT or VLM-R1 record it reads, and
+    leaves every other record (and its problems) to it: the same episodes and problems, in order, with it on
+    and off."""
     root = tmp_path / "data"
     for index in range(3):
         make_png(root / "f" / f"{index}.png")
@@ -523,6 +527,8 @@ def test_common_sharegpt_records_in_one_pass_equal_the_full_reader(tmp_path, mon
         sharegpt_record(["f/1.png"], id="s2", system=None),
         sharegpt_record(["f/1.png"], id="s3", system=""),
         sharegpt_record(["f/2.png", " "], id="s4"),
+        sharegpt_record(["f/0.png"], id="s5", conversations=[SYSTEM_TURN, {"from": "human", "value": "go"}]),
+        sharegpt_record(["f/0.png"], id="s6", conversations=[{"value": "<image> go"}, {"value": "ok"}]),
     ]
     records = [_renamed(record, names) for record in records] + [[1, 2], "3", "null"]  # not objects
     path = write_lines(root / "chat.jsonl", records)

@@ -1,15 +1,15 @@
-"""The common ShareGPT record read in one pass: a user turn, an assistant turn, string texts, a list of image
-paths, poses of their own. `quick_chat_episode` gives the Episode that `vln_gym.data.chat.chat_episode`
-gives such a record, or ``None`` for any other record, which `chat_episode` then reads with every rule
-(and reports its problems). It may only ever answer ``None`` where it is unsure: the tests hold its
-Episodes equal to the full reader's on generated records of every shape."""
+"""The common ShareGPT or VLM-R1 record read in one pass: a user turn, an assistant turn, string texts, a list
+of image paths (or, in VLM-R1, one path), poses of their own. `quick_chat_episode` gives the Episode that
+`vln_gym.data.chat.chat_episode` gives such a record, or ``None`` for any other record, which `chat_episode`
+then reads with every rule (and reports its problems). It may only ever answer ``None`` where it is unsure:
+the tests hold its Episodes equal to the full reader's on generated records of every shape."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from vln_gym.data.chat import IMAGE_TAG, instruction_from_prompt, roles_for
+from vln_gym.data.chat import DEFAULT_ROLES, IMAGE_TAG, SYSTEM_ROLES, instruction_from_prompt, roles_for
 from vln_gym.data.context import ReadContext
 from vln_gym.data.fields import LoadOptions
 from vln_gym.data.media import read_images
@@ -20,7 +20,7 @@ from vln_gym.episode import Episode, episode_of_fields
 
 @dataclass(frozen=True)
 class ChatPlan:
-    """The column names and roles one load reads its ShareGPT records with (from its `LoadOptions`)."""
+    """The column names and roles one load reads its chat records with (from its `LoadOptions`)."""
 
     turns: str
     images: str
@@ -33,12 +33,16 @@ class ChatPlan:
     assistant: frozenset[str]
     not_extra: frozenset[str]  # the columns an Episode field holds; the others go to ``extra``
     check_images: bool
+    vlm_r1: bool  # VLM-R1's rule: any roles but a leading system one, no placeholder count, one path a list
 
     @classmethod
-    def of(cls, options: LoadOptions) -> ChatPlan:
-        roles = roles_for(options.chat_tags)
+    def of(cls, options: LoadOptions, fmt: str) -> ChatPlan:
+        """The plan of ``fmt`` ``"sharegpt"`` or ``"vlm-r1"`` (whose turns take the default keys)."""
+        vlm_r1 = fmt == "vlm-r1"
+        roles = DEFAULT_ROLES if vlm_r1 else roles_for(options.chat_tags)
         names = options.names
-        own = (options.turn_columns[0], options.column("images"), names["instruction"], names["id"])
+        images = options.column("images", "image" if vlm_r1 else "images")
+        own = (options.turn_columns[0], images, names["instruction"], names["id"])
         return cls(
             *own,
             system=names["system"],
@@ -49,6 +53,7 @@ class ChatPlan:
             assistant=roles.assistant - roles.skipped - roles.user,
             not_extra=frozenset((*own, names["system"])) | options.privileged_columns,
             check_images=options.check_images,
+            vlm_r1=vlm_r1,
         )
 
 
@@ -111,8 +116,17 @@ def _texts(record: dict, plan: ChatPlan, prompt: str) -> tuple[str, str, str | N
     return episode_id, instruction, system
 
 
+def _user_then_assistant(user_role: Any, assistant_role: Any, plan: ChatPlan) -> bool:
+    return (
+        type(user_role) is str
+        and user_role in plan.user
+        and type(assistant_role) is str
+        and assistant_role in plan.assistant
+    )
+
+
 def quick_chat_episode(record: Any, location: Location, ctx: ReadContext, plan: ChatPlan) -> Episode | None:
-    """The Episode of a common ShareGPT record (see the module), or ``None``."""
+    """The Episode of a common ShareGPT or VLM-R1 record (see the module), or ``None``."""
     if type(record) is not dict:
         return None
     turns = record.get(plan.turns)
@@ -122,14 +136,16 @@ def quick_chat_episode(record: Any, location: Location, ctx: ReadContext, plan: 
     if user is None or assistant is None:
         return None
     (user_role, prompt), (assistant_role, response) = user, assistant
-    if type(user_role) is not str or user_role not in plan.user:
-        return None
-    if type(assistant_role) is not str or assistant_role not in plan.assistant:
-        return None
     raw_images = record.get(plan.images)
+    if plan.vlm_r1:
+        if type(user_role) is str and user_role in SYSTEM_ROLES:
+            return None
+        raw_images = [raw_images] if type(raw_images) is str else raw_images
+    elif not _user_then_assistant(user_role, assistant_role, plan):
+        return None
     if type(raw_images) is not list or not raw_images:
         return None
-    if prompt.count(IMAGE_TAG) + response.count(IMAGE_TAG) != len(raw_images):
+    if not plan.vlm_r1 and prompt.count(IMAGE_TAG) + response.count(IMAGE_TAG) != len(raw_images):
         return None
     images = _image_paths(raw_images, ctx.base_dir(location.path), ctx, plan)
     texts = _texts(record, plan, prompt)

@@ -53,7 +53,7 @@ def detect_format(record: Any, ctx: ReadContext) -> str | None:
 
 
 def _episode(record: Any, location: Location, ctx: ReadContext, fmt: str, plan: ChatPlan | None) -> Episode:
-    if plan is not None:  # ShareGPT: the common record in one pass, any other by every rule
+    if plan is not None:  # ShareGPT, VLM-R1: the common record in one pass, any other by every rule
         episode = quick_chat_episode(record, location, ctx, plan)
         if episode is not None:
             return episode
@@ -116,8 +116,8 @@ def iter_records(records: Iterable, ctx: ReadContext) -> Iterator[Item]:
         if detected in STREAM_READERS:
             yield from STREAM_READERS[detected](itertools.chain([(location, record)], stream), ctx)
             return
-        if plan is None and detected == "sharegpt" and QUICK["on"]:
-            plan = ChatPlan.of(ctx.options)
+        if plan is None and detected in ("sharegpt", "vlm-r1") and QUICK["on"]:
+            plan = ChatPlan.of(ctx.options, detected)
         try:
             yield location, _episode(record, location, ctx, detected, plan)
         except DataError as error:
