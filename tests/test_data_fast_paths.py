@@ -546,3 +546,22 @@ def test_common_sharegpt_records_in_one_pass_equal_the_full_reader(tmp_path, mon
     assert len(fast[1]) >= 30
     monkeypatch.setitem(readers.QUICK, "on", False)
     assert fast == _outcome(path, options)
+
+
+PHRASES = ["Your instruction is", "YOUR INSTRUCTION IS", "your instruction is:", "your ınstruction is", "is"]
+QUOTES = ["'", '"', "“", "”", "’", "‘", ""]
+FILLERS = ["", "walk to the door", " ", "\n", ".", ",", "<image>", "Your", "é", "instruction is"]
+PROMPTS = st.lists(
+    st.sampled_from(PHRASES) | st.sampled_from(QUOTES) | st.sampled_from(FILLERS), max_size=10
+).map("".join)
+VLN_R1_PROMPTS = st.tuples(*(st.sampled_from(parts) for parts in (FILLERS, PHRASES, QUOTES, FILLERS, QUOTES)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(PROMPTS | VLN_R1_PROMPTS.map("".join) | st.text(max_size=30))
+def test_instruction_from_prompt_equals_the_case_blind_search_from_the_start(prompt):
+    """The ASCII shortcut (search from the first ``your instruction is`` found by ``str.find``) gives what the
+    regex finds searching from the start."""
+    match = chat._QUOTED_INSTRUCTION.search(prompt)
+    expected = match.group("text").strip() if match else prompt.replace("<image>", " ").strip()
+    assert chat.instruction_from_prompt(prompt) == expected
