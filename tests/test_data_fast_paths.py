@@ -143,8 +143,8 @@ def slow_paths(monkeypatch):
         monkeypatch.setattr(navila, "_LoadMemo", _ForgetfulMemo)
         monkeypatch.setattr(privileged, "_quick_pose", lambda record, options: None)
         monkeypatch.setitem(readers.QUICK, "on", False)  # every ShareGPT record by chat_episode
-        for module in (chat, ownjsonl):  # the dataclass __init__ instead of new_episode
-            monkeypatch.setattr(module, "new_episode", lambda values: Episode(**values))
+        monkeypatch.setattr(chat, "new_episode", lambda values: Episode(**values))  # the dataclass __init__
+        monkeypatch.setattr(ownjsonl, "episode_of_fields", lambda values: Episode(**values))
 
     return enable
 

@@ -9,6 +9,7 @@ that are own-format keys themselves (a ShareGPT column ``source``, say): the wri
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -21,7 +22,7 @@ from vln_gym.data.fields import OPTIONAL_FIELDS, POSE_FIELDS, PRIVILEGED_FIELDS,
 from vln_gym.data.media import read_images
 from vln_gym.data.privileged import read_privileged
 from vln_gym.data.problems import DataError, FieldError, Location, RecordProblems
-from vln_gym.episode import Episode, new_episode
+from vln_gym.episode import Episode, episode_of_fields
 from vln_gym.safe_files import atomic_writer
 
 FORMAT_TAG = "vln-gym/1"
@@ -59,14 +60,16 @@ def _kind(value: Any) -> str:
     return kinds.get(type(value), "null" if value is None else "an object")
 
 
+@functools.lru_cache(maxsize=16)
+def _not_extra(used: tuple[str, ...], privileged_columns: frozenset[str]) -> frozenset[str]:
+    """The top-level keys an own-format record's Episode fields take (none of them goes to ``extra``)."""
+    return RESERVED_KEYS.union(used, privileged_columns)
+
+
 def _extra(record: dict, used: tuple[str, ...], ctx: ReadContext, report: RecordProblems) -> dict[str, Any]:
     """The record's extra keys: its other top-level keys and those nested under ``extra``."""
-    privileged_columns = ctx.options.privileged_columns
-    extra = {
-        key: value
-        for key, value in record.items()
-        if key not in RESERVED_KEYS and key not in used and key not in privileged_columns
-    }
+    not_extra = _not_extra(used, ctx.options.privileged_columns)
+    extra = {key: value for key, value in record.items() if key not in not_extra}
     if EXTRA_KEY not in record:  # the common case
         return extra
     nested = report.check(_nested_extra, record[EXTRA_KEY])
@@ -89,10 +92,13 @@ def own_episode(record: Any, location: Location, ctx: ReadContext) -> Episode:
         report.add("format", f"unsupported format {tag!r}; this reader knows {FORMAT_TAG!r}")
     values: dict[str, Any] = {}
     for name, key in (("episode_id", names["id"]), ("instruction", names["instruction"])):
-        if key not in record:
+        value = record.get(key)
+        if type(value) is str and not value.isspace() and value:  # the common case, in one go
+            values[name] = value
+        elif key not in record:
             report.add(key, "missing (required field)")
         else:
-            values[name] = report.check(as_text, record[key], key)
+            values[name] = report.check(as_text, value, key)
     images = None
     images_column = names["images"]
     if images_column not in record:
@@ -120,7 +126,7 @@ def own_episode(record: Any, location: Location, ctx: ReadContext) -> Episode:
     values.update(privileged)
     values["images"] = images
     values["extra"] = extra
-    return new_episode(values)
+    return episode_of_fields(values)  # every name is a field: the id, instruction and pose are checked above
 
 
 def _relative(path: str, root: str | None) -> str:
