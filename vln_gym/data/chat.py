@@ -228,8 +228,10 @@ _PHRASE = "your instruction is"  # where every match of `_QUOTED_INSTRUCTION` st
 def instruction_from_prompt(prompt: str) -> str:
     """The quoted VLN-R1 instruction if the prompt has one, else the prompt without ``<image>`` tags."""
     start = 0
-    if prompt.isascii():  # ASCII text meets the pattern's words in ASCII case only: find the first by str
-        start = prompt.lower().find(_PHRASE)  # (the case-blind regex tries every position: 10x as long)
+    # ASCII text meets the pattern's words in ASCII case only: find the first by str (the case-blind regex
+    # tries every position: 2x as long for a prompt without them or after a preamble)
+    if prompt.isascii() and not prompt.startswith("Your instruction is"):
+        start = prompt.lower().find(_PHRASE)
     match = _QUOTED_INSTRUCTION.search(prompt, start) if start >= 0 else None
     if match:
         return match.group("text").strip()
