@@ -150,7 +150,7 @@ def _content_text(content: Any, name: str) -> str:
     raise FieldError(name, f"expected a string (or a list of content parts), got {type(content).__name__}")
 
 
-def _turn_text(turn: Any, name: str, index: int, roles: Roles = DEFAULT_ROLES) -> tuple[Any, str]:
+def turn_text(turn: Any, name: str, index: int, roles: Roles = DEFAULT_ROLES) -> tuple[Any, str]:
     """``(role, text)`` of turn ``index`` of list ``name`` (from/value or role/content, or the tags)."""
     if not isinstance(turn, dict):
         keys = " or ".join(f"{r}/{c}" for r, c in zip(roles.role_keys, roles.content_keys, strict=True))
@@ -180,7 +180,7 @@ def parse_vlm_r1_dialogue(value: Any, name: str) -> Dialogue:
     (one extension: a leading turn whose role is ``system`` is the system prompt, not the problem)."""
     if not isinstance(value, list) or not value:
         raise FieldError(name, f"expected a non-empty list of turns, got {value!r:.40}")
-    turns = [_turn_text(turn, name, index) for index, turn in enumerate(value[:3])]
+    turns = [turn_text(turn, name, index) for index, turn in enumerate(value[:3])]
     system = None
     if _has_role(turns[0][0], SYSTEM_ROLES):
         system, turns = turns[0][1], turns[1:]
@@ -197,7 +197,7 @@ def parse_dialogue(value: Any, name: str, roles: Roles = DEFAULT_ROLES) -> Dialo
     system = prompt = response = None
     placeholders = 0
     for index, turn in enumerate(value):
-        role, text = _turn_text(turn, name, index, roles)
+        role, text = turn_text(turn, name, index, roles)
         placeholders += text.count(IMAGE_TAG)
         named = isinstance(role, str)  # a list or object as a role is no role: unknown, never a crash
         if named and role in roles.skipped:

@@ -9,12 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vln_gym.data.chat import DEFAULT_ROLES, IMAGE_TAG, SYSTEM_ROLES, instruction_from_prompt, roles_for
+from vln_gym.data.chat import (
+    DEFAULT_ROLES,
+    IMAGE_TAG,
+    SYSTEM_ROLES,
+    Roles,
+    instruction_from_prompt,
+    roles_for,
+    turn_text,
+)
 from vln_gym.data.context import ReadContext
 from vln_gym.data.fields import LoadOptions
 from vln_gym.data.media import read_images
 from vln_gym.data.privileged import read_privileged
-from vln_gym.data.problems import Location, RecordProblems
+from vln_gym.data.problems import FieldError, Location, RecordProblems
 from vln_gym.episode import Episode, episode_of_fields
 
 
@@ -27,8 +35,7 @@ class ChatPlan:
     instruction: str
     id: str
     system: str
-    role_keys: tuple[str, ...]
-    content_keys: tuple[str, ...]
+    roles: Roles  # where a turn's role and text are
     user: frozenset[str]
     assistant: frozenset[str]
     not_extra: frozenset[str]  # the columns an Episode field holds; the others go to ``extra``
@@ -46,8 +53,7 @@ class ChatPlan:
         return cls(
             *own,
             system=names["system"],
-            role_keys=roles.role_keys,
-            content_keys=roles.content_keys,
+            roles=roles,
             # the full reader's order: a skipped role first, then user, then assistant
             user=roles.user - roles.skipped,
             assistant=roles.assistant - roles.skipped - roles.user,
@@ -58,19 +64,11 @@ class ChatPlan:
 
 
 def _role_and_text(turn: Any, plan: ChatPlan) -> tuple[Any, str] | None:
-    """A turn's role and its string text, found by the full reader's rule (the first key present)."""
-    if type(turn) is not dict:
+    """A turn's role and text by the full reader's rule (`turn_text`); ``None`` where it finds a problem."""
+    try:
+        return turn_text(turn, plan.turns, 0, plan.roles)
+    except FieldError:
         return None
-    role = text = None
-    for key in plan.role_keys:
-        if key in turn:
-            role = turn[key]
-            break
-    for key in plan.content_keys:
-        if key in turn:
-            text = turn[key]
-            break
-    return (role, text) if type(text) is str else None
 
 
 def _image_paths(raw: Any, base_dir: str, ctx: ReadContext, plan: ChatPlan) -> tuple[str, ...] | None:
