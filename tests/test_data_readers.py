@@ -109,6 +109,21 @@ def test_relative_images_default_to_the_data_file_folder(tmp_path):
     assert episode.images == (str(tmp_path / "frames" / "x.png"),)
 
 
+def test_a_data_path_through_dot_dot_resolves_images_in_the_files_folder(tmp_path, monkeypatch):
+    """``../data/d.jsonl`` from another folder, and ``link/../data/d.jsonl`` through a linked folder (where
+    the file system's ``..`` is not the written one's): the images are the file's folder's, not refused as
+    outside ``/here/../data`` or looked for in a folder that does not exist."""
+    data = tmp_path / "elsewhere" / "data"
+    make_png(data / "frames" / "x.png")
+    write_lines(data / "d.jsonl", [sharegpt_record(["frames/x.png"])])
+    (tmp_path / "elsewhere" / "deeper").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere" / "deeper")  # link/.. is elsewhere, not tmp_path
+    expected = (str(data / "frames" / "x.png"),)
+    assert load_episodes(tmp_path / "link" / ".." / "data" / "d.jsonl")[0].images == expected
+    monkeypatch.chdir(tmp_path / "elsewhere" / "deeper")
+    assert load_episodes("../data/d.jsonl")[0].images == expected
+
+
 def test_field_map_renames_columns(tmp_path, media):
     record = {
         "dialog": [
@@ -232,3 +247,16 @@ def test_bad_options_are_value_errors(tmp_path):
         load_episodes(tmp_path, on_error="ignore")
     with pytest.raises(ValueError, match="unknown field"):
         load_episodes(tmp_path, field_map={"goal": "target"})
+
+
+def test_an_unknown_role_hints_at_custom_role_tags_unless_tags_were_given(tmp_path, media):
+    record = sharegpt_record(["a.png"], id="r")
+    record["conversations"][0]["from"] = "navigator"
+    path = write_lines(tmp_path / "d.jsonl", [record])
+    with pytest.raises(
+        DataError, match=r"unknown role 'navigator'.*custom role names: pass dataset_info tags"
+    ):
+        load_episodes(path, media_dir=media)
+    with pytest.raises(DataError, match="unknown role 'navigator'") as caught:
+        load_episodes(path, media_dir=media, chat_tags={"user_tag": "pilot"})
+    assert "custom role names" not in str(caught.value)

@@ -74,7 +74,7 @@ DEFAULT_ROLES = Roles()
 
 @functools.lru_cache(maxsize=16)
 def roles_for(tags: tuple[tuple[str, str], ...]) -> Roles:
-    return Roles.from_tags(dict(tags))
+    return Roles.from_tags(dict(tags)) if tags else DEFAULT_ROLES  # the defaults' own object: see the hint
 
 
 def alpaca_as_chat(record: Any, location: Location, ctx: ReadContext) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from vln_gym.data.fields import LoadOptions
 from vln_gym.data.habitat import HabitatEpisodes
-from vln_gym.data.media import ImageChecker
+from vln_gym.data.media import ImageChecker, absolute_folder
 from vln_gym.data.vlnego import TrajectoryCache
 
 
@@ -26,8 +26,9 @@ class ReadContext:
         self.trajectories = TrajectoryCache(self.options, self.habitat)
 
     def base_dir(self, path: str) -> str:
-        """The absolute folder of data file ``path`` (relative image paths resolve against it)."""
+        """The absolute folder of data file ``path`` (relative image paths resolve against it); a ``..`` in
+        it is resolved as the file system resolves it (``../data/x.jsonl`` from another folder)."""
         folder = self._base_dirs.get(path)
         if folder is None:
-            folder = self._base_dirs[path] = str(Path(path).parent.absolute())
+            folder = self._base_dirs[path] = absolute_folder(Path(path).parent)
         return folder

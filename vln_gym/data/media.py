@@ -18,6 +18,7 @@ import functools
 import os
 import re
 from collections import defaultdict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vln_gym.data.fields import LoadOptions
@@ -45,6 +46,12 @@ def _joined(root: str, raw: str) -> str:
     ):
         return f"{root}/{raw}"
     return os.path.normpath(os.path.join(root, raw))
+
+
+def absolute_folder(path: str | os.PathLike) -> str:
+    """The absolute path of folder ``path``, a ``..`` in it resolved as the file system resolves it (so that
+    ``../data`` given from another folder names the folder its files are in, not ``/here/../data``)."""
+    return os.path.realpath(path) if ".." in Path(path).parts else os.path.abspath(path)
 
 
 def is_inside(path: str, root: str) -> bool:
