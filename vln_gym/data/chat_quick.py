@@ -20,7 +20,7 @@ from vln_gym.data.chat import (
 )
 from vln_gym.data.context import ReadContext
 from vln_gym.data.fields import LoadOptions
-from vln_gym.data.media import read_images
+from vln_gym.data.media import known_or_plain_path, read_images
 from vln_gym.data.privileged import read_privileged
 from vln_gym.data.problems import FieldError, Location, RecordProblems
 from vln_gym.episode import Episode, episode_of_fields
@@ -39,7 +39,6 @@ class ChatPlan:
     user: frozenset[str]
     assistant: frozenset[str]
     not_extra: frozenset[str]  # the columns an Episode field holds; the others go to ``extra``
-    check_images: bool
     vlm_r1: bool  # VLM-R1's rule: any roles but a leading system one, no placeholder count, one path a list
 
     @classmethod
@@ -58,7 +57,6 @@ class ChatPlan:
             user=roles.user - roles.skipped,
             assistant=roles.assistant - roles.skipped - roles.user,
             not_extra=frozenset((*own, names["system"])) | options.privileged_columns,
-            check_images=options.check_images,
             vlm_r1=vlm_r1,
         )
 
@@ -81,16 +79,11 @@ def _image_paths(raw: Any, base_dir: str, ctx: ReadContext, plan: ChatPlan) -> t
         return None
     if all(paths):  # a path is a non-empty string: all() answers sooner than ``None not in``
         return paths
-    if not plan.check_images:
-        start = paths.index(None)  # a record adds its newest frames at the end
-        for reference in raw[start:]:
-            if reference not in good and type(reference) is str and reference.strip():
-                found = ctx.images.plain_file(reference, base_dir, ctx.options)
-                if found is not None:
-                    good[reference] = found
-        paths = paths[:start] + tuple(map(good.get, raw[start:]))
-        if all(paths):
-            return paths
+    start = paths.index(None)  # a record adds its newest frames at the end
+    tail = [known_or_plain_path(reference, base_dir, ctx) for reference in raw[start:]]
+    paths = paths[:start] + tuple(tail)
+    if all(paths):
+        return paths
     report = RecordProblems(Location("", None))
     paths = read_images(raw, plan.images, base_dir=base_dir, ctx=ctx, report=report)
     return None if report.problems else paths

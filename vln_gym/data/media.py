@@ -275,6 +275,21 @@ class ImageChecker:
         return self._verdicts[path]
 
 
+def known_or_plain_path(raw: object, base_dir: str, ctx: ReadContext) -> str | None:
+    """The path of image reference ``raw`` when it was read before and is good, or is a plain file
+    (`ImageChecker.plain_file`) and images are not decoded (no ``check_images``): what `read_images`
+    would find for it; ``None``: let `read_images` decide (and name any problem)."""
+    if type(raw) is not str:
+        return None
+    good = ctx.images.good[base_dir]
+    path = good.get(raw)
+    if path is None and not ctx.options.check_images and raw.strip():
+        path = ctx.images.plain_file(raw, base_dir, ctx.options)
+        if path is not None:
+            good[raw] = path
+    return path
+
+
 def read_images(
     value: object,
     name: str,

@@ -24,7 +24,7 @@ from typing import Any
 from vln_gym.data.context import ReadContext
 from vln_gym.data.fields import as_text
 from vln_gym.data.habitat import trajectory_poses
-from vln_gym.data.media import read_images
+from vln_gym.data.media import known_or_plain_path, read_images
 from vln_gym.data.problems import DataError, FieldError, Location, Problem, RecordProblems, read_each
 from vln_gym.episode import episode_of_fields
 from vln_gym.geometry import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
@@ -178,7 +178,7 @@ def _known_frames(
     raw: Any, key: tuple[str, str], ctx: ReadContext, memo: _LoadMemo
 ) -> tuple[str, ...] | None:
     """The paths of frame list ``raw`` of ``key = (video, base folder)`` when it repeats a prefix of that
-    video's last good list or extends it by one frame that `_new_frame` finds; else ``None``."""
+    video's last good list or extends it by one frame that `known_or_plain_path` finds; else ``None``."""
     last = memo.frames.get(key)
     if last is None or type(raw) is not list:
         return None
@@ -189,26 +189,11 @@ def _known_frames(
             return last_paths if len(raw) == count else last_paths[: len(raw)]
         return None
     if len(raw) == count + 1 and raw[:count] == last_raw:  # the common case: one new frame
-        path = _new_frame(raw[count], key[1], ctx)
+        path = known_or_plain_path(raw[count], key[1], ctx)
         if path is not None:
             paths = memo.frames[key] = (raw, (*last_paths, path))
             return paths[1]
     return None
-
-
-def _new_frame(raw: Any, base_dir: str, ctx: ReadContext) -> str | None:
-    """The path of frame reference ``raw`` when it was read before and is good, or is a plain file
-    (`ImageChecker.plain_file`) and images are not decoded (no ``check_images``): what `read_images`
-    would find for it; ``None``: let `read_images` decide (and name any problem)."""
-    if type(raw) is not str:
-        return None
-    good = ctx.images.good[base_dir]
-    path = good.get(raw)
-    if path is None and not ctx.options.check_images and raw.strip():
-        path = ctx.images.plain_file(raw, base_dir, ctx.options)
-        if path is not None:
-            good[raw] = path
-    return path
 
 
 def iter_navila(records: Iterable, ctx: ReadContext) -> Iterator:
