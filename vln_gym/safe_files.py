@@ -20,6 +20,8 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from vln_gym.paths import absolute_path
+
 
 class OutputExistsError(ValueError):
     """An output would overwrite existing data (or an input); the message says which and how to proceed."""
@@ -28,7 +30,7 @@ class OutputExistsError(ValueError):
 @contextlib.contextmanager
 def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """``with atomic_writer(path) as handle: ...``: ``path`` is replaced only when the block succeeds."""
-    path = Path(path)
+    path = Path(absolute_path(path))  # mkstemp folds '..' as text: resolve it as the file system does
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

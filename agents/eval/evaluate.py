@@ -68,6 +68,7 @@ from vln_gym.arguments import whole_number
 from vln_gym.data.fields import FORMATS
 from vln_gym.geometry import ACTION_NAMES
 from vln_gym.images import ImageLoadError
+from vln_gym.paths import absolute_path
 from vln_gym.safe_files import (
     atomic_write_text,
     atomic_writer,
@@ -493,7 +494,7 @@ def _claimed_output(out_dir: str | Path | None) -> Iterator[None]:
     if out_dir is None:
         yield
         return
-    out = Path(os.path.abspath(out_dir))
+    out = Path(absolute_path(out_dir))
     created = _first_missing(out)
     earlier = out.is_dir() and any(out.iterdir())
     try:

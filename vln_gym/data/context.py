@@ -7,8 +7,9 @@ from pathlib import Path
 
 from vln_gym.data.fields import LoadOptions
 from vln_gym.data.habitat import HabitatEpisodes
-from vln_gym.data.media import ImageChecker, absolute_folder
+from vln_gym.data.media import ImageChecker
 from vln_gym.data.vlnego import TrajectoryCache
+from vln_gym.paths import absolute_path
 
 
 @dataclass
@@ -30,5 +31,5 @@ class ReadContext:
         it is resolved as the file system resolves it (``../data/x.jsonl`` from another folder)."""
         folder = self._base_dirs.get(path)
         if folder is None:
-            folder = self._base_dirs[path] = absolute_folder(Path(path).parent)
+            folder = self._base_dirs[path] = absolute_path(Path(path).parent)
         return folder

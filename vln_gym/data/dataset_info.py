@@ -18,6 +18,7 @@ from typing import Any
 from vln_gym.data.fields import ALPACA_DEFAULTS, CHAT_TAGS
 from vln_gym.data.jsonio import TOO_DEEP
 from vln_gym.data.problems import DataError, Problem
+from vln_gym.paths import absolute_path
 
 # LLaMA-Factory column name -> our field name (the field map is ours -> the file's column).
 SHAREGPT_COLUMNS = {"messages": "conversations", "images": "images", "system": "system"}
@@ -79,7 +80,7 @@ def _string_map(entry: dict, key: str, path: Path, name: str) -> dict[str, str]:
 
 def read_dataset_info(path: str | Path, name: str) -> DatasetEntry:
     """The inputs and options of entry ``name``; `DataError` naming the file and the entry's field."""
-    path = Path(path).absolute()
+    path = Path(absolute_path(path))
     entry = _entry(path, name)
     remote = [key for key in REMOTE_KEYS if entry.get(key)]
     if remote and not entry.get("file_name"):
@@ -104,7 +105,7 @@ def read_dataset_info(path: str | Path, name: str) -> DatasetEntry:
             raise _problem(path, f"{name}.columns.{column}", f"unknown {formatting} column")
     defaults = ALPACA_DEFAULTS if formatting == "alpaca" else {}
     field_map = {allowed[key]: value for key, value in {**defaults, **columns}.items() if key in allowed}
-    data = (path.parent / entry["file_name"]).absolute()
+    data = Path(absolute_path(path.parent / entry["file_name"]))
     if not data.exists():
         raise _problem(path, f"{name}.file_name", f"{data} does not exist")
     files = sorted(p for p in data.iterdir() if p.is_file()) if data.is_dir() else [data]

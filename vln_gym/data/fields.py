@@ -20,6 +20,7 @@ import numpy as np
 from vln_gym.arguments import is_finite_real
 from vln_gym.data.problems import FieldError
 from vln_gym.geometry import ACTION_NAMES, Vec3, lift
+from vln_gym.paths import absolute_path
 
 FORMATS = ("auto", "vlm-r1", "sharegpt", "alpaca", "vln-ego", "streamvln", "navila", "vln-gym")
 HEADING_UNITS = ("rad", "deg")
@@ -128,7 +129,7 @@ class LoadOptions:
         return cls(
             format=format,
             field_map=tuple(sorted(field_map.items())),
-            media_dir=None if media_dir is None else os.path.normpath(os.path.abspath(media_dir)),
+            media_dir=None if media_dir is None else absolute_path(media_dir),
             # Longest prefix first, so that a more specific remap wins.
             path_remap=tuple(sorted(remap, key=lambda item: -len(item[0]))),
             allow_outside_media=allow_outside_media,
@@ -214,7 +215,7 @@ def _paths(value: str | Path | Sequence[str | Path] | None) -> tuple[str, ...]:
     for path in values:
         if not isinstance(path, str | os.PathLike):
             raise ValueError(f"pose_source must be a file path or a list of them; got {_describe(path)}")
-    return tuple(str(Path(path).absolute()) for path in values)
+    return tuple(absolute_path(path) for path in values)
 
 
 def _describe(value: Any) -> str:

@@ -6,7 +6,9 @@ Rules, in order:
 2. Otherwise a relative path is joined to ``media_dir``, or to the data file's folder when no
    ``media_dir`` is given, and must stay inside that folder.
 3. An absolute path must be inside ``media_dir`` when one is given; without ``media_dir`` it is used as is.
-Paths that break 2 or 3 are refused unless ``allow_outside_media=True``. Images stay path strings.
+"Inside" is as the file system resolves both paths: a link out of the folder is outside, a path by the
+real name of a linked media folder inside. Paths that break 2 or 3 are refused unless
+``allow_outside_media=True``. Images stay path strings.
 Every referenced image must exist (checked once per distinct file); a record whose images are missing
 gets one problem naming the path tried, the media folder and the first part of the written path that does
 not exist here, with the ``path_remap`` that would fix it. ``check_images=True`` also decodes each file.
@@ -18,12 +20,12 @@ import functools
 import os
 import re
 from collections import defaultdict
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vln_gym.data.fields import LoadOptions
 from vln_gym.data.problems import FieldError, RecordProblems
 from vln_gym.images import ImageLoadError, decode_image
+from vln_gym.paths import absolute_path
 
 if TYPE_CHECKING:
     from vln_gym.data.context import ReadContext
@@ -48,24 +50,27 @@ def _joined(root: str, raw: str) -> str:
     return os.path.normpath(os.path.join(root, raw))
 
 
-def absolute_folder(path: str | os.PathLike) -> str:
-    """The absolute path of folder ``path``, a ``..`` in it resolved as the file system resolves it (so that
-    ``../data`` given from another folder names the folder its files are in, not ``/here/../data``)."""
-    return os.path.realpath(path) if ".." in Path(path).parts else os.path.abspath(path)
-
-
 def is_inside(path: str, root: str) -> bool:
     """``path`` is ``root`` or below it (both normalised, as strings)."""
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _remap(raw: str, options: LoadOptions) -> tuple[str, str] | None:
+def _remap_entry(raw: str, options: LoadOptions) -> tuple[str, str] | None:
+    """The ``(OLD, NEW)`` of ``path_remap`` that applies to ``raw`` (the longest prefix), or ``None``."""
     for old, new in options.path_remap:
         prefix = old.rstrip("/")
         if raw == prefix or raw.startswith(prefix + "/"):
-            root = os.path.abspath(new)
-            return os.path.normpath(os.path.join(root, raw[len(prefix) :].lstrip("/"))), root
+            return prefix, new
     return None
+
+
+def _remap(raw: str, options: LoadOptions) -> tuple[str, str] | None:
+    entry = _remap_entry(raw, options)
+    if entry is None:
+        return None
+    prefix, new = entry
+    root = absolute_path(new)
+    return os.path.normpath(os.path.join(root, raw[len(prefix) :].lstrip("/"))), root
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -156,12 +161,9 @@ def resolve_image(
     if root is None or options.allow_outside_media:
         return path
     real = realpath or RealPaths()
-    if not is_inside(path, root):
-        where = path
-    elif not is_inside(real(path), real.folder(root)):
-        where = f"{os.path.realpath(path)} (through a symbolic link)"
-    else:
+    if is_inside(real(path), real.folder(root)):  # as written, or through another name of the media folder
         return path
+    where = f"{os.path.realpath(path)} (through a symbolic link)" if is_inside(path, root) else path
     raise FieldError(
         name,
         f"image {raw!r} resolves to {where}, outside the media folder {root} "
@@ -182,16 +184,30 @@ def missing_part(raw: str, path: str) -> str:
     return parts[0] or "/" + parts[1]
 
 
+def _first_missing_folder(path: str) -> str:
+    """The outermost folder on the way to file ``path`` that does not exist."""
+    folder = os.path.dirname(path)
+    while not os.path.isdir(os.path.dirname(folder)) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    return folder
+
+
 def missing_images_problem(
-    missing: list[tuple[int, str, str]], root: str | None, name: str
+    missing: list[tuple[int, str, str]], root: str | None, name: str, options: LoadOptions
 ) -> tuple[str, str]:
     """``(field, message)`` for a record's missing images ``(index, written path, path tried)``."""
     index, raw, path = missing[0]
-    where = f" (media folder {root})" if root else ""
+    remap = _remap_entry(raw, options)
+    if remap is not None:
+        where = f" (path_remap {remap[0]}={remap[1]})"
+    else:
+        where = f" (media folder {root})" if root else ""
     more = f" and {len(missing) - 1} more of its images" if len(missing) > 1 else ""
     message = f"image not found: {raw!r} -> {path}{where}{more}"
     if _URL.match(raw):
         return f"{name}[{index}]", message + "; images are read from local files, URLs are not fetched"
+    if remap is not None and not os.path.isdir(os.path.dirname(path)):
+        return f"{name}[{index}]", message + f"; the folder {_first_missing_folder(path)} does not exist"
     if not os.path.isdir(os.path.dirname(path)):
         absent = missing_part(raw, path)
         message += (
@@ -364,4 +380,4 @@ def _check_new_images(
             report.add(f"{name}[{index}]", f"{path}: {reason}")
         paths[index] = path
     if missing:
-        report.add(*missing_images_problem(missing, ctx.options.media_dir or base_dir, name))
+        report.add(*missing_images_problem(missing, ctx.options.media_dir or base_dir, name, ctx.options))

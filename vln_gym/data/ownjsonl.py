@@ -23,6 +23,7 @@ from vln_gym.data.media import read_images
 from vln_gym.data.privileged import read_privileged
 from vln_gym.data.problems import DataError, FieldError, Location, RecordProblems
 from vln_gym.episode import Episode, episode_of_fields
+from vln_gym.paths import absolute_path
 from vln_gym.safe_files import atomic_writer
 
 FORMAT_TAG = "vln-gym/1"
@@ -129,23 +130,30 @@ def own_episode(record: Any, location: Location, ctx: ReadContext) -> Episode:
     return episode_of_fields(values)  # every name is a field: the id, instruction and pose are checked above
 
 
-def _relative(path: str, root: str | None) -> str:
-    """``path`` relative to ``root`` (posix separators) when inside it, else absolute."""
+def _relative(path: str, root: str | None, real_root: str | None) -> str:
+    """``path`` relative to ``root`` (posix separators) when inside it, as written or as the file system
+    resolves both (``real_root``), else absolute."""
     absolute = os.path.abspath(path)
-    if root is not None and absolute.startswith(root):
+    if root is None or real_root is None:
+        return absolute
+    if absolute.startswith(root):
         return absolute[len(root) :].replace(os.sep, "/")
+    real = os.path.realpath(absolute)
+    if real.startswith(real_root):
+        return real[len(real_root) :].replace(os.sep, "/")
     return absolute
 
 
 def episode_record(episode: Episode, media_dir: str | Path | None = None) -> dict[str, Any]:
     """The own-format object of ``episode`` (image paths relative to ``media_dir`` when under it); its
     extra keys are top-level keys, those that are own-format keys nested under ``extra``."""
-    root = None if media_dir is None else os.path.abspath(media_dir).rstrip(os.sep) + os.sep
+    root = None if media_dir is None else absolute_path(media_dir).rstrip(os.sep) + os.sep
+    real_root = None if root is None else os.path.realpath(root).rstrip(os.sep) + os.sep
     record: dict[str, Any] = {
         "format": FORMAT_TAG,
         "id": episode.episode_id,
         "instruction": episode.instruction,
-        "images": [_relative(path, root) for path in episode.images],
+        "images": [_relative(path, root, real_root) for path in episode.images],
     }
     pose = {name: getattr(episode, name) for name in (*POSE_FIELDS, "distance_to_goal")}
     if all(

@@ -28,10 +28,11 @@ from pathlib import Path
 from vln_gym.data.fields import LoadOptions, as_actions
 from vln_gym.data.habitat import HabitatEpisodes, trajectory_poses
 from vln_gym.data.jsonio import BOM, iter_json_records
-from vln_gym.data.media import ImageChecker, absolute_folder, is_inside
+from vln_gym.data.media import ImageChecker, is_inside
 from vln_gym.data.problems import DataError, FieldError, Location, Problem
 from vln_gym.data.trajectory import Poses
 from vln_gym.episode import Episode
+from vln_gym.paths import absolute_path
 
 ACTIONS_FILE = "action_list.json"
 INSTRUCTION_FILE = "instruction.txt"
@@ -218,7 +219,7 @@ def iter_vln_ego(root: Path, options: LoadOptions, cache: TrajectoryCache, check
             [Problem(str(root), None, "file", "not a folder (VLN-Ego input is a trajectory folder)")]
         )
         return
-    folders = find_trajectories(Path(absolute_folder(root)))
+    folders = find_trajectories(Path(absolute_path(root)))
     if not folders:
         yield DataError(
             [Problem(str(root), None, "file", f"no VLN-Ego trajectory folders ({ACTIONS_FILE}) found")]
