@@ -119,3 +119,38 @@ def test_a_failed_evaluation_removes_the_folder_it_created_through_dot_dot(tree)
         assert (tree / "elsewhere" / "ev1").is_dir()
         raise ValueError("broke")
     assert not (tree / "elsewhere" / "ev1").exists()
+
+
+def test_train_config_saves_data_paths_absolute_and_resumes_an_older_relative_one(tree, monkeypatch):
+    from agents.train.config import PPOConfig
+
+    monkeypatch.chdir(tree / "elsewhere")
+    env = {"data_files": "data/d.jsonl", "media_dir": "data", "data_options": {"pose_source": "../x"}}
+    config = PPOConfig(env_kwargs=json.dumps(env))
+    assert config.env_kwargs["data_files"] == str(tree / "elsewhere" / "data" / "d.jsonl")
+    assert config.env_kwargs["media_dir"] == str(tree / "elsewhere" / "data")
+    assert config.env_kwargs["data_options"] == {"pose_source": str(tree / "x")}
+    same = PPOConfig(env_kwargs=json.dumps({**env, "data_files": "./data/../data/d.jsonl"}))
+    assert same.env_kwargs == config.env_kwargs  # another spelling of the same file is the same env
+    saved = json.loads(json.dumps(PPOConfig(env_kwargs=json.dumps(env)).__dict__, default=repr))
+    assert config.resume_differences({**saved, "env_kwargs": {**env, "action_space": "text"}}) == []
+    other = {**env, "data_files": "data/other.jsonl", "action_space": "text"}
+    assert config.resume_differences({**saved, "env_kwargs": other})  # a real change is still refused
+
+
+def test_resume_from_dot_inside_a_checkpoint_continues_in_its_run_folder(tree, monkeypatch):
+    from agents.train.checkpoint import STATE_FILE
+    from agents.train.config import parse_config
+
+    checkpoint = tree / "run" / "checkpoint-000002"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / STATE_FILE).write_text(json.dumps({"config": {"output_dir": "somewhere/else"}}))
+    monkeypatch.chdir(checkpoint)
+    assert parse_config(["--resume_from", "."]).output_dir == str(tree / "run")
+
+
+def test_a_model_path_with_a_tilde_is_the_home_folder_s(monkeypatch, tmp_path):
+    from agents.train.config import PPOConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert PPOConfig(model_name_or_path="~/models/qwen").model_name_or_path == str(tmp_path / "models/qwen")

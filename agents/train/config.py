@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import types
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from typing import Any, Literal, get_args, get_type_hints
 from agents.presets import EASY_REWARDS
 from agents.train import ppo
 from vln_gym.arguments import is_finite_real, is_whole
+from vln_gym.paths import absolute_path
 
 GRPO_STARTS = ("reset", "expert_prefix")
 # PPOConfig fields a resume may change (the rest must equal the checkpoint's config)
@@ -231,6 +233,8 @@ class PPOConfig:
     def __post_init__(self) -> None:
         from agents.policy.tiny import tiny_family
 
+        if isinstance(self.model_name_or_path, str) and self.model_name_or_path.startswith("~"):
+            self.model_name_or_path = os.path.expanduser(self.model_name_or_path)  # as a shell would
         tiny = tiny_family(self.model_name_or_path) is not None
         if self.use_lora is None:
             self.use_lora = not tiny
@@ -246,7 +250,7 @@ class PPOConfig:
             self.env_kwargs = parsed
         if not isinstance(self.env_kwargs, Mapping):
             raise ValueError(f"PPOConfig.env_kwargs: must be a JSON object/dict, got {self.env_kwargs!r}")
-        self.env_kwargs = dict(self.env_kwargs)
+        self.env_kwargs = absolute_env_paths(self.env_kwargs)
         self.env_kwargs.setdefault("action_space", "text")  # the policy answers in words
         if self.env_kwargs["action_space"] != "text":
             raise ValueError(
@@ -389,7 +393,10 @@ class PPOConfig:
             if f.name in allowed or f.name not in saved:
                 continue
             mine = json.loads(json.dumps(getattr(self, f.name), default=repr))
-            if mine != saved[f.name]:
+            theirs = saved[f.name]
+            if f.name == "env_kwargs" and isinstance(theirs, Mapping):  # an older checkpoint's relative paths
+                theirs = json.loads(json.dumps(absolute_env_paths(theirs), default=repr))
+            if mine != theirs:
                 problems.append(f"{f.name}: checkpoint has {saved[f.name]!r}, this run has {mine!r}")
         return problems
 
@@ -405,6 +412,33 @@ class PPOConfig:
             "constrained_actions",
         )
         return {key: getattr(self, key) for key in keys}
+
+
+def _absolute(value: Any) -> Any:
+    """A path (or a list of paths) made absolute; anything else as it is (the env names what is wrong)."""
+    if isinstance(value, str) and value:
+        return absolute_path(value)
+    if isinstance(value, list | tuple) and all(isinstance(item, str) and item for item in value):
+        return [absolute_path(item) for item in value]
+    return value
+
+
+def absolute_env_paths(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``env_kwargs`` with its file and folder paths absolute (``data_files``, ``media_dir``, ``path_remap``
+    targets, ``data_options`` ``dataset_info`` / ``pose_source`` / ``media_dir``): a checkpoint saves them,
+    and its resume or evaluation from another folder must read the same files."""
+    result = dict(env_kwargs)
+    for key in ("data_files", "media_dir"):
+        if key in result:
+            result[key] = _absolute(result[key])
+    if isinstance(result.get("path_remap"), Mapping):
+        result["path_remap"] = {old: _absolute(new) for old, new in result["path_remap"].items()}
+    if isinstance(result.get("data_options"), Mapping):
+        options = result["data_options"] = dict(result["data_options"])
+        for key in ("dataset_info", "pose_source", "media_dir"):
+            if key in options:
+                options[key] = _absolute(options[key])
+    return result
 
 
 def env_units(env_kwargs: Mapping[str, Any]) -> tuple[float, float, int | None]:
@@ -570,7 +604,7 @@ def _checkpoint_fields(resume_from: str | None) -> dict[str, Any]:
     values = {key: value for key, value in saved.items() if key in known}
     # The run continues where its checkpoint is, never in the dir it was first written to (a copied or
     # moved run would write into, and rotate the checkpoints of, the original).
-    values["output_dir"] = str(checkpoint.parent)
+    values["output_dir"] = str(Path(absolute_path(checkpoint)).parent)  # '--resume_from .' inside it too
     return _as_defaults(values)
 
 
