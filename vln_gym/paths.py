@@ -9,6 +9,7 @@ by its link keeps that name in messages and outputs).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def absolute_path(path: str | os.PathLike) -> str:
@@ -21,3 +22,14 @@ def absolute_path(path: str | os.PathLike) -> str:
     head = os.path.realpath(os.sep.join(parts[: last + 1]) or os.sep)
     rest = os.sep.join(parts[last + 1 :])
     return os.path.normpath(os.path.join(head, rest)) if rest else head
+
+
+def first_missing(path: str | os.PathLike) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist (what creating ``path`` creates);
+    ``None`` when ``path`` exists (a dangling link counts as existing)."""
+    missing = None
+    for candidate in [Path(path), *Path(path).parents]:
+        if os.path.lexists(candidate):
+            break
+        missing = candidate
+    return missing

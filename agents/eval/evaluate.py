@@ -68,7 +68,7 @@ from vln_gym.arguments import whole_number
 from vln_gym.data.fields import FORMATS
 from vln_gym.geometry import ACTION_NAMES
 from vln_gym.images import ImageLoadError
-from vln_gym.paths import absolute_path
+from vln_gym.paths import absolute_path, first_missing
 from vln_gym.safe_files import (
     atomic_write_text,
     atomic_writer,
@@ -463,16 +463,6 @@ def evaluate(
     return result
 
 
-def _first_missing(path: Path) -> Path | None:
-    """The outermost of ``path`` and its parents that does not exist (what creating ``path`` creates)."""
-    missing = None
-    for candidate in [path, *path.parents]:
-        if os.path.lexists(candidate):
-            break
-        missing = candidate
-    return missing
-
-
 def _remove_created(out: Path, created: Path) -> None:
     """Remove ``out`` and its parents up to ``created`` while they are empty (never anything inside)."""
     folder = out
@@ -495,7 +485,7 @@ def _claimed_output(out_dir: str | Path | None) -> Iterator[None]:
         yield
         return
     out = Path(absolute_path(out_dir))
-    created = _first_missing(out)
+    created = first_missing(out)
     earlier = out.is_dir() and any(out.iterdir())
     try:
         yield

@@ -125,7 +125,7 @@ class LoadOptions:
         unknown_tags = sorted(set(chat_tags) - set(CHAT_TAGS))
         if unknown_tags:
             raise ValueError(f"chat_tags: unknown tag(s) {unknown_tags}; known: {', '.join(CHAT_TAGS)}")
-        remap = sorted(path_remap.items())
+        remap = sorted((old, absolute_path(new)) for old, new in path_remap.items())
         return cls(
             format=format,
             field_map=tuple(sorted(field_map.items())),

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from vln_gym.data.fields import LoadOptions
 from vln_gym.data.problems import FieldError, RecordProblems
 from vln_gym.images import ImageLoadError, decode_image
-from vln_gym.paths import absolute_path
+from vln_gym.paths import first_missing
 
 if TYPE_CHECKING:
     from vln_gym.data.context import ReadContext
@@ -68,8 +68,7 @@ def _remap(raw: str, options: LoadOptions) -> tuple[str, str] | None:
     entry = _remap_entry(raw, options)
     if entry is None:
         return None
-    prefix, new = entry
-    root = absolute_path(new)
+    prefix, root = entry  # LoadOptions made the target absolute
     return os.path.normpath(os.path.join(root, raw[len(prefix) :].lstrip("/"))), root
 
 
@@ -184,14 +183,6 @@ def missing_part(raw: str, path: str) -> str:
     return parts[0] or "/" + parts[1]
 
 
-def _first_missing_folder(path: str) -> str:
-    """The outermost folder on the way to file ``path`` that does not exist."""
-    folder = os.path.dirname(path)
-    while not os.path.isdir(os.path.dirname(folder)) and os.path.dirname(folder) != folder:
-        folder = os.path.dirname(folder)
-    return folder
-
-
 def missing_images_problem(
     missing: list[tuple[int, str, str]], root: str | None, name: str, options: LoadOptions
 ) -> tuple[str, str]:
@@ -206,14 +197,18 @@ def missing_images_problem(
     message = f"image not found: {raw!r} -> {path}{where}{more}"
     if _URL.match(raw):
         return f"{name}[{index}]", message + "; images are read from local files, URLs are not fetched"
-    if remap is not None and not os.path.isdir(os.path.dirname(path)):
-        return f"{name}[{index}]", message + f"; the folder {_first_missing_folder(path)} does not exist"
-    if not os.path.isdir(os.path.dirname(path)):
-        absent = missing_part(raw, path)
-        message += (
-            f"; '{absent}' does not exist here: if the paths were written on another machine, pass "
-            f"path_remap / --path-remap {absent}=LOCAL_FOLDER"
-        )
+    folder = os.path.dirname(path)
+    if os.path.isdir(folder):
+        return f"{name}[{index}]", message
+    if remap is not None:
+        absent = first_missing(folder)
+        found = f"the folder {absent} does not exist" if absent else f"{folder} is not a folder"
+        return f"{name}[{index}]", f"{message}; {found}"
+    absent = missing_part(raw, path)
+    message += (
+        f"; '{absent}' does not exist here: if the paths were written on another machine, pass "
+        f"path_remap / --path-remap {absent}=LOCAL_FOLDER"
+    )
     return f"{name}[{index}]", message
 
 
